@@ -1,0 +1,382 @@
+//! The wire frames of `docs/protocol.md`: what clients send, what the node answers.
+//!
+//! Decoding never panics: anything malformed becomes a [`ChatError`] with the
+//! `ref` the client needs to match it to its request.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Error codes of the protocol, shared by frames and REST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    TooLarge,
+    RateLimited,
+    Unavailable,
+}
+
+/// An error answered to one request; the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ChatError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ChatError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+}
+
+/// Query of a page of history, shared by the `history` frame and REST.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct HistoryQuery {
+    pub before: Option<u64>,
+    pub after: Option<u64>,
+    pub limit: Option<u32>,
+}
+
+pub const HISTORY_DEFAULT_LIMIT: u32 = 50;
+pub const HISTORY_MAX_LIMIT: u32 = 200;
+
+impl HistoryQuery {
+    /// The effective page size, or an error when the client asked for too much.
+    pub fn checked_limit(&self) -> Result<usize, ChatError> {
+        match self.limit {
+            None => Ok(HISTORY_DEFAULT_LIMIT as usize),
+            Some(0) => Err(ChatError::bad_request("limit must be at least 1")),
+            Some(n) if n > HISTORY_MAX_LIMIT => Err(ChatError::bad_request(format!(
+                "limit must be at most {HISTORY_MAX_LIMIT}"
+            ))),
+            Some(n) => Ok(n as usize),
+        }
+    }
+}
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Auth {
+        token: String,
+    },
+    Resume {
+        resume_token: String,
+        #[serde(default)]
+        rooms: BTreeMap<String, u64>,
+    },
+    Join {
+        room: String,
+    },
+    Leave {
+        room: String,
+    },
+    Invite {
+        room: String,
+        user: String,
+    },
+    Send {
+        room: String,
+        body: String,
+        client_id: String,
+    },
+    Dm {
+        to: String,
+        body: String,
+        client_id: String,
+    },
+    Broadcast {
+        body: String,
+        client_id: String,
+    },
+    Typing {
+        room: String,
+        active: bool,
+    },
+    Read {
+        room: String,
+        seq: u64,
+    },
+    History {
+        room: String,
+        #[serde(flatten)]
+        query: HistoryQuery,
+    },
+    Members {
+        room: String,
+    },
+    Who,
+    Ping {
+        #[serde(default)]
+        nonce: Option<Value>,
+    },
+    /// Test-only fault trigger: makes the room's actor panic.
+    #[cfg(feature = "test-hooks")]
+    DebugPanicRoom { room: String },
+}
+
+const CLIENT_TYPES: &[&str] = &[
+    "auth", "resume", "join", "leave", "invite", "send", "dm", "broadcast", "typing", "read",
+    "history", "members", "who", "ping",
+];
+
+/// A frame that could not be decoded, with the `ref` to answer it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub error: ChatError,
+    pub reference: Option<String>,
+}
+
+impl ClientFrame {
+    /// Decodes one JSON text frame.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| DecodeError {
+            error: ChatError::bad_request(format!("malformed JSON: {e}")),
+            reference: None,
+        })?;
+        let Some(object) = value.as_object() else {
+            return Err(DecodeError {
+                error: ChatError::bad_request("a frame must be a JSON object"),
+                reference: None,
+            });
+        };
+        let kind = match object.get("type") {
+            Some(Value::String(kind)) => kind.clone(),
+            _ => {
+                return Err(DecodeError {
+                    error: ChatError::bad_request("a frame needs a string \"type\""),
+                    reference: None,
+                })
+            }
+        };
+        // The `ref` of an error is the offending client_id, else the type.
+        let reference = match object.get("client_id") {
+            Some(Value::String(id)) => id.clone(),
+            _ => kind.clone(),
+        };
+        let known = CLIENT_TYPES.contains(&kind.as_str()) || cfg!(feature = "test-hooks");
+        if !known {
+            return Err(DecodeError {
+                error: ChatError::bad_request(format!("unknown frame type {kind:?}")),
+                reference: Some(reference),
+            });
+        }
+        serde_json::from_value(value).map_err(|e| DecodeError {
+            error: ChatError::bad_request(format!("invalid {kind} frame: {e}")),
+            reference: Some(reference),
+        })
+    }
+}
+
+/// One chat message as clients see it (in `message` frames, `history` and REST).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub room: String,
+    pub seq: u64,
+    pub from: String,
+    pub body: String,
+    pub ts: i64,
+    pub client_id: String,
+}
+
+/// A user and whether they are online.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserStatus {
+    pub user: String,
+    pub online: bool,
+    pub last_seen: Option<i64>,
+}
+
+/// A member of a room, with presence and how far they have read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub user: String,
+    pub online: bool,
+    pub last_seen: Option<i64>,
+    pub read_seq: u64,
+}
+
+/// Frames the node sends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Session {
+        session_id: String,
+        resume_token: String,
+        user: String,
+        node: String,
+    },
+    Resumed {
+        rooms: BTreeMap<String, u64>,
+    },
+    Joined {
+        room: String,
+        members: usize,
+        last_seq: u64,
+    },
+    Left {
+        room: String,
+        members: usize,
+        last_seq: u64,
+    },
+    Message(ChatMessage),
+    Ack {
+        client_id: String,
+        room: String,
+        seq: u64,
+        ts: i64,
+    },
+    UserJoined {
+        room: String,
+        user: String,
+    },
+    UserLeft {
+        room: String,
+        user: String,
+    },
+    Presence {
+        user: String,
+        online: bool,
+        last_seen: Option<i64>,
+    },
+    Typing {
+        room: String,
+        user: String,
+        active: bool,
+    },
+    Read {
+        room: String,
+        user: String,
+        seq: u64,
+    },
+    History {
+        room: String,
+        messages: Vec<ChatMessage>,
+    },
+    Members {
+        room: String,
+        members: Vec<MemberStatus>,
+    },
+    Users {
+        users: Vec<UserStatus>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+    },
+    Pong {
+        nonce: Option<Value>,
+    },
+}
+
+impl ServerFrame {
+    pub fn error(error: &ChatError, reference: Option<String>) -> Self {
+        ServerFrame::Error {
+            code: error.code,
+            message: error.message.clone(),
+            reference,
+        }
+    }
+
+    /// Serialises once; the result is cheap to clone for fan-out.
+    pub fn encode(&self) -> Utf8Bytes {
+        // Serialising these plain structs cannot fail.
+        Utf8Bytes::from(serde_json::to_string(self).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_send() {
+        let frame =
+            ClientFrame::decode(r#"{"type":"send","room":"a","body":"hi","client_id":"c1"}"#)
+                .unwrap();
+        assert_eq!(
+            frame,
+            ClientFrame::Send {
+                room: "a".into(),
+                body: "hi".into(),
+                client_id: "c1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_with_a_ref() {
+        let e = ClientFrame::decode("{nope").unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::BadRequest);
+        assert_eq!(e.reference, None);
+        let e = ClientFrame::decode(r#"{"type":"fly"}"#).unwrap_err();
+        assert_eq!(e.reference.as_deref(), Some("fly"));
+        let e = ClientFrame::decode(r#"{"type":"send","room":"a","client_id":"x"}"#).unwrap_err();
+        assert_eq!(e.reference.as_deref(), Some("x"));
+        assert!(e.error.message.contains("body"), "{}", e.error.message);
+        assert!(ClientFrame::decode("[1,2]").is_err());
+        assert!(ClientFrame::decode(r#"{"type":5}"#).is_err());
+    }
+
+    #[test]
+    fn history_flattens_its_query() {
+        let frame = ClientFrame::decode(r#"{"type":"history","room":"a","before":9,"limit":3}"#)
+            .unwrap();
+        let ClientFrame::History { query, .. } = frame else {
+            panic!("not history")
+        };
+        assert_eq!(query.before, Some(9));
+        assert_eq!(query.checked_limit().unwrap(), 3);
+        let too_many = HistoryQuery {
+            limit: Some(201),
+            ..Default::default()
+        };
+        assert!(too_many.checked_limit().is_err());
+    }
+
+    #[test]
+    fn server_frames_carry_their_type() {
+        let text = ServerFrame::Message(ChatMessage {
+            room: "a".into(),
+            seq: 1,
+            from: "u".into(),
+            body: "b".into(),
+            ts: 5,
+            client_id: "c".into(),
+        })
+        .encode();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["seq"], 1);
+        let e = ServerFrame::error(&ChatError::forbidden("no"), Some("c".into())).encode();
+        let v: Value = serde_json::from_str(&e).unwrap();
+        assert_eq!(v["code"], "forbidden");
+        assert_eq!(v["ref"], "c");
+    }
+}

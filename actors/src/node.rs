@@ -1,0 +1,133 @@
+//! The NodeSupervisor: the root of a node's actor tree. It starts presence,
+//! the room supervisor and the session supervisor, and shuts them down in
+//! order (sessions closed with 1012 first, then rooms flushed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::limits::Limits;
+use crate::presence::{Presence, PresenceMsg};
+use crate::room::supervisor::{RoomSupervisor, RoomSupervisorMsg};
+use crate::room::{RoomContext, RoomTuning};
+use crate::session::supervisor::{SessionSupervisor, SessionSupervisorMsg};
+use crate::session::SessionContext;
+use crate::store::Stores;
+
+/// Everything a node needs to start its actors.
+#[derive(Clone)]
+pub struct NodeConfig {
+    pub node: String,
+    pub stores: Stores,
+    pub limits: Limits,
+    pub tuning: RoomTuning,
+    pub admins: Vec<String>,
+    pub activate_grace: Duration,
+    pub resume_ttl: Duration,
+}
+
+/// The refs the gateway uses.
+#[derive(Clone)]
+pub struct NodeRefs {
+    pub presence: ActorRef<PresenceMsg>,
+    pub rooms: ActorRef<RoomSupervisorMsg>,
+    pub sessions: ActorRef<SessionSupervisorMsg>,
+}
+
+pub enum NodeMsg {
+    Refs { reply: RpcReplyPort<NodeRefs> },
+    /// Closes every connection (1012), stops the rooms, then the node.
+    Shutdown { reply: RpcReplyPort<()> },
+}
+
+pub struct NodeSupervisor;
+
+impl Actor for NodeSupervisor {
+    type Msg = NodeMsg;
+    type State = NodeRefs;
+    type Arguments = NodeConfig;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        config: NodeConfig,
+    ) -> Result<NodeRefs, ActorProcessingErr> {
+        let cell = myself.get_cell();
+        let (presence, _) = Actor::spawn_linked(
+            Some("presence".into()),
+            Presence,
+            config.stores.clone(),
+            cell.clone(),
+        )
+        .await?;
+        let room_ctx = RoomContext {
+            node: config.node.clone(),
+            stores: config.stores.clone(),
+            limits: config.limits.clone(),
+            tuning: config.tuning.clone(),
+            admins: Arc::new(config.admins.clone()),
+            presence: presence.clone(),
+        };
+        let (rooms, _) =
+            Actor::spawn_linked(Some("rooms".into()), RoomSupervisor, room_ctx, cell.clone()).await?;
+        let session_ctx = SessionContext {
+            node: config.node.clone(),
+            stores: config.stores.clone(),
+            limits: config.limits.clone(),
+            rooms: rooms.clone(),
+            presence: presence.clone(),
+            activate_grace: config.activate_grace,
+            resume_ttl: config.resume_ttl,
+        };
+        let (sessions, _) =
+            Actor::spawn_linked(Some("sessions".into()), SessionSupervisor, session_ctx, cell).await?;
+        Ok(NodeRefs {
+            presence,
+            rooms,
+            sessions,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        msg: NodeMsg,
+        state: &mut NodeRefs,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NodeMsg::Refs { reply } => {
+                let _ = reply.send(state.clone());
+            }
+            NodeMsg::Shutdown { reply } => {
+                let _ = crate::ask(&state.sessions, |reply| SessionSupervisorMsg::Shutdown { reply }).await;
+                let _ = crate::ask(&state.rooms, |reply| RoomSupervisorMsg::Shutdown { reply }).await;
+                let _ = reply.send(());
+                myself.stop(Some("shutdown".into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<NodeMsg>,
+        event: SupervisionEvent,
+        _state: &mut NodeRefs,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, error) = event {
+            // These hold no client state of their own beyond registries; a
+            // crash here is a bug worth stopping for rather than hiding.
+            tracing::error!(actor = ?cell.get_name(), %error, "node actor crashed");
+            return Err(format!("{:?} crashed: {error}", cell.get_name()).into());
+        }
+        Ok(())
+    }
+}
+
+/// Starts a node's actor tree.
+pub async fn start(config: NodeConfig) -> Result<(ActorRef<NodeMsg>, NodeRefs), ActorProcessingErr> {
+    let (node, _) = Actor::spawn(Some(format!("node:{}", config.node)), NodeSupervisor, config).await?;
+    let refs = crate::ask(&node, |reply| NodeMsg::Refs { reply }).await?;
+    Ok((node, refs))
+}

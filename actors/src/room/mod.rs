@@ -1,0 +1,986 @@
+//! The Room actor: one per active room. It checks membership, de-duplicates
+//! `client_id`s, assigns `seq`, appends to the log (one batch in flight at a
+//! time, the rest queue behind it: group commit), and only then acks the
+//! sender and fans out to its subscribed sessions. History is written behind.
+
+mod state;
+pub mod supervisor;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::frames::{ChatError, ChatMessage, HistoryQuery, ServerFrame};
+use crate::limits::{now_ms, Limits};
+use crate::outbox::Outbox;
+use crate::presence::PresenceMsg;
+use crate::session::{SessionHandle, SessionMsg};
+use crate::store::{select_page, Checkpoint, LogPosition, LogRecord, StoreError, Stores};
+
+pub use state::RoomKind;
+use state::{Cached, PendingSend, RoomState, SubState, Subscriber};
+
+/// The room every user is in: `broadcast` frames go there.
+pub const BROADCAST_ROOM: &str = "!broadcast";
+
+/// The DM room of two users: `dm:<a>:<b>`, usernames sorted.
+pub fn dm_room(a: &str, b: &str) -> String {
+    if a <= b {
+        format!("dm:{a}:{b}")
+    } else {
+        format!("dm:{b}:{a}")
+    }
+}
+
+/// The two members of a canonical DM room name.
+pub fn dm_members(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix("dm:")?;
+    let (a, b) = rest.split_once(':')?;
+    let ok = crate::limits::check_username(a).is_ok()
+        && crate::limits::check_username(b).is_ok()
+        && a < b;
+    ok.then_some((a, b))
+}
+
+/// Tuning of rooms: how often they checkpoint, how much they cache.
+#[derive(Debug, Clone)]
+pub struct RoomTuning {
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+    /// Messages kept in memory for history and resume.
+    pub recent: usize,
+    /// Largest batch appended to the log at once.
+    pub max_batch: usize,
+    /// A room with no subscribers stops after this long.
+    pub idle_stop: Duration,
+}
+
+impl Default for RoomTuning {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: 100,
+            checkpoint_interval: Duration::from_secs(1),
+            recent: 256,
+            max_batch: 512,
+            idle_stop: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What every room of a node shares.
+#[derive(Clone)]
+pub struct RoomContext {
+    pub node: String,
+    pub stores: Stores,
+    pub limits: Limits,
+    pub tuning: RoomTuning,
+    pub admins: Arc<Vec<String>>,
+    pub presence: ActorRef<PresenceMsg>,
+}
+
+/// How to create a room that does not exist yet.
+#[derive(Debug, Clone)]
+pub struct CreateSpec {
+    pub private: bool,
+    pub creator: String,
+    pub members: Vec<String>,
+}
+
+pub struct RoomArgs {
+    pub name: String,
+    pub ctx: RoomContext,
+    pub create: Option<CreateSpec>,
+}
+
+/// A summary for REST listings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoomInfo {
+    pub name: String,
+    pub private: bool,
+    pub members: usize,
+    pub last_seq: u64,
+}
+
+/// A message to post.
+pub struct SendRequest {
+    pub user: String,
+    pub client_id: String,
+    pub body: String,
+    /// Where the ack or the error goes.
+    pub outbox: Outbox,
+}
+
+pub enum RoomMsg {
+    /// A session of a member attaches; a pending one receives nothing until `Activate`.
+    Subscribe {
+        session: SessionHandle,
+        pending: bool,
+    },
+    /// Replays what the session missed after `after` (default: since it
+    /// subscribed), in order, then delivers live. Replies with the last seq sent.
+    Activate {
+        session_id: u64,
+        after: Option<u64>,
+        reply: RpcReplyPort<u64>,
+    },
+    Unsubscribe {
+        session_id: u64,
+    },
+    Join {
+        user: String,
+        reply: RpcReplyPort<Result<(), ChatError>>,
+    },
+    Leave {
+        user: String,
+        reply: RpcReplyPort<Result<(), ChatError>>,
+    },
+    Invite {
+        by: String,
+        user: String,
+        reply: RpcReplyPort<Result<(), ChatError>>,
+    },
+    Send(SendRequest),
+    Typing {
+        user: String,
+        active: bool,
+        outbox: Outbox,
+    },
+    Read {
+        user: String,
+        seq: u64,
+        outbox: Outbox,
+    },
+    History {
+        user: String,
+        query: HistoryQuery,
+        limit: usize,
+        reply: RpcReplyPort<Result<Vec<ChatMessage>, ChatError>>,
+    },
+    /// Members and how far each has read.
+    Members {
+        user: String,
+        reply: RpcReplyPort<Result<Vec<(String, u64)>, ChatError>>,
+    },
+    Info {
+        user: String,
+        reply: RpcReplyPort<Result<RoomInfo, ChatError>>,
+    },
+    PresenceChanged {
+        user: String,
+        online: bool,
+        last_seen: Option<i64>,
+    },
+    /// Writes history and the checkpoint, then stops.
+    Shutdown,
+    // ---- internal ----
+    Appended {
+        batch: Vec<PendingSend>,
+        result: Result<Vec<LogPosition>, StoreError>,
+    },
+    HistoryWritten {
+        up_to: u64,
+        result: Result<(), StoreError>,
+    },
+    ReplayLoaded {
+        session_id: u64,
+        after: u64,
+        messages: Result<Vec<ChatMessage>, StoreError>,
+        reply: RpcReplyPort<u64>,
+    },
+    Tick,
+    #[cfg(feature = "test-hooks")]
+    Panic,
+}
+
+pub struct Room;
+
+impl Actor for Room {
+    type Msg = RoomMsg;
+    type State = RoomState;
+    type Arguments = RoomArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RoomMsg>,
+        args: RoomArgs,
+    ) -> Result<RoomState, ActorProcessingErr> {
+        let mut state = state::restore(args).await?;
+        state.attach_member_sessions(&myself).await;
+        myself.send_interval(state.ctx.tuning.checkpoint_interval, || RoomMsg::Tick);
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<RoomMsg>,
+        state: &mut RoomState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Records replayed from the log may be missing from history.
+        state.write_history(&myself);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<RoomMsg>,
+        state: &mut RoomState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.flush_for_stop().await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RoomMsg>,
+        msg: RoomMsg,
+        state: &mut RoomState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RoomMsg::Subscribe { session, pending } => state.subscribe(session, pending),
+            RoomMsg::Activate {
+                session_id,
+                after,
+                reply,
+            } => state.activate(&myself, session_id, after, reply),
+            RoomMsg::Unsubscribe { session_id } => {
+                state.subscribers.remove(&session_id);
+                state.idle_since = state.subscribers.is_empty().then(Instant::now);
+            }
+            RoomMsg::Join { user, reply } => {
+                let _ = reply.send(state.join(&myself, &user).await);
+            }
+            RoomMsg::Leave { user, reply } => {
+                let _ = reply.send(state.leave(&user).await);
+            }
+            RoomMsg::Invite { by, user, reply } => {
+                let _ = reply.send(state.invite(&myself, &by, &user).await);
+            }
+            RoomMsg::Send(request) => state.accept_send(&myself, request),
+            RoomMsg::Appended { batch, result } => state.appended(&myself, batch, result),
+            RoomMsg::HistoryWritten { up_to, result } => {
+                state.history_written(&myself, up_to, result)
+            }
+            RoomMsg::Typing {
+                user,
+                active,
+                outbox,
+            } => state.typing(&user, active, &outbox),
+            RoomMsg::Read { user, seq, outbox } => state.read(&user, seq, &outbox),
+            RoomMsg::History {
+                user,
+                query,
+                limit,
+                reply,
+            } => state.history(&user, query, limit, reply),
+            RoomMsg::Members { user, reply } => {
+                let answer = state.check_reader(&user).map(|()| {
+                    state
+                        .members
+                        .iter()
+                        .map(|(u, read)| (u.clone(), *read))
+                        .collect()
+                });
+                let _ = reply.send(answer);
+            }
+            RoomMsg::Info { user, reply } => {
+                let answer = state.check_reader(&user).map(|()| state.info());
+                let _ = reply.send(answer);
+            }
+            RoomMsg::PresenceChanged {
+                user,
+                online,
+                last_seen,
+            } => {
+                for sub in state.subscribers.values() {
+                    if sub.session.user != user {
+                        let _ = sub.session.actor.cast(SessionMsg::Presence {
+                            user: user.clone(),
+                            online,
+                            last_seen,
+                        });
+                    }
+                }
+            }
+            RoomMsg::ReplayLoaded {
+                session_id,
+                after,
+                messages,
+                reply,
+            } => state.replay_loaded(&myself, session_id, after, messages, reply),
+            RoomMsg::Tick => {
+                // Retries a failed history write; the log still holds those messages.
+                state.write_history(&myself);
+                state.maybe_checkpoint();
+                let idle = state
+                    .idle_since
+                    .is_some_and(|since| since.elapsed() >= state.ctx.tuning.idle_stop);
+                if idle && state.pending.is_empty() && !state.appending {
+                    myself.stop(Some("idle".into()));
+                }
+            }
+            RoomMsg::Shutdown => myself.stop(Some("shutdown".into())),
+            #[cfg(feature = "test-hooks")]
+            RoomMsg::Panic => panic!("test hook: room {} panics", state.name),
+        }
+        Ok(())
+    }
+}
+
+impl RoomState {
+    fn info(&self) -> RoomInfo {
+        RoomInfo {
+            name: self.name.clone(),
+            private: self.private,
+            members: self.members.len(),
+            last_seq: self.last_seq,
+        }
+    }
+
+    fn is_admin(&self, user: &str) -> bool {
+        self.ctx.admins.iter().any(|a| a == user)
+    }
+
+    /// May `user` read this room?
+    fn check_reader(&self, user: &str) -> Result<(), ChatError> {
+        match self.kind {
+            RoomKind::Broadcast => Ok(()),
+            _ if self.members.contains_key(user) => Ok(()),
+            _ => Err(ChatError::forbidden(format!(
+                "not a member of room {}",
+                self.name
+            ))),
+        }
+    }
+
+    /// May `user` post here?
+    fn check_writer(&self, user: &str) -> Result<(), ChatError> {
+        if self.kind == RoomKind::Broadcast
+            && self.ctx.limits.broadcast_admin_only
+            && !self.is_admin(user)
+        {
+            return Err(ChatError::forbidden("only admins may broadcast"));
+        }
+        self.check_reader(user)
+    }
+
+    /// Pushes a frame to every live subscriber; drops the ones that are gone.
+    fn fan_out(&mut self, frame: &Utf8Bytes, except_user: Option<&str>) {
+        let mut gone = Vec::new();
+        for (id, sub) in &self.subscribers {
+            if !matches!(sub.state, SubState::Live { .. }) || Some(sub.session.user.as_str()) == except_user {
+                continue;
+            }
+            if !sub.session.outbox.push(frame.clone()) {
+                gone.push(*id);
+            }
+        }
+        for id in gone {
+            self.subscribers.remove(&id);
+        }
+    }
+
+    fn subscribe(&mut self, session: SessionHandle, pending: bool) {
+        let state = if pending {
+            SubState::Pending {
+                from_seq: self.last_seq,
+            }
+        } else {
+            SubState::Live {
+                from_seq: self.last_seq,
+            }
+        };
+        self.subscribers
+            .insert(session.id, Subscriber { session, state });
+        self.idle_since = None;
+    }
+
+    fn activate(
+        &mut self,
+        myself: &ActorRef<RoomMsg>,
+        session_id: u64,
+        after: Option<u64>,
+        reply: RpcReplyPort<u64>,
+    ) {
+        let Some(sub) = self.subscribers.get(&session_id) else {
+            let _ = reply.send(self.last_seq);
+            return;
+        };
+        let from_seq = match sub.state {
+            SubState::Pending { from_seq } | SubState::Live { from_seq } => from_seq,
+        };
+        let live = matches!(sub.state, SubState::Live { .. });
+        // A live subscriber already has everything after `from_seq`.
+        let upper = if live { from_seq } else { self.last_seq };
+        let after = after.unwrap_or(from_seq).min(upper);
+        let first_cached = self.recent.front().map(|c| c.message.seq);
+        let cached = after >= upper || first_cached.is_some_and(|first| first <= after + 1);
+        if cached {
+            let outbox = sub.session.outbox.clone();
+            for c in self.recent.iter().filter(|c| c.message.seq > after && c.message.seq <= upper) {
+                outbox.push(c.frame.clone());
+            }
+            if let Some(sub) = self.subscribers.get_mut(&session_id) {
+                sub.state = SubState::Live {
+                    from_seq: self.last_seq,
+                };
+            }
+            let _ = reply.send(self.last_seq);
+            return;
+        }
+        // Older than the cache: read history, stay pending meanwhile.
+        let history = self.ctx.stores.history.clone();
+        let unflushed: Vec<ChatMessage> = self.unflushed.iter().map(|(m, _)| m.clone()).collect();
+        let room = self.name.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let messages = read_range(&*history, &room, after, upper, unflushed).await;
+            let _ = myself.cast(RoomMsg::ReplayLoaded {
+                session_id,
+                after,
+                messages,
+                reply,
+            });
+        });
+    }
+
+    fn replay_loaded(
+        &mut self,
+        myself: &ActorRef<RoomMsg>,
+        session_id: u64,
+        after: u64,
+        messages: Result<Vec<ChatMessage>, StoreError>,
+        reply: RpcReplyPort<u64>,
+    ) {
+        let messages = match messages {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(room = %self.name, error = %e, "resume replay failed; retrying");
+                // Try again shortly: the session stays pending and loses nothing.
+                let myself2 = myself.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let _ = myself2.cast(RoomMsg::Activate {
+                        session_id,
+                        after: Some(after),
+                        reply,
+                    });
+                });
+                return;
+            }
+        };
+        let Some(sub) = self.subscribers.get(&session_id) else {
+            let _ = reply.send(self.last_seq);
+            return;
+        };
+        let live_from = match sub.state {
+            SubState::Live { from_seq } => Some(from_seq),
+            SubState::Pending { .. } => None,
+        };
+        let outbox = sub.session.outbox.clone();
+        let mut sent = after;
+        for m in &messages {
+            if m.seq == sent + 1 {
+                outbox.push(ServerFrame::Message(m.clone()).encode());
+                sent = m.seq;
+            }
+        }
+        if live_from.is_none() {
+            let first_cached = self.recent.front().map(|c| c.message.seq);
+            if sent < self.last_seq && first_cached.is_none_or(|f| f > sent + 1) {
+                // More arrived than the cache holds while we read: read again from `sent`.
+                self.activate(myself, session_id, Some(sent), reply);
+                return;
+            }
+            for c in self.recent.iter().filter(|c| c.message.seq > sent) {
+                outbox.push(c.frame.clone());
+            }
+            if let Some(sub) = self.subscribers.get_mut(&session_id) {
+                sub.state = SubState::Live {
+                    from_seq: self.last_seq,
+                };
+            }
+        }
+        let _ = reply.send(self.last_seq);
+    }
+
+    /// Subscribes every local session of `user` and tells each it joined.
+    async fn attach_user(&mut self, myself: &ActorRef<RoomMsg>, user: &str) {
+        let sessions = crate::ask(&self.ctx.presence, |reply| PresenceMsg::SessionsOf {
+            users: vec![user.to_string()],
+            reply,
+        })
+        .await
+        .unwrap_or_default();
+        let joined = ServerFrame::Joined {
+            room: self.name.clone(),
+            members: self.members.len(),
+            last_seq: self.last_seq,
+        }
+        .encode();
+        for session in sessions {
+            session.outbox.push(joined.clone());
+            let _ = session.actor.cast(SessionMsg::Attached {
+                room: self.name.clone(),
+                actor: myself.clone(),
+            });
+            self.subscribe(session, false);
+        }
+    }
+
+    async fn join(&mut self, myself: &ActorRef<RoomMsg>, user: &str) -> Result<(), ChatError> {
+        match self.kind {
+            RoomKind::Broadcast => return Ok(()),
+            _ if self.members.contains_key(user) => {
+                // Already in: answer `joined` again to the user's connections.
+                self.attach_user(myself, user).await;
+                return Ok(());
+            }
+            RoomKind::Direct => return Err(ChatError::forbidden("a DM room has exactly two members")),
+            RoomKind::Group if self.private => {
+                return Err(ChatError::forbidden(format!(
+                    "room {} is private: a member must invite you",
+                    self.name
+                )))
+            }
+            RoomKind::Group => {}
+        }
+        self.add_member(myself, user).await
+    }
+
+    async fn add_member(&mut self, myself: &ActorRef<RoomMsg>, user: &str) -> Result<(), ChatError> {
+        self.ctx
+            .stores
+            .directory
+            .add_member(&self.name, user)
+            .await
+            .map_err(|e| ChatError::unavailable(e.to_string()))?;
+        self.members.insert(user.to_string(), 0);
+        let frame = ServerFrame::UserJoined {
+            room: self.name.clone(),
+            user: user.to_string(),
+        }
+        .encode();
+        self.fan_out(&frame, Some(user));
+        self.attach_user(myself, user).await;
+        Ok(())
+    }
+
+    async fn invite(&mut self, myself: &ActorRef<RoomMsg>, by: &str, user: &str) -> Result<(), ChatError> {
+        if self.kind != RoomKind::Group {
+            return Err(ChatError::bad_request("only group rooms take invitations"));
+        }
+        self.check_reader(by)?;
+        if self.members.contains_key(user) {
+            return Ok(());
+        }
+        let exists = self
+            .ctx
+            .stores
+            .directory
+            .find_user(user)
+            .await
+            .map_err(|e| ChatError::unavailable(e.to_string()))?;
+        if exists.is_none() {
+            return Err(ChatError::not_found(format!("no user {user}")));
+        }
+        self.add_member(myself, user).await
+    }
+
+    async fn leave(&mut self, user: &str) -> Result<(), ChatError> {
+        if self.kind == RoomKind::Broadcast {
+            return Err(ChatError::bad_request("nobody leaves the broadcast room"));
+        }
+        if !self.members.contains_key(user) {
+            return Err(ChatError::not_found(format!("not a member of room {}", self.name)));
+        }
+        self.ctx
+            .stores
+            .directory
+            .remove_member(&self.name, user)
+            .await
+            .map_err(|e| ChatError::unavailable(e.to_string()))?;
+        self.members.remove(user);
+        let left = ServerFrame::Left {
+            room: self.name.clone(),
+            members: self.members.len(),
+            last_seq: self.last_seq,
+        }
+        .encode();
+        let leaving: Vec<u64> = self
+            .subscribers
+            .iter()
+            .filter(|(_, s)| s.session.user == user)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in leaving {
+            if let Some(sub) = self.subscribers.remove(&id) {
+                sub.session.outbox.push(left.clone());
+                let _ = sub.session.actor.cast(SessionMsg::Detached {
+                    room: self.name.clone(),
+                });
+            }
+        }
+        let frame = ServerFrame::UserLeft {
+            room: self.name.clone(),
+            user: user.to_string(),
+        }
+        .encode();
+        self.fan_out(&frame, None);
+        Ok(())
+    }
+
+    fn accept_send(&mut self, myself: &ActorRef<RoomMsg>, request: SendRequest) {
+        if let Err(e) = self.check_writer(&request.user) {
+            request
+                .outbox
+                .push_frame(&ServerFrame::error(&e, Some(request.client_id)));
+            return;
+        }
+        let key = (request.user.clone(), request.client_id.clone());
+        if let Some(&(seq, ts)) = self.dedupe.get(&key) {
+            // A retry of a message already in the log: the first message's ack.
+            request.outbox.push_frame(&ServerFrame::Ack {
+                client_id: request.client_id,
+                room: self.name.clone(),
+                seq,
+                ts,
+            });
+            return;
+        }
+        if let Some(waiters) = self.in_flight.get_mut(&key) {
+            waiters.push(request.outbox);
+            return;
+        }
+        self.in_flight.insert(key, vec![request.outbox.clone()]);
+        self.pending.push_back(PendingSend {
+            user: request.user,
+            client_id: request.client_id,
+            body: request.body,
+            ts: now_ms(),
+        });
+        self.append_next(myself);
+    }
+
+    /// Starts appending the next batch unless one is in flight.
+    fn append_next(&mut self, myself: &ActorRef<RoomMsg>) {
+        if self.appending || self.pending.is_empty() {
+            return;
+        }
+        let n = self.pending.len().min(self.ctx.tuning.max_batch);
+        let batch: Vec<PendingSend> = self.pending.drain(..n).collect();
+        let records: Vec<LogRecord> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, p)| LogRecord {
+                room: self.name.clone(),
+                seq: self.last_seq + 1 + i as u64,
+                epoch: self.epoch,
+                sender: p.user.clone(),
+                client_id: p.client_id.clone(),
+                body: p.body.clone(),
+                ts: p.ts,
+            })
+            .collect();
+        self.appending = true;
+        let log = self.ctx.stores.log.clone();
+        let room = self.name.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = log.append(&room, &records).await;
+            let _ = myself.cast(RoomMsg::Appended { batch, result });
+        });
+    }
+
+    fn appended(
+        &mut self,
+        myself: &ActorRef<RoomMsg>,
+        batch: Vec<PendingSend>,
+        result: Result<Vec<LogPosition>, StoreError>,
+    ) {
+        self.appending = false;
+        match result {
+            Ok(positions) => {
+                for (p, position) in batch.into_iter().zip(positions) {
+                    self.last_seq += 1;
+                    self.log_position = position + 1;
+                    let message = ChatMessage {
+                        room: self.name.clone(),
+                        seq: self.last_seq,
+                        from: p.user,
+                        body: p.body,
+                        ts: p.ts,
+                        client_id: p.client_id,
+                    };
+                    let key = (message.from.clone(), message.client_id.clone());
+                    let ack = ServerFrame::Ack {
+                        client_id: message.client_id.clone(),
+                        room: self.name.clone(),
+                        seq: message.seq,
+                        ts: message.ts,
+                    }
+                    .encode();
+                    for outbox in self.in_flight.remove(&key).unwrap_or_default() {
+                        outbox.push(ack.clone());
+                    }
+                    self.remember(key, message.seq, message.ts);
+                    let frame = ServerFrame::Message(message.clone()).encode();
+                    self.fan_out(&frame, None);
+                    self.unflushed.push_back((message.clone(), position));
+                    self.recent.push_back(Cached { message, frame });
+                    if self.recent.len() > self.ctx.tuning.recent {
+                        self.recent.pop_front();
+                    }
+                }
+                self.write_history(myself);
+            }
+            Err(e) => {
+                tracing::warn!(room = %self.name, error = %e, "log append failed");
+                let error = crate::frames::ChatError::unavailable(
+                    "the message log is unavailable; nothing was written, retry",
+                );
+                for p in batch {
+                    let key = (p.user, p.client_id);
+                    let frame = ServerFrame::error(&error, Some(key.1.clone())).encode();
+                    for outbox in self.in_flight.remove(&key).unwrap_or_default() {
+                        outbox.push(frame.clone());
+                    }
+                }
+            }
+        }
+        self.append_next(myself);
+    }
+
+    fn remember(&mut self, key: (String, String), seq: u64, ts: i64) {
+        self.dedupe_order.push_back(key.clone());
+        self.dedupe.insert(key, (seq, ts));
+        while self.dedupe_order.len() > self.ctx.limits.dedupe_window {
+            if let Some(old) = self.dedupe_order.pop_front() {
+                self.dedupe.remove(&old);
+            }
+        }
+    }
+
+    /// Writes unflushed messages to history, one batch at a time.
+    fn write_history(&mut self, myself: &ActorRef<RoomMsg>) {
+        if self.history_writing || self.unflushed.is_empty() {
+            return;
+        }
+        let batch: Vec<ChatMessage> = self.unflushed.iter().take(1000).map(|(m, _)| m.clone()).collect();
+        let up_to = batch.last().map(|m| m.seq).unwrap_or(self.history_seq);
+        self.history_writing = true;
+        let history = self.ctx.stores.history.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = history.write(&batch).await;
+            let _ = myself.cast(RoomMsg::HistoryWritten { up_to, result });
+        });
+    }
+
+    fn history_written(&mut self, myself: &ActorRef<RoomMsg>, up_to: u64, result: Result<(), StoreError>) {
+        self.history_writing = false;
+        match result {
+            Ok(()) => {
+                while let Some((m, position)) = self.unflushed.front() {
+                    if m.seq > up_to {
+                        break;
+                    }
+                    self.history_seq = m.seq;
+                    self.history_position = position + 1;
+                    self.unflushed.pop_front();
+                }
+                let due = self.history_seq >= self.checkpoint_seq + self.ctx.tuning.checkpoint_every;
+                if due {
+                    self.maybe_checkpoint_now();
+                }
+                self.write_history(myself);
+            }
+            Err(e) => {
+                // Retried on the next append or tick; the log still holds these.
+                tracing::warn!(room = %self.name, error = %e, "history write failed");
+            }
+        }
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            room: self.name.clone(),
+            epoch: self.epoch,
+            last_seq: self.history_seq,
+            log_position: self.history_position,
+            history_seq: self.history_seq,
+        }
+    }
+
+    fn maybe_checkpoint(&mut self) {
+        let stale = self.checkpoint_seq < self.history_seq
+            && self.checkpoint_at.elapsed() >= self.ctx.tuning.checkpoint_interval;
+        if stale {
+            self.maybe_checkpoint_now();
+        }
+    }
+
+    fn maybe_checkpoint_now(&mut self) {
+        let checkpoint = self.checkpoint();
+        self.checkpoint_seq = checkpoint.history_seq;
+        self.checkpoint_at = Instant::now();
+        let store = self.ctx.stores.checkpoints.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.save(&checkpoint).await {
+                tracing::warn!(room = %checkpoint.room, error = %e, "checkpoint failed");
+            }
+        });
+    }
+
+    async fn flush_for_stop(&mut self) {
+        let batch: Vec<ChatMessage> = self.unflushed.iter().map(|(m, _)| m.clone()).collect();
+        if !batch.is_empty() {
+            match self.ctx.stores.history.write(&batch).await {
+                Ok(()) => {
+                    if let Some((m, position)) = self.unflushed.back() {
+                        self.history_seq = m.seq;
+                        self.history_position = position + 1;
+                    }
+                    self.unflushed.clear();
+                }
+                Err(e) => tracing::warn!(room = %self.name, error = %e, "history write at stop failed"),
+            }
+        }
+        if self.history_seq > self.checkpoint_seq || self.checkpoint_seq == 0 {
+            if let Err(e) = self.ctx.stores.checkpoints.save(&self.checkpoint()).await {
+                tracing::warn!(room = %self.name, error = %e, "checkpoint at stop failed");
+            }
+        }
+    }
+
+    fn typing(&mut self, user: &str, active: bool, outbox: &Outbox) {
+        if let Err(e) = self.check_writer(user) {
+            outbox.push_frame(&ServerFrame::error(&e, Some("typing".into())));
+            return;
+        }
+        let frame = ServerFrame::Typing {
+            room: self.name.clone(),
+            user: user.to_string(),
+            active,
+        }
+        .encode();
+        self.fan_out(&frame, Some(user));
+    }
+
+    fn read(&mut self, user: &str, seq: u64, outbox: &Outbox) {
+        let result = self.check_reader(user).and_then(|()| {
+            if seq > self.last_seq {
+                Err(ChatError::bad_request(format!(
+                    "seq {seq} is past the room's last seq {}",
+                    self.last_seq
+                )))
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = result {
+            outbox.push_frame(&ServerFrame::error(&e, Some("read".into())));
+            return;
+        }
+        if let Some(read) = self.members.get_mut(user) {
+            if seq <= *read {
+                return;
+            }
+            *read = seq;
+            let directory = self.ctx.stores.directory.clone();
+            let (room, who) = (self.name.clone(), user.to_string());
+            tokio::spawn(async move {
+                if let Err(e) = directory.set_read(&room, &who, seq).await {
+                    tracing::warn!(%room, error = %e, "read receipt not stored");
+                }
+            });
+        }
+        let frame = ServerFrame::Read {
+            room: self.name.clone(),
+            user: user.to_string(),
+            seq,
+        }
+        .encode();
+        self.fan_out(&frame, None);
+    }
+
+    fn history(
+        &self,
+        user: &str,
+        query: HistoryQuery,
+        limit: usize,
+        reply: RpcReplyPort<Result<Vec<ChatMessage>, ChatError>>,
+    ) {
+        if let Err(e) = self.check_reader(user) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        // Which seqs the page may need, to tell whether the cache has them all.
+        let lowest = match (query.after, query.before) {
+            (Some(after), _) => after + 1,
+            (None, Some(before)) => before.saturating_sub(limit as u64).max(1),
+            (None, None) => self.last_seq.saturating_sub(limit as u64).max(1) ,
+        };
+        let first_cached = self.recent.front().map(|c| c.message.seq).unwrap_or(self.last_seq + 1);
+        if lowest >= first_cached || self.last_seq == 0 {
+            let cached: Vec<&Cached> = self.recent.iter().collect();
+            let page = select_page(&cached, |c| c.message.seq, query, limit);
+            let _ = reply.send(Ok(page.iter().map(|c| c.message.clone()).collect()));
+            return;
+        }
+        let history = self.ctx.stores.history.clone();
+        let unflushed: Vec<ChatMessage> = self.unflushed.iter().map(|(m, _)| m.clone()).collect();
+        let room = self.name.clone();
+        tokio::spawn(async move {
+            let answer = match history.page(&room, query, limit).await {
+                Ok(mut stored) => {
+                    stored.extend(unflushed);
+                    stored.sort_by_key(|m| m.seq);
+                    stored.dedup_by_key(|m| m.seq);
+                    Ok(select_page(&stored, |m| m.seq, query, limit).to_vec())
+                }
+                Err(e) => Err(ChatError::unavailable(e.to_string())),
+            };
+            let _ = reply.send(answer);
+        });
+    }
+}
+
+/// Every message of `room` with after < seq <= upper, from history and the
+/// not yet written tail.
+async fn read_range(
+    history: &dyn crate::store::History,
+    room: &str,
+    after: u64,
+    upper: u64,
+    unflushed: Vec<ChatMessage>,
+) -> Result<Vec<ChatMessage>, StoreError> {
+    let mut out: BTreeMap<u64, ChatMessage> = BTreeMap::new();
+    let mut cursor = after;
+    let first_unflushed = unflushed.first().map(|m| m.seq).unwrap_or(u64::MAX);
+    while cursor < upper && cursor + 1 < first_unflushed {
+        let query = HistoryQuery {
+            after: Some(cursor),
+            before: None,
+            limit: None,
+        };
+        let page = history.page(room, query, 500).await?;
+        let Some(last) = page.last().map(|m| m.seq) else {
+            break;
+        };
+        for m in page {
+            out.insert(m.seq, m);
+        }
+        cursor = last;
+    }
+    for m in unflushed {
+        out.insert(m.seq, m);
+    }
+    Ok(out
+        .into_values()
+        .filter(|m| m.seq > after && m.seq <= upper)
+        .collect())
+}
+

@@ -1,0 +1,269 @@
+//! A room's state and how it is restored from the stores.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use ractor::{ActorProcessingErr, ActorRef};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::{dm_members, RoomArgs, RoomContext, RoomMsg, BROADCAST_ROOM};
+use crate::frames::{ChatError, ChatMessage, HistoryQuery, ServerFrame};
+use crate::limits::now_ms;
+use crate::outbox::Outbox;
+use crate::presence::PresenceMsg;
+use crate::session::{SessionHandle, SessionMsg};
+use crate::store::{LogPosition, RoomRecord, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomKind {
+    Group,
+    Direct,
+    Broadcast,
+}
+
+impl RoomKind {
+    pub fn of(name: &str) -> Self {
+        if name == BROADCAST_ROOM {
+            RoomKind::Broadcast
+        } else if dm_members(name).is_some() {
+            RoomKind::Direct
+        } else {
+            RoomKind::Group
+        }
+    }
+}
+
+/// A message with its `message` frame, encoded once.
+pub(crate) struct Cached {
+    pub message: ChatMessage,
+    pub frame: Utf8Bytes,
+}
+
+/// A send waiting for the log.
+pub struct PendingSend {
+    pub(crate) user: String,
+    pub(crate) client_id: String,
+    pub(crate) body: String,
+    pub(crate) ts: i64,
+}
+
+pub(crate) enum SubState {
+    /// Subscribed; receives nothing until activated. `from_seq` = last seq then.
+    Pending { from_seq: u64 },
+    /// Receives every message after `from_seq`.
+    Live { from_seq: u64 },
+}
+
+pub(crate) struct Subscriber {
+    pub session: SessionHandle,
+    pub state: SubState,
+}
+
+pub struct RoomState {
+    pub(crate) name: String,
+    pub(crate) kind: RoomKind,
+    pub(crate) private: bool,
+    pub(crate) ctx: RoomContext,
+    /// Members and the seq each has read up to.
+    pub(crate) members: HashMap<String, u64>,
+    pub(crate) subscribers: HashMap<u64, Subscriber>,
+    pub(crate) last_seq: u64,
+    /// The position after the last applied record.
+    pub(crate) log_position: LogPosition,
+    pub(crate) epoch: u64,
+    pub(crate) recent: VecDeque<Cached>,
+    /// Acked messages not yet in history, with their log positions.
+    pub(crate) unflushed: VecDeque<(ChatMessage, LogPosition)>,
+    pub(crate) history_seq: u64,
+    /// The log position after the record of `history_seq`.
+    pub(crate) history_position: LogPosition,
+    pub(crate) history_writing: bool,
+    pub(crate) checkpoint_seq: u64,
+    pub(crate) checkpoint_at: Instant,
+    pub(crate) dedupe: HashMap<(String, String), (u64, i64)>,
+    pub(crate) dedupe_order: VecDeque<(String, String)>,
+    /// Sends in the log batch in flight or queued, by (user, client_id): who waits for the ack.
+    pub(crate) in_flight: HashMap<(String, String), Vec<Outbox>>,
+    pub(crate) pending: VecDeque<PendingSend>,
+    pub(crate) appending: bool,
+    pub(crate) idle_since: Option<Instant>,
+}
+
+fn unavailable(e: StoreError) -> ActorProcessingErr {
+    Box::new(ChatError::unavailable(e.to_string()))
+}
+
+/// Loads the room record, creating it when asked; `(private, members)`.
+async fn load_record(args: &RoomArgs, kind: RoomKind) -> Result<(bool, HashMap<String, u64>), ActorProcessingErr> {
+    let directory = &args.ctx.stores.directory;
+    let name = &args.name;
+    if kind == RoomKind::Broadcast {
+        return Ok((false, HashMap::new()));
+    }
+    let record = match directory.find_room(name).await.map_err(unavailable)? {
+        Some(record) => record,
+        None => {
+            let Some(spec) = &args.create else {
+                return Err(Box::new(ChatError::not_found(format!("no room {name}"))));
+            };
+            for member in &spec.members {
+                if directory.find_user(member).await.map_err(unavailable)?.is_none() {
+                    return Err(Box::new(ChatError::not_found(format!("no user {member}"))));
+                }
+            }
+            let record = RoomRecord {
+                name: name.clone(),
+                private: spec.private || kind == RoomKind::Direct,
+                created_by: spec.creator.clone(),
+                created_at: now_ms(),
+            };
+            match directory.create_room(&record, &spec.members).await {
+                Ok(()) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            record
+        }
+    };
+    let members = directory
+        .members(name)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|m| (m.user, m.read_seq))
+        .collect();
+    Ok((record.private, members))
+}
+
+/// Restores a room: record and members, checkpoint, the history tail (for
+/// de-duplication and the cache), then the log from the checkpoint on.
+pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessingErr> {
+    let kind = RoomKind::of(&args.name);
+    let (private, members) = load_record(&args, kind).await?;
+    let stores = args.ctx.stores.clone();
+    let name = args.name.clone();
+    let checkpoint = stores
+        .checkpoints
+        .load(&name)
+        .await
+        .map_err(unavailable)?
+        .unwrap_or_default();
+    let window = args.ctx.limits.dedupe_window.max(args.ctx.tuning.recent);
+    let tail = stores
+        .history
+        .page(&name, HistoryQuery::default(), window)
+        .await
+        .map_err(unavailable)?;
+    let history_seq = tail
+        .last()
+        .map(|m| m.seq)
+        .unwrap_or(0)
+        .max(checkpoint.history_seq);
+
+    let mut state = RoomState {
+        name: name.clone(),
+        kind,
+        private,
+        ctx: args.ctx,
+        members,
+        subscribers: HashMap::new(),
+        last_seq: history_seq,
+        log_position: checkpoint.log_position,
+        epoch: checkpoint.epoch + 1,
+        recent: VecDeque::new(),
+        unflushed: VecDeque::new(),
+        history_seq,
+        history_position: checkpoint.log_position,
+        history_writing: false,
+        checkpoint_seq: checkpoint.history_seq,
+        checkpoint_at: Instant::now(),
+        dedupe: HashMap::new(),
+        dedupe_order: VecDeque::new(),
+        in_flight: HashMap::new(),
+        pending: VecDeque::new(),
+        appending: false,
+        idle_since: Some(Instant::now()),
+    };
+    for m in &tail {
+        state.remember((m.from.clone(), m.client_id.clone()), m.seq, m.ts);
+    }
+    let mut replayed = Vec::new();
+    let mut position = checkpoint.log_position;
+    loop {
+        let records = stores
+            .log
+            .read_from(&name, position, 1000)
+            .await
+            .map_err(unavailable)?;
+        if records.is_empty() {
+            break;
+        }
+        for (pos, record) in records {
+            position = pos + 1;
+            if record.seq <= state.last_seq {
+                // Already in history, or a produce that was retried: drop it.
+                if record.seq <= history_seq {
+                    state.history_position = state.history_position.max(pos + 1);
+                }
+                continue;
+            }
+            if record.seq != state.last_seq + 1 {
+                tracing::warn!(room = %name, expected = state.last_seq + 1, got = record.seq, "gap in the log");
+            }
+            let message = record.to_message();
+            state.last_seq = message.seq;
+            state.log_position = pos + 1;
+            state.remember((message.from.clone(), message.client_id.clone()), message.seq, message.ts);
+            state.unflushed.push_back((message.clone(), pos));
+            replayed.push(message);
+        }
+    }
+    if !replayed.is_empty() {
+        tracing::info!(room = %name, replayed = replayed.len(), last_seq = state.last_seq, "restored the log tail");
+    }
+    let keep = state.ctx.tuning.recent;
+    let skip = (tail.len() + replayed.len()).saturating_sub(keep);
+    state.recent = tail
+        .into_iter()
+        .chain(replayed)
+        .skip(skip)
+        .map(|message| Cached {
+            frame: ServerFrame::Message(message.clone()).encode(),
+            message,
+        })
+        .collect();
+    Ok(state)
+}
+
+impl RoomState {
+    /// After a (re)start, subscribes the local sessions of every member, so a
+    /// restarted room keeps delivering to connections that were attached.
+    pub(crate) async fn attach_member_sessions(&mut self, myself: &ActorRef<RoomMsg>) {
+        let request = match self.kind {
+            RoomKind::Broadcast => crate::ask(&self.ctx.presence, |reply| PresenceMsg::AllSessions { reply }).await,
+            _ => {
+                let users: Vec<String> = self.members.keys().cloned().collect();
+                crate::ask(&self.ctx.presence, |reply| PresenceMsg::SessionsOf { users, reply }).await
+            }
+        };
+        for session in request.unwrap_or_default() {
+            let _ = session.actor.cast(SessionMsg::Attached {
+                room: self.name.clone(),
+                actor: myself.clone(),
+            });
+            self.subscribe_live(session);
+        }
+    }
+
+    fn subscribe_live(&mut self, session: SessionHandle) {
+        self.subscribers.insert(
+            session.id,
+            super::state::Subscriber {
+                session,
+                state: SubState::Live {
+                    from_seq: self.last_seq,
+                },
+            },
+        );
+        self.idle_since = None;
+    }
+}

@@ -1,0 +1,605 @@
+//! The Session actor: one per authenticated connection. The gateway task owns
+//! the socket and hands decoded frames to its Session; the Session talks to
+//! rooms and presence and writes answers into the connection's outbox.
+
+pub mod supervisor;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
+use rand::RngCore;
+
+use crate::frames::{ChatError, ClientFrame, ErrorCode, MemberStatus, ServerFrame};
+use crate::limits::{check_room_name, check_room_ref, check_username, now_ms, Limits};
+use crate::outbox::Outbox;
+use crate::presence::PresenceMsg;
+use crate::room::supervisor::RoomSupervisorMsg;
+use crate::room::{dm_room, CreateSpec, RoomMsg, SendRequest, BROADCAST_ROOM};
+use crate::store::{Stores, TokenInfo};
+
+/// A random URL-safe token of `bytes` random bytes.
+pub fn new_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Resume tokens live in the token store under this prefix.
+pub const RESUME_PREFIX: &str = "resume:";
+
+/// How rooms and presence reach a session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// Unique on this node.
+    pub id: u64,
+    pub user: String,
+    pub actor: ActorRef<SessionMsg>,
+    pub outbox: Outbox,
+}
+
+/// What every session of a node shares.
+#[derive(Clone)]
+pub struct SessionContext {
+    pub node: String,
+    pub stores: Stores,
+    pub limits: Limits,
+    pub rooms: ActorRef<RoomSupervisorMsg>,
+    pub presence: ActorRef<PresenceMsg>,
+    /// How long a new session waits for a `resume` before delivering live.
+    pub activate_grace: Duration,
+    pub resume_ttl: Duration,
+}
+
+pub struct SessionArgs {
+    pub user: String,
+    pub user_id: i64,
+    pub outbox: Outbox,
+    /// Set when the connection started with `resume`: room -> last seq seen.
+    pub resume: Option<BTreeMap<String, u64>>,
+    pub ctx: SessionContext,
+}
+
+pub enum SessionMsg {
+    /// A decoded frame from the client.
+    Frame(ClientFrame),
+    /// The grace period passed without a `resume`: deliver live.
+    ActivateNow,
+    /// A room subscribed this session (a join, an invite, a DM, a room restart).
+    Attached {
+        room: String,
+        actor: ActorRef<RoomMsg>,
+    },
+    /// The user left the room.
+    Detached { room: String },
+    Presence {
+        user: String,
+        online: bool,
+        last_seen: Option<i64>,
+    },
+    /// (user, rooms)
+    Describe {
+        reply: RpcReplyPort<(String, Vec<String>)>,
+    },
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub struct Session;
+
+pub struct SessionState {
+    handle: SessionHandle,
+    ctx: SessionContext,
+    rooms: HashMap<String, ActorRef<RoomMsg>>,
+    active: bool,
+    /// Presence last forwarded per user: the same news from several rooms goes out once.
+    seen_presence: HashMap<String, bool>,
+}
+
+impl Actor for Session {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        let handle = SessionHandle {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            user: args.user.clone(),
+            actor: myself.clone(),
+            outbox: args.outbox.clone(),
+        };
+        let ctx = args.ctx;
+        let resume_token = new_token(24);
+        let info = TokenInfo {
+            user_id: args.user_id,
+            username: args.user.clone(),
+            expires_at: now_ms() + ctx.resume_ttl.as_millis() as i64,
+        };
+        ctx.stores
+            .ephemeral
+            .put_token(&format!("{RESUME_PREFIX}{resume_token}"), &info)
+            .await
+            .map_err(|e| Box::new(ChatError::unavailable(e.to_string())) as ActorProcessingErr)?;
+        let first = crate::ask(&ctx.presence, |reply| PresenceMsg::Register {
+            session: handle.clone(),
+            reply,
+        })
+        .await?;
+        let mut state = SessionState {
+            handle,
+            ctx,
+            rooms: HashMap::new(),
+            active: false,
+            seen_presence: HashMap::new(),
+        };
+        state.subscribe_all().await;
+        state.push(&ServerFrame::Session {
+            session_id: new_token(9),
+            resume_token,
+            user: args.user.clone(),
+            node: state.ctx.node.clone(),
+        });
+        if first {
+            state.announce(true, None);
+        }
+        match args.resume {
+            Some(rooms) => state.activate(Some(rooms)).await,
+            None => {
+                myself.send_after(state.ctx.activate_grace, || SessionMsg::ActivateNow);
+            }
+        }
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        for room in state.rooms.values() {
+            let _ = room.cast(RoomMsg::Unsubscribe {
+                session_id: state.handle.id,
+            });
+        }
+        let last = crate::ask(&state.ctx.presence, |reply| PresenceMsg::Unregister {
+            session_id: state.handle.id,
+            user: state.handle.user.clone(),
+            reply,
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(ts) = last {
+            state.announce(false, Some(ts));
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SessionMsg::Frame(ClientFrame::Resume {
+                resume_token,
+                rooms,
+            }) => state.resume(resume_token, rooms).await,
+            SessionMsg::Frame(frame) => {
+                if !state.active {
+                    state.activate(None).await;
+                }
+                state.handle_frame(frame).await;
+            }
+            SessionMsg::ActivateNow => {
+                if !state.active {
+                    state.activate(None).await;
+                }
+            }
+            SessionMsg::Attached { room, actor } => {
+                state.rooms.insert(room, actor);
+            }
+            SessionMsg::Detached { room } => {
+                state.rooms.remove(&room);
+            }
+            SessionMsg::Presence {
+                user,
+                online,
+                last_seen,
+            } => {
+                if state.seen_presence.insert(user.clone(), online) != Some(online) {
+                    state.push(&ServerFrame::Presence {
+                        user,
+                        online,
+                        last_seen,
+                    });
+                }
+            }
+            SessionMsg::Describe { reply } => {
+                let mut rooms: Vec<String> = state.rooms.keys().cloned().collect();
+                rooms.sort();
+                let _ = reply.send((state.handle.user.clone(), rooms));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SessionState {
+    fn push(&self, frame: &ServerFrame) {
+        self.handle.outbox.push_frame(frame);
+    }
+
+    fn push_error(&self, error: &ChatError, reference: &str) {
+        self.push(&ServerFrame::error(error, Some(reference.to_string())));
+    }
+
+    fn user(&self) -> &str {
+        &self.handle.user
+    }
+
+    /// Subscribes (pending) to every room of the user and to the broadcast room.
+    async fn subscribe_all(&mut self) {
+        let mut names = match self.ctx.stores.directory.rooms_of(self.user()).await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(user = %self.user(), error = %e, "rooms of user unavailable");
+                self.push_error(&ChatError::unavailable("your rooms could not be loaded; reconnect"), "session");
+                Vec::new()
+            }
+        };
+        names.push(BROADCAST_ROOM.to_string());
+        for name in names {
+            match self.room(&name, None).await {
+                Ok(room) => {
+                    let _ = room.cast(RoomMsg::Subscribe {
+                        session: self.handle.clone(),
+                        pending: true,
+                    });
+                }
+                Err(e) => tracing::warn!(room = %name, error = %e, "could not attach to room"),
+            }
+        }
+    }
+
+    /// Tells the user's rooms that they came online or went offline.
+    fn announce(&self, online: bool, last_seen: Option<i64>) {
+        for (name, room) in &self.rooms {
+            if name != BROADCAST_ROOM {
+                let _ = room.cast(RoomMsg::PresenceChanged {
+                    user: self.user().to_string(),
+                    online,
+                    last_seen: last_seen.or(Some(now_ms())),
+                });
+            }
+        }
+    }
+
+    /// Turns pending subscriptions live, replaying from the resume positions.
+    async fn activate(&mut self, resume: Option<BTreeMap<String, u64>>) {
+        self.active = true;
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        let mut positions = BTreeMap::new();
+        for name in names {
+            let after = resume.as_ref().and_then(|r| r.get(&name).copied());
+            let id = self.handle.id;
+            match self
+                .call_room(&name, None, move |reply| RoomMsg::Activate {
+                    session_id: id,
+                    after,
+                    reply,
+                })
+                .await
+            {
+                Ok(last) => {
+                    positions.insert(name, last);
+                }
+                Err(e) => tracing::warn!(room = %name, error = %e, "activation failed"),
+            }
+        }
+        if resume.is_some() {
+            self.push(&ServerFrame::Resumed { rooms: positions });
+        }
+    }
+
+    async fn resume(&mut self, token: String, rooms: BTreeMap<String, u64>) {
+        let owner = self
+            .ctx
+            .stores
+            .ephemeral
+            .token(&format!("{RESUME_PREFIX}{token}"))
+            .await;
+        match owner {
+            Ok(Some(info)) if info.username == self.handle.user => {
+                self.activate(Some(rooms)).await;
+            }
+            Ok(_) => self.push_error(
+                &ChatError::new(ErrorCode::Unauthorized, "unknown or expired resume token"),
+                "resume",
+            ),
+            Err(e) => self.push_error(&ChatError::unavailable(e.to_string()), "resume"),
+        }
+    }
+
+    /// The room's actor: the one we know, or a (re)started one.
+    async fn room(&mut self, name: &str, create: Option<CreateSpec>) -> Result<ActorRef<RoomMsg>, ChatError> {
+        if let Some(room) = self.rooms.get(name) {
+            if room.get_status() != ractor::ActorStatus::Stopped {
+                return Ok(room.clone());
+            }
+        }
+        let name_owned = name.to_string();
+        let room = crate::ask(&self.ctx.rooms, |reply| RoomSupervisorMsg::Get {
+            name: name_owned,
+            create,
+            reply,
+        })
+        .await??;
+        self.rooms.insert(name.to_string(), room.clone());
+        Ok(room)
+    }
+
+    /// Casts to a room, once more to its restarted actor if it just died.
+    async fn cast_room(&mut self, name: &str, create: Option<CreateSpec>, msg: RoomMsg) -> Result<(), ChatError> {
+        let room = self.room(name, create.clone()).await?;
+        match room.cast(msg) {
+            Ok(()) => Ok(()),
+            Err(MessagingErr::SendErr(msg)) => {
+                self.rooms.remove(name);
+                let room = self.room(name, create).await?;
+                room.cast(msg)
+                    .map_err(|_| ChatError::unavailable("the room is restarting, retry"))
+            }
+            Err(_) => Err(ChatError::unavailable("the room is restarting, retry")),
+        }
+    }
+
+    /// Calls a room, once more to its restarted actor if it just died.
+    async fn call_room<T: Send + 'static>(
+        &mut self,
+        name: &str,
+        create: Option<CreateSpec>,
+        build: impl Fn(RpcReplyPort<T>) -> RoomMsg,
+    ) -> Result<T, ChatError> {
+        let room = self.room(name, create.clone()).await?;
+        match crate::ask(&room, &build).await {
+            Ok(value) => Ok(value),
+            Err(_) if room.get_status() == ractor::ActorStatus::Stopped => {
+                self.rooms.remove(name);
+                let room = self.room(name, create).await?;
+                crate::ask(&room, &build).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn handle_frame(&mut self, frame: ClientFrame) {
+        let user = self.user().to_string();
+        match frame {
+            ClientFrame::Auth { .. } => {
+                self.push_error(&ChatError::bad_request("already authenticated"), "auth")
+            }
+            ClientFrame::Resume { .. } => {}
+            ClientFrame::Join { room } => {
+                let result = match check_room_name(&room) {
+                    Ok(()) => {
+                        let create = CreateSpec {
+                            private: false,
+                            creator: user.clone(),
+                            members: vec![user.clone()],
+                        };
+                        let who = user.clone();
+                        self.call_room(&room, Some(create), move |reply| RoomMsg::Join {
+                            user: who.clone(),
+                            reply,
+                        })
+                        .await
+                        .and_then(|r| r)
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    self.push_error(&e, "join");
+                }
+            }
+            ClientFrame::Leave { room } => {
+                let result = match check_room_ref(&room) {
+                    Ok(()) => {
+                        let who = user.clone();
+                        self.call_room(&room, None, move |reply| RoomMsg::Leave {
+                            user: who.clone(),
+                            reply,
+                        })
+                        .await
+                        .and_then(|r| r)
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    self.push_error(&e, "leave");
+                }
+            }
+            ClientFrame::Invite { room, user: invitee } => {
+                let result = match check_room_name(&room).and_then(|()| check_username(&invitee)) {
+                    Ok(()) => {
+                        let by = user.clone();
+                        self.call_room(&room, None, move |reply| RoomMsg::Invite {
+                            by: by.clone(),
+                            user: invitee.clone(),
+                            reply,
+                        })
+                        .await
+                        .and_then(|r| r)
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    self.push_error(&e, "invite");
+                }
+            }
+            ClientFrame::Send {
+                room,
+                body,
+                client_id,
+            } => {
+                let checked = check_room_ref(&room);
+                self.send(room, None, body, client_id, checked).await
+            }
+            ClientFrame::Dm { to, body, client_id } => {
+                let checked = check_username(&to).and_then(|()| {
+                    if to == user {
+                        Err(ChatError::bad_request("a DM needs another user"))
+                    } else {
+                        Ok(())
+                    }
+                });
+                let room = dm_room(&user, &to);
+                let create = CreateSpec {
+                    private: true,
+                    creator: user.clone(),
+                    members: vec![user.clone(), to],
+                };
+                self.send(room, Some(create), body, client_id, checked).await
+            }
+            ClientFrame::Broadcast { body, client_id } => {
+                self.send(BROADCAST_ROOM.to_string(), None, body, client_id, Ok(()))
+                    .await
+            }
+            ClientFrame::Typing { room, active } => {
+                let outbox = self.handle.outbox.clone();
+                let result = match check_room_ref(&room) {
+                    Ok(()) => {
+                        self.cast_room(&room, None, RoomMsg::Typing { user, active, outbox })
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    self.push_error(&e, "typing");
+                }
+            }
+            ClientFrame::Read { room, seq } => {
+                let outbox = self.handle.outbox.clone();
+                let result = match check_room_ref(&room) {
+                    Ok(()) => self.cast_room(&room, None, RoomMsg::Read { user, seq, outbox }).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    self.push_error(&e, "read");
+                }
+            }
+            ClientFrame::History { room, query } => {
+                let result = match check_room_ref(&room).and_then(|()| query.checked_limit()) {
+                    Ok(limit) => self
+                        .call_room(&room, None, move |reply| RoomMsg::History {
+                            user: user.clone(),
+                            query,
+                            limit,
+                            reply,
+                        })
+                        .await
+                        .and_then(|r| r),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(messages) => self.push(&ServerFrame::History { room, messages }),
+                    Err(e) => self.push_error(&e, "history"),
+                }
+            }
+            ClientFrame::Members { room } => match self.members(&room).await {
+                Ok(members) => self.push(&ServerFrame::Members { room, members }),
+                Err(e) => self.push_error(&e, "members"),
+            },
+            ClientFrame::Who => {
+                match crate::ask(&self.ctx.presence, |reply| PresenceMsg::Online { reply }).await {
+                    Ok(users) => self.push(&ServerFrame::Users { users }),
+                    Err(e) => self.push_error(&e, "who"),
+                }
+            }
+            ClientFrame::Ping { nonce } => self.push(&ServerFrame::Pong { nonce }),
+            #[cfg(feature = "test-hooks")]
+            ClientFrame::DebugPanicRoom { room } => {
+                let _ = self.cast_room(&room, None, RoomMsg::Panic).await;
+            }
+        }
+    }
+
+    async fn send(
+        &mut self,
+        room: String,
+        create: Option<CreateSpec>,
+        body: String,
+        client_id: String,
+        checked: Result<(), ChatError>,
+    ) {
+        let limits = &self.ctx.limits;
+        let checked = checked
+            .and_then(|()| limits.check_client_id(&client_id))
+            .and_then(|()| limits.check_body(&body));
+        if let Err(e) = checked {
+            self.push_error(&e, &client_id);
+            return;
+        }
+        let allowed = self
+            .ctx
+            .stores
+            .ephemeral
+            .rate_limit(
+                &format!("msg:{}", self.user()),
+                limits.message_burst,
+                limits.messages_per_second,
+            )
+            .await;
+        match allowed {
+            Ok(true) => {}
+            Ok(false) => {
+                let e = ChatError::new(ErrorCode::RateLimited, "too many messages; slow down");
+                self.push_error(&e, &client_id);
+                return;
+            }
+            // Chat keeps working when the rate-limit store is down.
+            Err(e) => tracing::warn!(error = %e, "rate limit unavailable; allowing"),
+        }
+        let request = SendRequest {
+            user: self.user().to_string(),
+            client_id: client_id.clone(),
+            body,
+            outbox: self.handle.outbox.clone(),
+        };
+        if let Err(e) = self.cast_room(&room, create, RoomMsg::Send(request)).await {
+            self.push_error(&e, &client_id);
+        }
+    }
+
+    async fn members(&mut self, room: &str) -> Result<Vec<MemberStatus>, ChatError> {
+        check_room_ref(room)?;
+        let user = self.user().to_string();
+        let members = self
+            .call_room(room, None, move |reply| RoomMsg::Members {
+                user: user.clone(),
+                reply,
+            })
+            .await??;
+        let users: Vec<String> = members.iter().map(|(u, _)| u.clone()).collect();
+        let statuses = crate::ask(&self.ctx.presence, |reply| PresenceMsg::Status { users, reply }).await?;
+        let mut out: Vec<MemberStatus> = statuses
+            .into_iter()
+            .zip(members)
+            .map(|(s, (_, read_seq))| MemberStatus {
+                user: s.user,
+                online: s.online,
+                last_seen: s.last_seen,
+                read_seq,
+            })
+            .collect();
+        out.sort_by(|a, b| a.user.cmp(&b.user));
+        Ok(out)
+    }
+}

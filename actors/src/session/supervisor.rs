@@ -1,0 +1,124 @@
+//! The SessionSupervisor starts a Session per authenticated connection. A
+//! Session that crashes has its connection closed with 1011 so the client
+//! resumes (on this node or any other) without losing anything.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use super::{Session, SessionArgs, SessionContext, SessionMsg};
+use crate::frames::ChatError;
+use crate::outbox::Outbox;
+use crate::presence::PresenceMsg;
+
+pub enum SessionSupervisorMsg {
+    Start {
+        user: String,
+        user_id: i64,
+        outbox: Outbox,
+        resume: Option<BTreeMap<String, u64>>,
+        reply: RpcReplyPort<Result<ActorRef<SessionMsg>, ChatError>>,
+    },
+    /// Closes every connection with 1012 (service restart) and stops the sessions.
+    Shutdown { reply: RpcReplyPort<()> },
+}
+
+pub struct SessionSupervisor;
+
+pub struct SessionSupervisorState {
+    ctx: SessionContext,
+    sessions: HashMap<ActorId, (String, Outbox, ActorRef<SessionMsg>)>,
+    stopping: bool,
+}
+
+impl Actor for SessionSupervisor {
+    type Msg = SessionSupervisorMsg;
+    type State = SessionSupervisorState;
+    type Arguments = SessionContext;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionSupervisorMsg>,
+        ctx: SessionContext,
+    ) -> Result<SessionSupervisorState, ActorProcessingErr> {
+        Ok(SessionSupervisorState {
+            ctx,
+            sessions: HashMap::new(),
+            stopping: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionSupervisorMsg>,
+        msg: SessionSupervisorMsg,
+        state: &mut SessionSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SessionSupervisorMsg::Start {
+                user,
+                user_id,
+                outbox,
+                resume,
+                reply,
+            } => {
+                if state.stopping {
+                    let _ = reply.send(Err(ChatError::unavailable("the node is shutting down")));
+                    return Ok(());
+                }
+                let args = SessionArgs {
+                    user: user.clone(),
+                    user_id,
+                    outbox: outbox.clone(),
+                    resume,
+                    ctx: state.ctx.clone(),
+                };
+                let answer = match Actor::spawn_linked(None, Session, args, myself.get_cell()).await {
+                    Ok((session, _)) => {
+                        state
+                            .sessions
+                            .insert(session.get_id(), (user, outbox, session.clone()));
+                        Ok(session)
+                    }
+                    Err(e) => Err(ChatError::unavailable(format!("session failed to start: {e}"))),
+                };
+                let _ = reply.send(answer);
+            }
+            SessionSupervisorMsg::Shutdown { reply } => {
+                state.stopping = true;
+                for (_, (_, outbox, session)) in state.sessions.drain() {
+                    outbox.close(1012, "service restart");
+                    let _ = session.stop_and_wait(None, Some(crate::CALL_TIMEOUT)).await;
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<SessionSupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SessionSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.sessions.remove(&cell.get_id());
+            }
+            SupervisionEvent::ActorFailed(cell, error) => {
+                if let Some((user, outbox, session)) = state.sessions.remove(&cell.get_id()) {
+                    tracing::error!(%user, %error, "session crashed; asking the client to resume");
+                    outbox.close(1011, "session failed; resume");
+                    // Its post_stop did not run: take it out of presence here.
+                    let _ = state.ctx.presence.cast(PresenceMsg::Forget {
+                        user,
+                        actor: session.get_id(),
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,301 @@
+//! In-memory stores. [`MemoryEphemeral`] is the embedded default's presence,
+//! token and rate-limit store; the others serve unit tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::limits::now_ms;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A log per room, positions counted per room.
+#[derive(Default)]
+pub struct MemoryLog {
+    rooms: Mutex<HashMap<String, Vec<LogRecord>>>,
+}
+
+#[async_trait]
+impl MessageLog for MemoryLog {
+    async fn append(&self, room: &str, records: &[LogRecord]) -> StoreResult<Vec<LogPosition>> {
+        let mut rooms = lock(&self.rooms);
+        let log = rooms.entry(room.to_string()).or_default();
+        let first = log.len() as u64;
+        log.extend(records.iter().cloned());
+        Ok((first..first + records.len() as u64).collect())
+    }
+
+    async fn read_from(
+        &self,
+        room: &str,
+        from: LogPosition,
+        max: usize,
+    ) -> StoreResult<Vec<(LogPosition, LogRecord)>> {
+        let rooms = lock(&self.rooms);
+        Ok(rooms
+            .get(room)
+            .map(|log| {
+                log.iter()
+                    .enumerate()
+                    .skip(from as usize)
+                    .take(max)
+                    .map(|(i, r)| (i as u64, r.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+#[derive(Default)]
+struct Tables {
+    users: BTreeMap<String, UserRecord>,
+    rooms: BTreeMap<String, RoomRecord>,
+    members: BTreeMap<(String, String), u64>,
+    messages: BTreeMap<(String, u64), ChatMessage>,
+    checkpoints: HashMap<String, Checkpoint>,
+}
+
+/// Directory, history and checkpoints in memory.
+#[derive(Default)]
+pub struct MemoryDatabase {
+    tables: Mutex<Tables>,
+}
+
+#[async_trait]
+impl Directory for MemoryDatabase {
+    async fn create_user(&self, username: &str, password_hash: &str) -> StoreResult<UserRecord> {
+        let mut t = lock(&self.tables);
+        if t.users.contains_key(username) {
+            return Err(StoreError::Conflict(username.to_string()));
+        }
+        let user = UserRecord {
+            id: t.users.len() as i64 + 1,
+            username: username.to_string(),
+            password_hash: password_hash.to_string(),
+            created_at: now_ms(),
+        };
+        t.users.insert(username.to_string(), user.clone());
+        Ok(user)
+    }
+
+    async fn find_user(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        Ok(lock(&self.tables).users.get(username).cloned())
+    }
+
+    async fn create_room(&self, room: &RoomRecord, members: &[String]) -> StoreResult<()> {
+        let mut t = lock(&self.tables);
+        if t.rooms.contains_key(&room.name) {
+            return Err(StoreError::Conflict(room.name.clone()));
+        }
+        t.rooms.insert(room.name.clone(), room.clone());
+        for user in members {
+            t.members.insert((room.name.clone(), user.clone()), 0);
+        }
+        Ok(())
+    }
+
+    async fn find_room(&self, name: &str) -> StoreResult<Option<RoomRecord>> {
+        Ok(lock(&self.tables).rooms.get(name).cloned())
+    }
+
+    async fn members(&self, room: &str) -> StoreResult<Vec<MemberRecord>> {
+        let t = lock(&self.tables);
+        Ok(t.members
+            .iter()
+            .filter(|((r, _), _)| r == room)
+            .map(|((_, user), read_seq)| MemberRecord {
+                user: user.clone(),
+                read_seq: *read_seq,
+            })
+            .collect())
+    }
+
+    async fn add_member(&self, room: &str, user: &str) -> StoreResult<()> {
+        lock(&self.tables)
+            .members
+            .entry((room.to_string(), user.to_string()))
+            .or_insert(0);
+        Ok(())
+    }
+
+    async fn remove_member(&self, room: &str, user: &str) -> StoreResult<()> {
+        lock(&self.tables)
+            .members
+            .remove(&(room.to_string(), user.to_string()));
+        Ok(())
+    }
+
+    async fn set_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<()> {
+        if let Some(read) = lock(&self.tables)
+            .members
+            .get_mut(&(room.to_string(), user.to_string()))
+        {
+            *read = (*read).max(seq);
+        }
+        Ok(())
+    }
+
+    async fn rooms_of(&self, user: &str) -> StoreResult<Vec<String>> {
+        let t = lock(&self.tables);
+        Ok(t.members
+            .keys()
+            .filter(|(_, u)| u == user)
+            .map(|(room, _)| room.clone())
+            .collect())
+    }
+}
+
+#[async_trait]
+impl History for MemoryDatabase {
+    async fn write(&self, messages: &[ChatMessage]) -> StoreResult<()> {
+        let mut t = lock(&self.tables);
+        for m in messages {
+            t.messages
+                .entry((m.room.clone(), m.seq))
+                .or_insert_with(|| m.clone());
+        }
+        Ok(())
+    }
+
+    async fn page(
+        &self,
+        room: &str,
+        query: HistoryQuery,
+        limit: usize,
+    ) -> StoreResult<Vec<ChatMessage>> {
+        let t = lock(&self.tables);
+        let all: Vec<ChatMessage> = t
+            .messages
+            .range((room.to_string(), 0)..=(room.to_string(), u64::MAX))
+            .map(|(_, m)| m.clone())
+            .collect();
+        Ok(select_page(&all, |m| m.seq, query, limit).to_vec())
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for MemoryDatabase {
+    async fn load(&self, room: &str) -> StoreResult<Option<Checkpoint>> {
+        Ok(lock(&self.tables).checkpoints.get(room).cloned())
+    }
+
+    async fn save(&self, checkpoint: &Checkpoint) -> StoreResult<()> {
+        lock(&self.tables)
+            .checkpoints
+            .insert(checkpoint.room.clone(), checkpoint.clone());
+        Ok(())
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Tokens, token buckets and last-seen times of one node.
+#[derive(Default)]
+pub struct MemoryEphemeral {
+    tokens: Mutex<HashMap<String, TokenInfo>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+    last_seen: Mutex<HashMap<String, i64>>,
+}
+
+#[async_trait]
+impl EphemeralStore for MemoryEphemeral {
+    async fn put_token(&self, token: &str, info: &TokenInfo) -> StoreResult<()> {
+        let mut tokens = lock(&self.tokens);
+        let now = now_ms();
+        // Expired tokens are dropped as new ones arrive, so the map stays bounded.
+        tokens.retain(|_, t| t.expires_at > now);
+        tokens.insert(token.to_string(), info.clone());
+        Ok(())
+    }
+
+    async fn token(&self, token: &str) -> StoreResult<Option<TokenInfo>> {
+        let tokens = lock(&self.tokens);
+        Ok(tokens
+            .get(token)
+            .filter(|t| t.expires_at > now_ms())
+            .cloned())
+    }
+
+    async fn revoke_token(&self, token: &str) -> StoreResult<()> {
+        lock(&self.tokens).remove(token);
+        Ok(())
+    }
+
+    async fn rate_limit(&self, key: &str, burst: u32, per_second: f64) -> StoreResult<bool> {
+        let mut buckets = lock(&self.buckets);
+        let now = Instant::now();
+        if buckets.len() > 100_000 {
+            // Full buckets carry no information; forget them.
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < burst as f64
+            });
+        }
+        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
+            tokens: burst as f64,
+            at: now,
+        });
+        let refill = now.duration_since(bucket.at).as_secs_f64() * per_second;
+        bucket.tokens = (bucket.tokens + refill).min(burst as f64);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    async fn set_last_seen(&self, user: &str, ts: i64) -> StoreResult<()> {
+        lock(&self.last_seen).insert(user.to_string(), ts);
+        Ok(())
+    }
+
+    async fn last_seen(&self, users: &[String]) -> StoreResult<HashMap<String, i64>> {
+        let seen = lock(&self.last_seen);
+        Ok(users
+            .iter()
+            .filter_map(|u| seen.get(u).map(|ts| (u.clone(), *ts)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn token_bucket_empties_and_refills() {
+        let e = MemoryEphemeral::default();
+        for _ in 0..3 {
+            assert!(e.rate_limit("k", 3, 1000.0).await.unwrap());
+        }
+        assert!(!e.rate_limit("k", 3, 0.001).await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(e.rate_limit("k", 3, 1000.0).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn expired_and_revoked_tokens_are_refused() {
+        let e = MemoryEphemeral::default();
+        let info = |expires_at| TokenInfo {
+            user_id: 1,
+            username: "ann".into(),
+            expires_at,
+        };
+        e.put_token("live", &info(now_ms() + 60_000)).await.unwrap();
+        e.put_token("old", &info(now_ms() - 1)).await.unwrap();
+        assert!(e.token("live").await.unwrap().is_some());
+        assert!(e.token("old").await.unwrap().is_none());
+        e.revoke_token("live").await.unwrap();
+        assert!(e.token("live").await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,236 @@
+//! The store traits the actors use. Drivers live in the binary (`src/stores`);
+//! in-memory versions live in [`memory`] for unit tests and the embedded
+//! default's presence, tokens and rate limits.
+
+pub mod memory;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::frames::{ChatMessage, HistoryQuery};
+
+/// A store could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer or failed; nothing is known to be written.
+    #[error("{store} store unavailable: {message}")]
+    Unavailable {
+        store: &'static str,
+        message: String,
+    },
+    /// A unique key already exists.
+    #[error("already exists: {0}")]
+    Conflict(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A position in the log, ordered within one room (for Kafka: the offset in
+/// the room's partition). `0` is "from the beginning".
+pub type LogPosition = u64;
+
+/// One record of the replicated message log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogRecord {
+    pub room: String,
+    pub seq: u64,
+    /// The owner epoch under which it was appended.
+    pub epoch: u64,
+    pub sender: String,
+    pub client_id: String,
+    pub body: String,
+    pub ts: i64,
+}
+
+impl LogRecord {
+    pub fn to_message(&self) -> ChatMessage {
+        ChatMessage {
+            room: self.room.clone(),
+            seq: self.seq,
+            from: self.sender.clone(),
+            body: self.body.clone(),
+            ts: self.ts,
+            client_id: self.client_id.clone(),
+        }
+    }
+}
+
+/// The replicated message log: append-only, read back from a position.
+#[async_trait]
+pub trait MessageLog: Send + Sync + 'static {
+    /// Appends a batch of one room's records; returns each record's position.
+    /// Ok means durable: the records survive the loss of this process.
+    async fn append(&self, room: &str, records: &[LogRecord]) -> StoreResult<Vec<LogPosition>>;
+
+    /// Up to `max` records of `room` at positions >= `from`, in log order.
+    async fn read_from(
+        &self,
+        room: &str,
+        from: LogPosition,
+        max: usize,
+    ) -> StoreResult<Vec<(LogPosition, LogRecord)>>;
+}
+
+/// What a room needs to restart: everything up to `history_seq` is in the
+/// history store, and the log from `log_position` on holds the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Checkpoint {
+    pub room: String,
+    pub epoch: u64,
+    pub last_seq: u64,
+    /// Where replay starts: the position after the record of `history_seq`.
+    pub log_position: LogPosition,
+    pub history_seq: u64,
+}
+
+#[async_trait]
+pub trait CheckpointStore: Send + Sync + 'static {
+    async fn load(&self, room: &str) -> StoreResult<Option<Checkpoint>>;
+    async fn save(&self, checkpoint: &Checkpoint) -> StoreResult<()>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    pub name: String,
+    pub private: bool,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub user: String,
+    pub read_seq: u64,
+}
+
+/// Users, rooms and memberships.
+#[async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// Conflict when the username is taken.
+    async fn create_user(&self, username: &str, password_hash: &str) -> StoreResult<UserRecord>;
+    async fn find_user(&self, username: &str) -> StoreResult<Option<UserRecord>>;
+    /// Creates the room with its first members; Conflict when it exists.
+    async fn create_room(&self, room: &RoomRecord, members: &[String]) -> StoreResult<()>;
+    async fn find_room(&self, name: &str) -> StoreResult<Option<RoomRecord>>;
+    async fn members(&self, room: &str) -> StoreResult<Vec<MemberRecord>>;
+    async fn add_member(&self, room: &str, user: &str) -> StoreResult<()>;
+    async fn remove_member(&self, room: &str, user: &str) -> StoreResult<()>;
+    async fn set_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<()>;
+    /// Names of the rooms the user belongs to.
+    async fn rooms_of(&self, user: &str) -> StoreResult<Vec<String>>;
+}
+
+/// Message history, written behind the log; idempotent on (room, seq).
+#[async_trait]
+pub trait History: Send + Sync + 'static {
+    async fn write(&self, messages: &[ChatMessage]) -> StoreResult<()>;
+    /// A page as [`select_page`] defines it.
+    async fn page(&self, room: &str, query: HistoryQuery, limit: usize)
+        -> StoreResult<Vec<ChatMessage>>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub user_id: i64,
+    pub username: String,
+    /// Milliseconds since the epoch.
+    pub expires_at: i64,
+}
+
+/// Tokens, rate limits and last-seen times: short-lived, shared by the nodes.
+#[async_trait]
+pub trait EphemeralStore: Send + Sync + 'static {
+    async fn put_token(&self, token: &str, info: &TokenInfo) -> StoreResult<()>;
+    /// The token's owner, unless it is unknown, expired or revoked.
+    async fn token(&self, token: &str) -> StoreResult<Option<TokenInfo>>;
+    async fn revoke_token(&self, token: &str) -> StoreResult<()>;
+    /// Takes one unit from the token bucket `key`; false when it is empty.
+    async fn rate_limit(&self, key: &str, burst: u32, per_second: f64) -> StoreResult<bool>;
+    async fn set_last_seen(&self, user: &str, ts: i64) -> StoreResult<()>;
+    async fn last_seen(&self, users: &[String]) -> StoreResult<HashMap<String, i64>>;
+}
+
+/// Every store a node uses.
+#[derive(Clone)]
+pub struct Stores {
+    pub log: Arc<dyn MessageLog>,
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    pub directory: Arc<dyn Directory>,
+    pub history: Arc<dyn History>,
+    pub ephemeral: Arc<dyn EphemeralStore>,
+}
+
+impl Stores {
+    /// All in memory: for unit tests.
+    pub fn in_memory() -> Self {
+        let log = Arc::new(memory::MemoryLog::default());
+        let db = Arc::new(memory::MemoryDatabase::default());
+        Stores {
+            log,
+            checkpoints: db.clone(),
+            directory: db.clone(),
+            history: db,
+            ephemeral: Arc::new(memory::MemoryEphemeral::default()),
+        }
+    }
+}
+
+/// The page of `messages` (ascending by seq) that `query` asks for:
+/// seq > after (the oldest `limit`), and/or seq < before (the newest `limit`
+/// when no `after`), or the newest `limit`. Always ascending.
+pub fn select_page<'a, T, F>(messages: &'a [T], seq_of: F, query: HistoryQuery, limit: usize) -> &'a [T]
+where
+    F: Fn(&T) -> u64,
+{
+    let lo = match query.after {
+        Some(after) => messages.partition_point(|m| seq_of(m) <= after),
+        None => 0,
+    };
+    let hi = match query.before {
+        Some(before) => messages.partition_point(|m| seq_of(m) < before),
+        None => messages.len(),
+    };
+    if lo >= hi {
+        return &messages[0..0];
+    }
+    if query.after.is_some() {
+        &messages[lo..hi.min(lo + limit)]
+    } else {
+        &messages[hi.saturating_sub(limit).max(lo)..hi]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(before: Option<u64>, after: Option<u64>) -> HistoryQuery {
+        HistoryQuery {
+            before,
+            after,
+            limit: None,
+        }
+    }
+
+    #[test]
+    fn pages() {
+        let seqs: Vec<u64> = (1..=10).collect();
+        let id = |s: &u64| *s;
+        assert_eq!(select_page(&seqs, id, q(None, None), 3), &[8, 9, 10]);
+        assert_eq!(select_page(&seqs, id, q(Some(5), None), 3), &[2, 3, 4]);
+        assert_eq!(select_page(&seqs, id, q(None, Some(5)), 3), &[6, 7, 8]);
+        assert_eq!(select_page(&seqs, id, q(Some(8), Some(5)), 5), &[6, 7]);
+        assert!(select_page(&seqs, id, q(Some(1), None), 3).is_empty());
+        assert!(select_page(&seqs, id, q(None, Some(10)), 3).is_empty());
+    }
+}
