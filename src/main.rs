@@ -1,1 +1,203 @@
-fn main() {}
+//! The `troupe` binary: `serve` runs a node, `migrate` migrates its database.
+
+mod app;
+mod auth;
+mod config;
+mod db;
+mod gateway;
+mod stores;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use troupe_actors::node::{self, NodeConfig, NodeMsg};
+
+use crate::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(name = "troupe", version, about = "A clustered chat server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (with no configuration: the embedded default, one process, zero setup).
+    Serve(ConfigArgs),
+    /// Run the database migrations and exit.
+    Migrate(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// A TOML configuration file (the format of cluster.toml).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// HTTP and WebSocket listen address.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Where the embedded default keeps its data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// This node's name.
+    #[arg(long)]
+    node_name: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(self) -> Result<Config, config::ConfigError> {
+        Config::load(
+            self.config.as_deref(),
+            Overrides {
+                listen: self.listen,
+                data_dir: self.data_dir,
+                node_name: self.node_name,
+            },
+        )
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args.load()?).await,
+            Command::Migrate(args) => migrate(args.load()?).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: what failed and why.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    stores::open(&config).await?;
+    tracing::info!(database = %db::redact(&config.database_url()), "migrated");
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let opened = stores::open(&config).await?;
+    let accounts = auth::Accounts::new(
+        opened.stores.clone(),
+        config.auth.scrypt_log_n,
+        config.auth.max_concurrent_hashes,
+        config.token_ttl(),
+        config.limits.clone(),
+    )?;
+    let node_config = NodeConfig {
+        node: config.node.name.clone(),
+        stores: opened.stores.clone(),
+        limits: config.limits.clone(),
+        tuning: config.room_tuning(),
+        admins: config.admin.users.clone(),
+        activate_grace: Duration::from_millis(config.session.resume_grace_ms),
+        resume_ttl: config.token_ttl(),
+    };
+    let (node, refs) = node::start(node_config)
+        .await
+        .map_err(|e| anyhow::anyhow!("the node's actors failed to start: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let app = app::App {
+        config: Arc::new(config.clone()),
+        stores: opened.stores,
+        sql: opened.sql,
+        accounts,
+        refs,
+        shutdown: CancellationToken::new(),
+        connections: TaskTracker::new(),
+    };
+    tracing::info!(
+        node = %config.node.name,
+        listen = %config.listen,
+        database = %db::redact(&config.database_url()),
+        "troupe serving"
+    );
+    let server = tokio::spawn(gateway::serve(listener, app.clone()));
+    wait_for_signal().await;
+    tracing::info!("shutting down: closing connections (1012), flushing rooms");
+    app.shutdown.cancel();
+    let _ = troupe_actors::ask(&node, |reply| NodeMsg::Shutdown { reply }).await;
+    app.connections.close();
+    if tokio::time::timeout(Duration::from_secs(10), app.connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+        Err(_) => tracing::warn!("the listener did not stop in time"),
+        _ => {}
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no SIGTERM handler; only Ctrl-C stops the node");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -136,12 +136,26 @@ pub enum ClientFrame {
     },
     /// Test-only fault trigger: makes the room's actor panic.
     #[cfg(feature = "test-hooks")]
-    DebugPanicRoom { room: String },
+    DebugPanicRoom {
+        room: String,
+    },
 }
 
 const CLIENT_TYPES: &[&str] = &[
-    "auth", "resume", "join", "leave", "invite", "send", "dm", "broadcast", "typing", "read",
-    "history", "members", "who", "ping",
+    "auth",
+    "resume",
+    "join",
+    "leave",
+    "invite",
+    "send",
+    "dm",
+    "broadcast",
+    "typing",
+    "read",
+    "history",
+    "members",
+    "who",
+    "ping",
 ];
 
 /// A frame that could not be decoded, with the `ref` to answer it with.
@@ -346,8 +360,8 @@ mod tests {
 
     #[test]
     fn history_flattens_its_query() {
-        let frame = ClientFrame::decode(r#"{"type":"history","room":"a","before":9,"limit":3}"#)
-            .unwrap();
+        let frame =
+            ClientFrame::decode(r#"{"type":"history","room":"a","before":9,"limit":3}"#).unwrap();
         let ClientFrame::History { query, .. } = frame else {
             panic!("not history")
         };

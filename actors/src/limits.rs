@@ -138,7 +138,10 @@ mod tests {
         assert!(check_room_name("").is_err());
         assert!(check_room_name("dm:a:b").is_err());
         assert!(check_room_ref("dm:ann:bob").is_ok());
-        assert!(check_room_ref("dm:bob:ann").is_err(), "unsorted DM names are not canonical");
+        assert!(
+            check_room_ref("dm:bob:ann").is_err(),
+            "unsorted DM names are not canonical"
+        );
     }
 
     #[test]

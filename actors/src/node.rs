@@ -36,9 +36,13 @@ pub struct NodeRefs {
 }
 
 pub enum NodeMsg {
-    Refs { reply: RpcReplyPort<NodeRefs> },
+    Refs {
+        reply: RpcReplyPort<NodeRefs>,
+    },
     /// Closes every connection (1012), stops the rooms, then the node.
-    Shutdown { reply: RpcReplyPort<()> },
+    Shutdown {
+        reply: RpcReplyPort<()>,
+    },
 }
 
 pub struct NodeSupervisor;
@@ -70,7 +74,8 @@ impl Actor for NodeSupervisor {
             presence: presence.clone(),
         };
         let (rooms, _) =
-            Actor::spawn_linked(Some("rooms".into()), RoomSupervisor, room_ctx, cell.clone()).await?;
+            Actor::spawn_linked(Some("rooms".into()), RoomSupervisor, room_ctx, cell.clone())
+                .await?;
         let session_ctx = SessionContext {
             node: config.node.clone(),
             stores: config.stores.clone(),
@@ -80,8 +85,13 @@ impl Actor for NodeSupervisor {
             activate_grace: config.activate_grace,
             resume_ttl: config.resume_ttl,
         };
-        let (sessions, _) =
-            Actor::spawn_linked(Some("sessions".into()), SessionSupervisor, session_ctx, cell).await?;
+        let (sessions, _) = Actor::spawn_linked(
+            Some("sessions".into()),
+            SessionSupervisor,
+            session_ctx,
+            cell,
+        )
+        .await?;
         Ok(NodeRefs {
             presence,
             rooms,
@@ -100,8 +110,12 @@ impl Actor for NodeSupervisor {
                 let _ = reply.send(state.clone());
             }
             NodeMsg::Shutdown { reply } => {
-                let _ = crate::ask(&state.sessions, |reply| SessionSupervisorMsg::Shutdown { reply }).await;
-                let _ = crate::ask(&state.rooms, |reply| RoomSupervisorMsg::Shutdown { reply }).await;
+                let _ = crate::ask(&state.sessions, |reply| SessionSupervisorMsg::Shutdown {
+                    reply,
+                })
+                .await;
+                let _ =
+                    crate::ask(&state.rooms, |reply| RoomSupervisorMsg::Shutdown { reply }).await;
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
             }
@@ -126,8 +140,15 @@ impl Actor for NodeSupervisor {
 }
 
 /// Starts a node's actor tree.
-pub async fn start(config: NodeConfig) -> Result<(ActorRef<NodeMsg>, NodeRefs), ActorProcessingErr> {
-    let (node, _) = Actor::spawn(Some(format!("node:{}", config.node)), NodeSupervisor, config).await?;
+pub async fn start(
+    config: NodeConfig,
+) -> Result<(ActorRef<NodeMsg>, NodeRefs), ActorProcessingErr> {
+    let (node, _) = Actor::spawn(
+        Some(format!("node:{}", config.node)),
+        NodeSupervisor,
+        config,
+    )
+    .await?;
     let refs = crate::ask(&node, |reply| NodeMsg::Refs { reply }).await?;
     Ok((node, refs))
 }

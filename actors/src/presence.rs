@@ -41,9 +41,7 @@ pub enum PresenceMsg {
         reply: RpcReplyPort<Vec<UserStatus>>,
     },
     /// (online users, sessions)
-    Counts {
-        reply: RpcReplyPort<(usize, usize)>,
-    },
+    Counts { reply: RpcReplyPort<(usize, usize)> },
 }
 
 pub struct Presence;
@@ -161,7 +159,11 @@ impl Actor for Presence {
                     .into_iter()
                     .map(|u| {
                         let online = state.users.contains_key(&u);
-                        let last_seen = if online { Some(now) } else { seen.get(&u).copied() };
+                        let last_seen = if online {
+                            Some(now)
+                        } else {
+                            seen.get(&u).copied()
+                        };
                         UserStatus {
                             user: u,
                             online,

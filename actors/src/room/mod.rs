@@ -370,7 +370,9 @@ impl RoomState {
     fn fan_out(&mut self, frame: &Utf8Bytes, except_user: Option<&str>) {
         let mut gone = Vec::new();
         for (id, sub) in &self.subscribers {
-            if !matches!(sub.state, SubState::Live { .. }) || Some(sub.session.user.as_str()) == except_user {
+            if !matches!(sub.state, SubState::Live { .. })
+                || Some(sub.session.user.as_str()) == except_user
+            {
                 continue;
             }
             if !sub.session.outbox.push(frame.clone()) {
@@ -419,7 +421,11 @@ impl RoomState {
         let cached = after >= upper || first_cached.is_some_and(|first| first <= after + 1);
         if cached {
             let outbox = sub.session.outbox.clone();
-            for c in self.recent.iter().filter(|c| c.message.seq > after && c.message.seq <= upper) {
+            for c in self
+                .recent
+                .iter()
+                .filter(|c| c.message.seq > after && c.message.seq <= upper)
+            {
                 outbox.push(c.frame.clone());
             }
             if let Some(sub) = self.subscribers.get_mut(&session_id) {
@@ -538,7 +544,9 @@ impl RoomState {
                 self.attach_user(myself, user).await;
                 return Ok(());
             }
-            RoomKind::Direct => return Err(ChatError::forbidden("a DM room has exactly two members")),
+            RoomKind::Direct => {
+                return Err(ChatError::forbidden("a DM room has exactly two members"))
+            }
             RoomKind::Group if self.private => {
                 return Err(ChatError::forbidden(format!(
                     "room {} is private: a member must invite you",
@@ -550,7 +558,11 @@ impl RoomState {
         self.add_member(myself, user).await
     }
 
-    async fn add_member(&mut self, myself: &ActorRef<RoomMsg>, user: &str) -> Result<(), ChatError> {
+    async fn add_member(
+        &mut self,
+        myself: &ActorRef<RoomMsg>,
+        user: &str,
+    ) -> Result<(), ChatError> {
         self.ctx
             .stores
             .directory
@@ -568,7 +580,12 @@ impl RoomState {
         Ok(())
     }
 
-    async fn invite(&mut self, myself: &ActorRef<RoomMsg>, by: &str, user: &str) -> Result<(), ChatError> {
+    async fn invite(
+        &mut self,
+        myself: &ActorRef<RoomMsg>,
+        by: &str,
+        user: &str,
+    ) -> Result<(), ChatError> {
         if self.kind != RoomKind::Group {
             return Err(ChatError::bad_request("only group rooms take invitations"));
         }
@@ -594,7 +611,10 @@ impl RoomState {
             return Err(ChatError::bad_request("nobody leaves the broadcast room"));
         }
         if !self.members.contains_key(user) {
-            return Err(ChatError::not_found(format!("not a member of room {}", self.name)));
+            return Err(ChatError::not_found(format!(
+                "not a member of room {}",
+                self.name
+            )));
         }
         self.ctx
             .stores
@@ -768,7 +788,12 @@ impl RoomState {
         if self.history_writing || self.unflushed.is_empty() {
             return;
         }
-        let batch: Vec<ChatMessage> = self.unflushed.iter().take(1000).map(|(m, _)| m.clone()).collect();
+        let batch: Vec<ChatMessage> = self
+            .unflushed
+            .iter()
+            .take(1000)
+            .map(|(m, _)| m.clone())
+            .collect();
         let up_to = batch.last().map(|m| m.seq).unwrap_or(self.history_seq);
         self.history_writing = true;
         let history = self.ctx.stores.history.clone();
@@ -779,7 +804,12 @@ impl RoomState {
         });
     }
 
-    fn history_written(&mut self, myself: &ActorRef<RoomMsg>, up_to: u64, result: Result<(), StoreError>) {
+    fn history_written(
+        &mut self,
+        myself: &ActorRef<RoomMsg>,
+        up_to: u64,
+        result: Result<(), StoreError>,
+    ) {
         self.history_writing = false;
         match result {
             Ok(()) => {
@@ -791,7 +821,8 @@ impl RoomState {
                     self.history_position = position + 1;
                     self.unflushed.pop_front();
                 }
-                let due = self.history_seq >= self.checkpoint_seq + self.ctx.tuning.checkpoint_every;
+                let due =
+                    self.history_seq >= self.checkpoint_seq + self.ctx.tuning.checkpoint_every;
                 if due {
                     self.maybe_checkpoint_now();
                 }
@@ -845,7 +876,9 @@ impl RoomState {
                     }
                     self.unflushed.clear();
                 }
-                Err(e) => tracing::warn!(room = %self.name, error = %e, "history write at stop failed"),
+                Err(e) => {
+                    tracing::warn!(room = %self.name, error = %e, "history write at stop failed")
+                }
             }
         }
         if self.history_seq > self.checkpoint_seq || self.checkpoint_seq == 0 {
@@ -921,9 +954,13 @@ impl RoomState {
         let lowest = match (query.after, query.before) {
             (Some(after), _) => after + 1,
             (None, Some(before)) => before.saturating_sub(limit as u64).max(1),
-            (None, None) => self.last_seq.saturating_sub(limit as u64).max(1) ,
+            (None, None) => self.last_seq.saturating_sub(limit as u64).max(1),
         };
-        let first_cached = self.recent.front().map(|c| c.message.seq).unwrap_or(self.last_seq + 1);
+        let first_cached = self
+            .recent
+            .front()
+            .map(|c| c.message.seq)
+            .unwrap_or(self.last_seq + 1);
         if lowest >= first_cached || self.last_seq == 0 {
             let cached: Vec<&Cached> = self.recent.iter().collect();
             let page = select_page(&cached, |c| c.message.seq, query, limit);
@@ -983,4 +1020,3 @@ async fn read_range(
         .filter(|m| m.seq > after && m.seq <= upper)
         .collect())
 }
-

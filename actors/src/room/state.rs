@@ -94,7 +94,10 @@ fn unavailable(e: StoreError) -> ActorProcessingErr {
 }
 
 /// Loads the room record, creating it when asked; `(private, members)`.
-async fn load_record(args: &RoomArgs, kind: RoomKind) -> Result<(bool, HashMap<String, u64>), ActorProcessingErr> {
+async fn load_record(
+    args: &RoomArgs,
+    kind: RoomKind,
+) -> Result<(bool, HashMap<String, u64>), ActorProcessingErr> {
     let directory = &args.ctx.stores.directory;
     let name = &args.name;
     if kind == RoomKind::Broadcast {
@@ -107,7 +110,12 @@ async fn load_record(args: &RoomArgs, kind: RoomKind) -> Result<(bool, HashMap<S
                 return Err(Box::new(ChatError::not_found(format!("no room {name}"))));
             };
             for member in &spec.members {
-                if directory.find_user(member).await.map_err(unavailable)?.is_none() {
+                if directory
+                    .find_user(member)
+                    .await
+                    .map_err(unavailable)?
+                    .is_none()
+                {
                     return Err(Box::new(ChatError::not_found(format!("no user {member}"))));
                 }
             }
@@ -212,7 +220,11 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
             let message = record.to_message();
             state.last_seq = message.seq;
             state.log_position = pos + 1;
-            state.remember((message.from.clone(), message.client_id.clone()), message.seq, message.ts);
+            state.remember(
+                (message.from.clone(), message.client_id.clone()),
+                message.seq,
+                message.ts,
+            );
             state.unflushed.push_back((message.clone(), pos));
             replayed.push(message);
         }
@@ -239,10 +251,19 @@ impl RoomState {
     /// restarted room keeps delivering to connections that were attached.
     pub(crate) async fn attach_member_sessions(&mut self, myself: &ActorRef<RoomMsg>) {
         let request = match self.kind {
-            RoomKind::Broadcast => crate::ask(&self.ctx.presence, |reply| PresenceMsg::AllSessions { reply }).await,
+            RoomKind::Broadcast => {
+                crate::ask(&self.ctx.presence, |reply| PresenceMsg::AllSessions {
+                    reply,
+                })
+                .await
+            }
             _ => {
                 let users: Vec<String> = self.members.keys().cloned().collect();
-                crate::ask(&self.ctx.presence, |reply| PresenceMsg::SessionsOf { users, reply }).await
+                crate::ask(&self.ctx.presence, |reply| PresenceMsg::SessionsOf {
+                    users,
+                    reply,
+                })
+                .await
             }
         };
         for session in request.unwrap_or_default() {

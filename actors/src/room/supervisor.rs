@@ -4,7 +4,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
+};
 
 use super::{CreateSpec, Room, RoomArgs, RoomContext, RoomMsg};
 use crate::frames::ChatError;
@@ -57,9 +59,13 @@ impl RoomSupervisorState {
             }
             Err(SpawnErr::StartupFailed(e)) => match e.downcast_ref::<ChatError>() {
                 Some(chat) => Err(chat.clone()),
-                None => Err(ChatError::unavailable(format!("room {name} failed to start: {e}"))),
+                None => Err(ChatError::unavailable(format!(
+                    "room {name} failed to start: {e}"
+                ))),
             },
-            Err(e) => Err(ChatError::unavailable(format!("room {name} failed to start: {e}"))),
+            Err(e) => Err(ChatError::unavailable(format!(
+                "room {name} failed to start: {e}"
+            ))),
         }
     }
 }
@@ -156,7 +162,9 @@ impl Actor for RoomSupervisor {
                 }
                 history.push_back(Instant::now());
                 match state.start(&myself, &name, None).await {
-                    Ok(_) => tracing::info!(room = %name, "room restarted from its checkpoint and log"),
+                    Ok(_) => {
+                        tracing::info!(room = %name, "room restarted from its checkpoint and log")
+                    }
                     Err(e) => tracing::error!(room = %name, error = %e, "room restart failed"),
                 }
             }

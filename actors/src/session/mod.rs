@@ -251,7 +251,10 @@ impl SessionState {
             Ok(names) => names,
             Err(e) => {
                 tracing::warn!(user = %self.user(), error = %e, "rooms of user unavailable");
-                self.push_error(&ChatError::unavailable("your rooms could not be loaded; reconnect"), "session");
+                self.push_error(
+                    &ChatError::unavailable("your rooms could not be loaded; reconnect"),
+                    "session",
+                );
                 Vec::new()
             }
         };
@@ -329,7 +332,11 @@ impl SessionState {
     }
 
     /// The room's actor: the one we know, or a (re)started one.
-    async fn room(&mut self, name: &str, create: Option<CreateSpec>) -> Result<ActorRef<RoomMsg>, ChatError> {
+    async fn room(
+        &mut self,
+        name: &str,
+        create: Option<CreateSpec>,
+    ) -> Result<ActorRef<RoomMsg>, ChatError> {
         if let Some(room) = self.rooms.get(name) {
             if room.get_status() != ractor::ActorStatus::Stopped {
                 return Ok(room.clone());
@@ -347,7 +354,12 @@ impl SessionState {
     }
 
     /// Casts to a room, once more to its restarted actor if it just died.
-    async fn cast_room(&mut self, name: &str, create: Option<CreateSpec>, msg: RoomMsg) -> Result<(), ChatError> {
+    async fn cast_room(
+        &mut self,
+        name: &str,
+        create: Option<CreateSpec>,
+        msg: RoomMsg,
+    ) -> Result<(), ChatError> {
         let room = self.room(name, create.clone()).await?;
         match room.cast(msg) {
             Ok(()) => Ok(()),
@@ -426,7 +438,10 @@ impl SessionState {
                     self.push_error(&e, "leave");
                 }
             }
-            ClientFrame::Invite { room, user: invitee } => {
+            ClientFrame::Invite {
+                room,
+                user: invitee,
+            } => {
                 let result = match check_room_name(&room).and_then(|()| check_username(&invitee)) {
                     Ok(()) => {
                         let by = user.clone();
@@ -452,7 +467,11 @@ impl SessionState {
                 let checked = check_room_ref(&room);
                 self.send(room, None, body, client_id, checked).await
             }
-            ClientFrame::Dm { to, body, client_id } => {
+            ClientFrame::Dm {
+                to,
+                body,
+                client_id,
+            } => {
                 let checked = check_username(&to).and_then(|()| {
                     if to == user {
                         Err(ChatError::bad_request("a DM needs another user"))
@@ -466,7 +485,8 @@ impl SessionState {
                     creator: user.clone(),
                     members: vec![user.clone(), to],
                 };
-                self.send(room, Some(create), body, client_id, checked).await
+                self.send(room, Some(create), body, client_id, checked)
+                    .await
             }
             ClientFrame::Broadcast { body, client_id } => {
                 self.send(BROADCAST_ROOM.to_string(), None, body, client_id, Ok(()))
@@ -476,8 +496,16 @@ impl SessionState {
                 let outbox = self.handle.outbox.clone();
                 let result = match check_room_ref(&room) {
                     Ok(()) => {
-                        self.cast_room(&room, None, RoomMsg::Typing { user, active, outbox })
-                            .await
+                        self.cast_room(
+                            &room,
+                            None,
+                            RoomMsg::Typing {
+                                user,
+                                active,
+                                outbox,
+                            },
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 };
@@ -488,7 +516,10 @@ impl SessionState {
             ClientFrame::Read { room, seq } => {
                 let outbox = self.handle.outbox.clone();
                 let result = match check_room_ref(&room) {
-                    Ok(()) => self.cast_room(&room, None, RoomMsg::Read { user, seq, outbox }).await,
+                    Ok(()) => {
+                        self.cast_room(&room, None, RoomMsg::Read { user, seq, outbox })
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
                 if let Err(e) = result {
@@ -588,7 +619,11 @@ impl SessionState {
             })
             .await??;
         let users: Vec<String> = members.iter().map(|(u, _)| u.clone()).collect();
-        let statuses = crate::ask(&self.ctx.presence, |reply| PresenceMsg::Status { users, reply }).await?;
+        let statuses = crate::ask(&self.ctx.presence, |reply| PresenceMsg::Status {
+            users,
+            reply,
+        })
+        .await?;
         let mut out: Vec<MemberStatus> = statuses
             .into_iter()
             .zip(members)

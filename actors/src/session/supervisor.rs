@@ -73,14 +73,17 @@ impl Actor for SessionSupervisor {
                     resume,
                     ctx: state.ctx.clone(),
                 };
-                let answer = match Actor::spawn_linked(None, Session, args, myself.get_cell()).await {
+                let answer = match Actor::spawn_linked(None, Session, args, myself.get_cell()).await
+                {
                     Ok((session, _)) => {
                         state
                             .sessions
                             .insert(session.get_id(), (user, outbox, session.clone()));
                         Ok(session)
                     }
-                    Err(e) => Err(ChatError::unavailable(format!("session failed to start: {e}"))),
+                    Err(e) => Err(ChatError::unavailable(format!(
+                        "session failed to start: {e}"
+                    ))),
                 };
                 let _ = reply.send(answer);
             }

@@ -135,8 +135,12 @@ pub trait Directory: Send + Sync + 'static {
 pub trait History: Send + Sync + 'static {
     async fn write(&self, messages: &[ChatMessage]) -> StoreResult<()>;
     /// A page as [`select_page`] defines it.
-    async fn page(&self, room: &str, query: HistoryQuery, limit: usize)
-        -> StoreResult<Vec<ChatMessage>>;
+    async fn page(
+        &self,
+        room: &str,
+        query: HistoryQuery,
+        limit: usize,
+    ) -> StoreResult<Vec<ChatMessage>>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,7 +192,12 @@ impl Stores {
 /// The page of `messages` (ascending by seq) that `query` asks for:
 /// seq > after (the oldest `limit`), and/or seq < before (the newest `limit`
 /// when no `after`), or the newest `limit`. Always ascending.
-pub fn select_page<'a, T, F>(messages: &'a [T], seq_of: F, query: HistoryQuery, limit: usize) -> &'a [T]
+pub fn select_page<'a, T, F>(
+    messages: &'a [T],
+    seq_of: F,
+    query: HistoryQuery,
+    limit: usize,
+) -> &'a [T]
 where
     F: Fn(&T) -> u64,
 {

@@ -1,0 +1,130 @@
+//! What the gateway's handlers share: config, stores, accounts, the node's
+//! actors, and the operations that REST and line commands both offer.
+
+use std::sync::Arc;
+
+use ractor::ActorRef;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use troupe_actors::ask;
+use troupe_actors::frames::{ChatError, ChatMessage, ErrorCode, HistoryQuery};
+use troupe_actors::limits::check_room_name;
+use troupe_actors::node::NodeRefs;
+use troupe_actors::room::supervisor::RoomSupervisorMsg;
+use troupe_actors::room::{CreateSpec, RoomInfo, RoomMsg};
+use troupe_actors::store::Stores;
+
+use crate::auth::Accounts;
+use crate::config::Config;
+use crate::stores::sql::SqlStore;
+
+#[derive(Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub stores: Stores,
+    pub sql: SqlStore,
+    pub accounts: Accounts,
+    pub refs: NodeRefs,
+    /// Fires when the node starts shutting down.
+    pub shutdown: CancellationToken,
+    /// The WebSocket connection tasks, awaited at shutdown.
+    pub connections: TaskTracker,
+}
+
+impl App {
+    pub fn node_name(&self) -> &str {
+        &self.config.node.name
+    }
+
+    async fn room(
+        &self,
+        name: &str,
+        create: Option<CreateSpec>,
+    ) -> Result<ActorRef<RoomMsg>, ChatError> {
+        let name = name.to_string();
+        ask(&self.refs.rooms, |reply| RoomSupervisorMsg::Get {
+            name,
+            create,
+            reply,
+        })
+        .await?
+    }
+
+    /// Creates a group room with `user` as its first member; conflict when it exists.
+    pub async fn create_room(
+        &self,
+        user: &str,
+        name: &str,
+        private: bool,
+    ) -> Result<RoomInfo, ChatError> {
+        check_room_name(name)?;
+        let exists = self
+            .stores
+            .directory
+            .find_room(name)
+            .await
+            .map_err(|e| ChatError::unavailable(e.to_string()))?;
+        if exists.is_some() {
+            return Err(ChatError::new(
+                ErrorCode::Conflict,
+                format!("room {name} exists"),
+            ));
+        }
+        let spec = CreateSpec {
+            private,
+            creator: user.to_string(),
+            members: vec![user.to_string()],
+        };
+        let room = self.room(name, Some(spec)).await?;
+        // Tells the creator's connections they joined.
+        let who = user.to_string();
+        ask(&room, |reply| RoomMsg::Join { user: who, reply }).await??;
+        let who = user.to_string();
+        ask(&room, |reply| RoomMsg::Info { user: who, reply }).await?
+    }
+
+    /// The rooms `user` belongs to, with member counts and last seq.
+    pub async fn rooms_of(&self, user: &str) -> Result<Vec<RoomInfo>, ChatError> {
+        let names = self
+            .stores
+            .directory
+            .rooms_of(user)
+            .await
+            .map_err(|e| ChatError::unavailable(e.to_string()))?;
+        let mut rooms = Vec::with_capacity(names.len());
+        for name in names {
+            let room = self.room(&name, None).await?;
+            let who = user.to_string();
+            rooms.push(ask(&room, |reply| RoomMsg::Info { user: who, reply }).await??);
+        }
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rooms)
+    }
+
+    pub async fn history(
+        &self,
+        user: &str,
+        room: &str,
+        query: HistoryQuery,
+    ) -> Result<Vec<ChatMessage>, ChatError> {
+        troupe_actors::limits::check_room_ref(room)?;
+        let limit = query.checked_limit()?;
+        let actor = self.room(room, None).await?;
+        let user = user.to_string();
+        ask(&actor, |reply| RoomMsg::History {
+            user,
+            query,
+            limit,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn invite(&self, by: &str, room: &str, user: &str) -> Result<(), ChatError> {
+        check_room_name(room)?;
+        troupe_actors::limits::check_username(user)?;
+        let actor = self.room(room, None).await?;
+        let (by, user) = (by.to_string(), user.to_string());
+        ask(&actor, |reply| RoomMsg::Invite { by, user, reply }).await?
+    }
+}

@@ -1,0 +1,240 @@
+//! Accounts: registration, login and logout; scrypt password hashes (PHC
+//! strings), random expiring tokens, and login rate limits.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use password_hash::rand_core::OsRng;
+use password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use scrypt::{Params, Scrypt};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use troupe_actors::frames::{ChatError, ErrorCode};
+use troupe_actors::limits::{check_username, now_ms, Limits};
+use troupe_actors::session::new_token;
+use troupe_actors::store::{StoreError, Stores, TokenInfo, UserRecord};
+
+pub const MIN_PASSWORD_CHARS: usize = 6;
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+
+/// The answer to a successful login.
+#[derive(Debug, Clone, Serialize)]
+pub struct Login {
+    pub token: String,
+    pub expires_at: i64,
+    pub user_id: i64,
+    pub username: String,
+}
+
+#[derive(Clone)]
+pub struct Accounts {
+    stores: Stores,
+    params: Params,
+    /// scrypt is CPU- and memory-hungry: a few at a time, on the blocking pool.
+    hashing: Arc<Semaphore>,
+    token_ttl: Duration,
+    limits: Limits,
+    /// Verified when the user does not exist, so both cases take as long.
+    dummy_hash: Arc<String>,
+}
+
+fn store_error(e: StoreError) -> ChatError {
+    match e {
+        StoreError::Conflict(what) => {
+            ChatError::new(ErrorCode::Conflict, format!("{what} already exists"))
+        }
+        e => ChatError::unavailable(e.to_string()),
+    }
+}
+
+impl Accounts {
+    pub fn new(
+        stores: Stores,
+        log_n: u8,
+        max_hashes: usize,
+        token_ttl: Duration,
+        limits: Limits,
+    ) -> anyhow::Result<Self> {
+        let params = Params::new(log_n, 8, 1, Params::RECOMMENDED_LEN)
+            .map_err(|e| anyhow::anyhow!("invalid scrypt parameters: {e}"))?;
+        let salt = SaltString::generate(&mut OsRng);
+        let dummy_hash = Scrypt
+            .hash_password_customized(b"not a password", None, None, params, &salt)
+            .map_err(|e| anyhow::anyhow!("scrypt: {e}"))?
+            .to_string();
+        Ok(Self {
+            stores,
+            params,
+            hashing: Arc::new(Semaphore::new(max_hashes)),
+            token_ttl,
+            limits,
+            dummy_hash: Arc::new(dummy_hash),
+        })
+    }
+
+    async fn hash(&self, password: String) -> Result<String, ChatError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| ChatError::unavailable("shutting down"))?;
+        let params = self.params;
+        tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Scrypt
+                .hash_password_customized(password.as_bytes(), None, None, params, &salt)
+                .map(|h| h.to_string())
+        })
+        .await
+        .map_err(|_| ChatError::unavailable("hashing failed"))?
+        .map_err(|e| ChatError::unavailable(format!("hashing failed: {e}")))
+    }
+
+    async fn verify(&self, password: String, hash: String) -> Result<bool, ChatError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| ChatError::unavailable("shutting down"))?;
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| Scrypt.verify_password(password.as_bytes(), &parsed).is_ok())
+                .unwrap_or(false)
+        })
+        .await
+        .map_err(|_| ChatError::unavailable("verifying failed"))
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> Result<UserRecord, ChatError> {
+        check_username(username)?;
+        let chars = password.chars().count();
+        if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
+            return Err(ChatError::bad_request(format!(
+                "password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters"
+            )));
+        }
+        // Cheap check first, so a taken name costs no hash (the insert still decides).
+        if self
+            .stores
+            .directory
+            .find_user(username)
+            .await
+            .map_err(store_error)?
+            .is_some()
+        {
+            return Err(ChatError::new(
+                ErrorCode::Conflict,
+                format!("username {username} is taken"),
+            ));
+        }
+        let hash = self.hash(password.to_string()).await?;
+        self.stores
+            .directory
+            .create_user(username, &hash)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => {
+                    ChatError::new(ErrorCode::Conflict, format!("username {username} is taken"))
+                }
+                e => store_error(e),
+            })
+    }
+
+    async fn allow_login(&self, username: &str, addr: IpAddr) -> Result<(), ChatError> {
+        let burst = self.limits.logins_per_minute;
+        let rate = burst as f64 / 60.0;
+        for key in [
+            format!("login:user:{username}"),
+            format!("login:addr:{addr}"),
+        ] {
+            match self.stores.ephemeral.rate_limit(&key, burst, rate).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(ChatError::new(
+                        ErrorCode::RateLimited,
+                        "too many login attempts; wait a minute",
+                    ))
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        addr: IpAddr,
+    ) -> Result<Login, ChatError> {
+        self.allow_login(username, addr).await?;
+        let bad = || ChatError::new(ErrorCode::Unauthorized, "wrong username or password");
+        let user = self
+            .stores
+            .directory
+            .find_user(username)
+            .await
+            .map_err(store_error)?;
+        let hash = user
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| self.dummy_hash.as_ref().clone());
+        let ok = self.verify(password.to_string(), hash).await?;
+        let user = match user {
+            Some(user) if ok => user,
+            _ => return Err(bad()),
+        };
+        let token = new_token(32);
+        let expires_at = now_ms() + self.token_ttl.as_millis() as i64;
+        let info = TokenInfo {
+            user_id: user.id,
+            username: user.username.clone(),
+            expires_at,
+        };
+        self.stores
+            .ephemeral
+            .put_token(&token, &info)
+            .await
+            .map_err(store_error)?;
+        Ok(Login {
+            token,
+            expires_at,
+            user_id: user.id,
+            username: user.username,
+        })
+    }
+
+    pub async fn logout(&self, token: &str) -> Result<(), ChatError> {
+        self.authenticate(token).await?;
+        self.stores
+            .ephemeral
+            .revoke_token(token)
+            .await
+            .map_err(store_error)
+    }
+
+    /// The owner of a login token.
+    pub async fn authenticate(&self, token: &str) -> Result<TokenInfo, ChatError> {
+        match self.stores.ephemeral.token(token).await {
+            Ok(Some(info)) => Ok(info),
+            Ok(None) => Err(ChatError::new(
+                ErrorCode::Unauthorized,
+                "unknown, expired or revoked token",
+            )),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// The owner of a resume token.
+    pub async fn authenticate_resume(&self, token: &str) -> Result<TokenInfo, ChatError> {
+        let key = format!("{}{token}", troupe_actors::session::RESUME_PREFIX);
+        self.authenticate(&key).await.map_err(|e| {
+            if e.code == ErrorCode::Unauthorized {
+                ChatError::new(ErrorCode::Unauthorized, "unknown or expired resume token")
+            } else {
+                e
+            }
+        })
+    }
+}

@@ -1,0 +1,340 @@
+//! Configuration through figment: built-in defaults < `--config FILE` (TOML,
+//! the `cluster.toml` format) < `TROUPE_*` environment (nested with `__`) <
+//! command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use troupe_actors::limits::Limits;
+use troupe_actors::room::RoomTuning;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP and WebSocket listener.
+    pub listen: SocketAddr,
+    /// Where the embedded default keeps its SQLite file.
+    pub data_dir: PathBuf,
+    pub node: NodeSection,
+    pub database: DatabaseSection,
+    pub log: LogSection,
+    pub auth: AuthSection,
+    pub admin: AdminSection,
+    pub limits: Limits,
+    pub rooms: RoomsSection,
+    pub session: SessionSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// `sqlite://...` or `postgres://...`; default: a SQLite file in `data_dir`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogKind {
+    /// The message log lives in the database (the embedded default).
+    #[default]
+    Database,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    pub kind: LogKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Lifetime of login tokens and resume tokens.
+    pub token_ttl_secs: u64,
+    /// scrypt cost: N = 2^log_n (r = 8, p = 1). 15 = 32 MiB and ~0.1 s a hash.
+    pub scrypt_log_n: u8,
+    /// Password hashes computed at once; more wait their turn.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            token_ttl_secs: 24 * 3600,
+            scrypt_log_n: 15,
+            max_concurrent_hashes: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    /// Bearer token of the admin endpoints (a secret: set it from the environment).
+    pub token: Option<String>,
+    /// Users with admin rights in chat (e.g. `broadcast` when limited to admins).
+    pub users: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsSection {
+    pub checkpoint_every: u64,
+    pub checkpoint_interval_ms: u64,
+    pub recent: usize,
+    pub max_batch: usize,
+    pub idle_stop_secs: u64,
+}
+
+impl Default for RoomsSection {
+    fn default() -> Self {
+        let t = RoomTuning::default();
+        Self {
+            checkpoint_every: t.checkpoint_every,
+            checkpoint_interval_ms: t.checkpoint_interval.as_millis() as u64,
+            recent: t.recent,
+            max_batch: t.max_batch,
+            idle_stop_secs: t.idle_stop.as_secs(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSection {
+    /// How long a new connection waits for `resume` before delivering live.
+    pub resume_grace_ms: u64,
+}
+
+impl Default for SessionSection {
+    fn default() -> Self {
+        Self {
+            resume_grace_ms: 300,
+        }
+    }
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            name: "troupe-1".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("a valid default address"),
+            data_dir: PathBuf::from("./troupe-data"),
+            node: NodeSection::default(),
+            database: DatabaseSection::default(),
+            log: LogSection::default(),
+            auth: AuthSection::default(),
+            admin: AdminSection::default(),
+            limits: Limits::default(),
+            rooms: RoomsSection::default(),
+            session: SessionSection::default(),
+        }
+    }
+}
+
+/// Command-line values that override everything else.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub node_name: Option<String>,
+}
+
+/// A configuration problem, in one line naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("TROUPE_").split("__"));
+        let mut flags = Figment::new();
+        if let Some(listen) = overrides.listen {
+            flags = flags.merge(("listen", listen));
+        }
+        if let Some(dir) = overrides.data_dir {
+            flags = flags.merge(("data_dir", dir));
+        }
+        if let Some(name) = overrides.node_name {
+            flags = flags.merge(("node.name", name));
+        }
+        figment = figment.merge(flags);
+        let config: Config = figment.extract().map_err(|e| {
+            let e = e.into_iter().next().map(one_line).unwrap_or_default();
+            ConfigError(e)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad =
+            |key: &str, why: &str| Err(ConfigError(format!("invalid config key {key}: {why}")));
+        if troupe_actors::limits::check_username(&self.node.name).is_err() {
+            return bad("node.name", "must be 3-32 characters of a-z A-Z 0-9 _ . -");
+        }
+        let l = &self.limits;
+        if l.max_frame_bytes < 1024 {
+            return bad("limits.max_frame_bytes", "must be at least 1024");
+        }
+        if l.max_body_chars == 0 || l.max_body_chars * 4 + 512 > l.max_frame_bytes {
+            return bad(
+                "limits.max_body_chars",
+                "must be at least 1 and fit a frame (4 bytes a character + 512)",
+            );
+        }
+        if l.outbound_queue == 0 {
+            return bad("limits.outbound_queue", "must be at least 1");
+        }
+        if !(l.messages_per_second > 0.0) || l.message_burst == 0 {
+            return bad(
+                "limits.messages_per_second",
+                "rate and burst must be positive",
+            );
+        }
+        if l.logins_per_minute == 0 {
+            return bad("limits.logins_per_minute", "must be at least 1");
+        }
+        if !(10..=20).contains(&self.auth.scrypt_log_n) {
+            return bad("auth.scrypt_log_n", "must be between 10 and 20");
+        }
+        if self.auth.token_ttl_secs == 0 {
+            return bad("auth.token_ttl_secs", "must be at least 1");
+        }
+        if self.auth.max_concurrent_hashes == 0 {
+            return bad("auth.max_concurrent_hashes", "must be at least 1");
+        }
+        if self.rooms.checkpoint_every == 0 || self.rooms.max_batch == 0 {
+            return bad("rooms", "checkpoint_every and max_batch must be at least 1");
+        }
+        if let Some(url) = &self.database.url {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                return bad("database.url", "must start with sqlite: or postgres://");
+            }
+        }
+        if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return bad("admin.token", "must be at least 16 characters");
+        }
+        Ok(())
+    }
+
+    /// The database URL: configured, or the SQLite file in `data_dir`.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("troupe.db").display()
+            ),
+        }
+    }
+
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_secs(self.auth.token_ttl_secs)
+    }
+
+    pub fn room_tuning(&self) -> RoomTuning {
+        RoomTuning {
+            checkpoint_every: self.rooms.checkpoint_every,
+            checkpoint_interval: Duration::from_millis(self.rooms.checkpoint_interval_ms.max(10)),
+            recent: self.rooms.recent,
+            max_batch: self.rooms.max_batch,
+            idle_stop: Duration::from_secs(self.rooms.idle_stop_secs),
+        }
+    }
+}
+
+/// figment's error as one line that names the key and the source.
+fn one_line(e: figment::Error) -> String {
+    let key = if e.path.is_empty() {
+        String::new()
+    } else {
+        format!(" key {}", e.path.join("."))
+    };
+    let source = e
+        .metadata
+        .as_ref()
+        .map(|m| format!(" (from {})", m.name))
+        .unwrap_or_default();
+    format!("invalid config{key}{source}: {}", e.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_environment_beat_file_beat_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "listen = \"127.0.0.1:9001\"\n[node]\nname = \"from-file\"\n[limits]\nmax_body_chars = 100\n")?;
+            jail.set_env("TROUPE_NODE__NAME", "from-env");
+            jail.set_env("TROUPE_ADMIN__TOKEN", "0123456789abcdef");
+            let c = Config::load(Some(Path::new("t.toml")), Overrides::default()).unwrap();
+            assert_eq!(c.listen.port(), 9001);
+            assert_eq!(c.node.name, "from-env");
+            assert_eq!(c.limits.max_body_chars, 100);
+            assert_eq!(c.admin.token.as_deref(), Some("0123456789abcdef"));
+            let c = Config::load(
+                Some(Path::new("t.toml")),
+                Overrides {
+                    node_name: Some("from-flag".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(c.node.name, "from-flag");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TROUPE_LIMITS__MAX_BODY_CHARS", "lots");
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("limits.max_body_chars"), "{e}");
+            assert!(!e.contains('\n'));
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TROUPE_LISTEN", "nowhere");
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("listen"), "{e}");
+            Ok(())
+        });
+    }
+}

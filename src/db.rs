@@ -1,0 +1,79 @@
+//! Connecting to the database (SQLite or Postgres) and migrating it.
+
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm_migration::MigratorTrait;
+use troupe_migration::Migrator;
+
+/// The URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database {url} unreachable: {source}")]
+    Connect { url: String, source: sea_orm::DbErr },
+    #[error("migrating database {url} failed: {source}")]
+    Migrate { url: String, source: sea_orm::DbErr },
+}
+
+/// Connects; for SQLite: WAL, and `synchronous = FULL` so an acked message
+/// survives power loss as well as a killed process.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, DbError> {
+    let mut options = ConnectOptions::new(url.to_string());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+        });
+    if url.starts_with("sqlite:") {
+        // One writer at a time in SQLite anyway; a few readers beside it.
+        options.max_connections(4);
+    }
+    Database::connect(options)
+        .await
+        .map_err(|source| DbError::Connect {
+            url: redact(url),
+            source,
+        })
+}
+
+pub async fn migrate(db: &DatabaseConnection, url: &str) -> Result<(), DbError> {
+    Migrator::up(db, None)
+        .await
+        .map_err(|source| DbError::Migrate {
+            url: redact(url),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("postgres://troupe:s3cret@db:5432/troupe"),
+            "postgres://troupe:***@db:5432/troupe"
+        );
+        assert_eq!(
+            super::redact("sqlite://x.db?mode=rwc"),
+            "sqlite://x.db?mode=rwc"
+        );
+    }
+}

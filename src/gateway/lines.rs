@@ -1,0 +1,269 @@
+//! Line commands for humans with a plain WebSocket client (`websocat`): a
+//! text frame starting with `/` is a command, and the node's frames are
+//! rendered as plain text lines from then on.
+
+use serde_json::Value;
+use troupe_actors::frames::ClientFrame;
+use troupe_actors::room::BROADCAST_ROOM;
+use troupe_actors::session::new_token;
+
+pub const HELP: &str = "commands:
+/register <user> <password>   create an account
+/login <user> <password>      log in on this connection
+/logout                       log out (revokes the token) and close
+/list_user                    who is online
+/pm <user> <message>          direct message
+/broadcast <message>          message every online user
+/group_create <name>          create a group and join it
+/group_join <name>            join a group
+/group_leave <name>           leave a group
+/group_msg <name> <message>   message a group
+/help                         this list";
+
+/// A parsed line command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    Help,
+    Register {
+        user: String,
+        password: String,
+    },
+    Login {
+        user: String,
+        password: String,
+    },
+    Logout,
+    CreateGroup {
+        name: String,
+    },
+    /// A command that is exactly one JSON frame.
+    Frame(ClientFrame),
+}
+
+fn client_id() -> String {
+    format!("line-{}", new_token(12))
+}
+
+/// Parses `/command args`; the error is the usage line to show.
+pub fn parse(text: &str) -> Result<Line, String> {
+    let text = text.trim_end_matches(['\r', '\n']);
+    let (command, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let rest = rest.trim_start();
+    let mut words = rest.split_whitespace();
+    let one = |usage: &str| -> Result<String, String> {
+        let mut w = rest.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some(a), None) => Ok(a.to_string()),
+            _ => Err(format!("usage: {usage}")),
+        }
+    };
+    // "<word> <the rest as a message>"
+    let word_and_text = |usage: &str| -> Result<(String, String), String> {
+        match rest.split_once(' ') {
+            Some((word, message)) if !message.trim().is_empty() => {
+                Ok((word.to_string(), message.trim().to_string()))
+            }
+            _ => Err(format!("usage: {usage}")),
+        }
+    };
+    match command {
+        "/help" => Ok(Line::Help),
+        "/register" | "/login" => {
+            let (Some(user), Some(password), None) = (words.next(), words.next(), words.next())
+            else {
+                return Err(format!("usage: {command} <user> <password>"));
+            };
+            let (user, password) = (user.to_string(), password.to_string());
+            Ok(if command == "/register" {
+                Line::Register { user, password }
+            } else {
+                Line::Login { user, password }
+            })
+        }
+        "/logout" => Ok(Line::Logout),
+        "/list_user" => Ok(Line::Frame(ClientFrame::Who)),
+        "/pm" => {
+            let (to, body) = word_and_text("/pm <user> <message>")?;
+            Ok(Line::Frame(ClientFrame::Dm {
+                to,
+                body,
+                client_id: client_id(),
+            }))
+        }
+        "/broadcast" => {
+            if rest.trim().is_empty() {
+                return Err("usage: /broadcast <message>".into());
+            }
+            Ok(Line::Frame(ClientFrame::Broadcast {
+                body: rest.trim().to_string(),
+                client_id: client_id(),
+            }))
+        }
+        "/group_create" => Ok(Line::CreateGroup {
+            name: one("/group_create <name>")?,
+        }),
+        "/group_join" => Ok(Line::Frame(ClientFrame::Join {
+            room: one("/group_join <name>")?,
+        })),
+        "/group_leave" => Ok(Line::Frame(ClientFrame::Leave {
+            room: one("/group_leave <name>")?,
+        })),
+        "/group_msg" => {
+            let (room, body) = word_and_text("/group_msg <name> <message>")?;
+            Ok(Line::Frame(ClientFrame::Send {
+                room,
+                body,
+                client_id: client_id(),
+            }))
+        }
+        other => Err(format!("unknown command {other}; /help lists them")),
+    }
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn n(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn room_label(room: &str) -> String {
+    if room == BROADCAST_ROOM {
+        "broadcast".to_string()
+    } else if let Some(pair) = room.strip_prefix("dm:") {
+        format!("pm {}", pair.replace(':', "/"))
+    } else {
+        room.to_string()
+    }
+}
+
+fn statuses(v: &Value, key: &str) -> String {
+    let list = v
+        .get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if list.is_empty() {
+        return "(nobody)".into();
+    }
+    list.iter()
+        .map(|u| {
+            let state = if u.get("online").and_then(Value::as_bool).unwrap_or(false) {
+                "online"
+            } else {
+                "offline"
+            };
+            format!("{} ({state})", s(u, "user"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A server frame as a text line; `None` for frames a human does not need
+/// (typing, read receipts, acks). Text that is not JSON passes through.
+pub fn render(frame: &str) -> Option<String> {
+    let Ok(v) = serde_json::from_str::<Value>(frame) else {
+        return Some(frame.to_string());
+    };
+    let line = match s(&v, "type") {
+        "session" => format!("welcome {} (node {})", s(&v, "user"), s(&v, "node")),
+        "message" => format!(
+            "[{}] {}: {}",
+            room_label(s(&v, "room")),
+            s(&v, "from"),
+            s(&v, "body")
+        ),
+        "joined" => format!("joined {} ({} members)", s(&v, "room"), n(&v, "members")),
+        "left" => format!("left {}", s(&v, "room")),
+        "user_joined" => format!("* {} joined {}", s(&v, "user"), s(&v, "room")),
+        "user_left" => format!("* {} left {}", s(&v, "user"), s(&v, "room")),
+        "presence" => {
+            let online = v.get("online").and_then(Value::as_bool).unwrap_or(false);
+            format!(
+                "* {} is {}",
+                s(&v, "user"),
+                if online { "online" } else { "offline" }
+            )
+        }
+        "users" => format!("online: {}", statuses(&v, "users")),
+        "members" => format!("members of {}: {}", s(&v, "room"), statuses(&v, "members")),
+        "history" => {
+            let room = room_label(s(&v, "room"));
+            let lines: Vec<String> = v
+                .get("messages")
+                .and_then(Value::as_array)
+                .map(|ms| {
+                    ms.iter()
+                        .map(|m| {
+                            format!(
+                                "[{room}] #{} {}: {}",
+                                n(m, "seq"),
+                                s(m, "from"),
+                                s(m, "body")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if lines.is_empty() {
+                format!("[{room}] no messages")
+            } else {
+                lines.join("\n")
+            }
+        }
+        "error" => format!("error ({}): {}", s(&v, "code"), s(&v, "message")),
+        "pong" => "pong".into(),
+        "resumed" => "resumed".into(),
+        "ack" | "typing" | "read" => return None,
+        other => format!("{other}: {frame}"),
+    };
+    Some(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(
+            parse("/register ann secret1").unwrap(),
+            Line::Register {
+                user: "ann".into(),
+                password: "secret1".into()
+            }
+        );
+        assert!(parse("/login ann").is_err());
+        match parse("/group_msg lobby hello there").unwrap() {
+            Line::Frame(ClientFrame::Send { room, body, .. }) => {
+                assert_eq!(room, "lobby");
+                assert_eq!(body, "hello there");
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse("/pm bob hi bob").unwrap() {
+            Line::Frame(ClientFrame::Dm { to, body, .. }) => {
+                assert_eq!((to.as_str(), body.as_str()), ("bob", "hi bob"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse("/pm bob").is_err());
+        assert!(parse("/group_join").is_err());
+        assert!(parse("/fly").unwrap_err().contains("unknown command"));
+    }
+
+    #[test]
+    fn renders_frames() {
+        assert_eq!(
+            render(r#"{"type":"message","room":"lobby","seq":1,"from":"ann","body":"hi","ts":1,"client_id":"x"}"#).unwrap(),
+            "[lobby] ann: hi"
+        );
+        assert_eq!(render(r#"{"type":"ack"}"#), None);
+        assert_eq!(render("registered ann").unwrap(), "registered ann");
+        assert_eq!(
+            render(r#"{"type":"error","code":"forbidden","message":"no","ref":"x"}"#).unwrap(),
+            "error (forbidden): no"
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! The HTTP/WebSocket gateway: one listener for REST, `/ws`, health and readiness.
+
+pub mod lines;
+pub mod rest;
+pub mod ws;
+
+use std::net::SocketAddr;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+
+pub fn router(app: App) -> Router {
+    let body_limit = app.config.limits.max_frame_bytes;
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/api/v1/register", post(rest::register))
+        .route("/api/v1/login", post(rest::login))
+        .route("/api/v1/logout", post(rest::logout))
+        .route(
+            "/api/v1/rooms",
+            get(rest::list_rooms).post(rest::create_room),
+        )
+        .route("/api/v1/rooms/{room}/messages", get(rest::room_messages))
+        .route("/api/v1/rooms/{room}/members", post(rest::invite))
+        .route("/api/v1/users/online", get(rest::users_online))
+        .route("/health", get(rest::health))
+        .route("/ready", get(rest::ready))
+        .fallback(rest::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(app)
+}
+
+/// Serves until the app's shutdown token fires; then stops accepting.
+pub async fn serve(listener: TcpListener, app: App) -> std::io::Result<()> {
+    let shutdown = app.shutdown.clone();
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}

@@ -1,0 +1,206 @@
+//! REST handlers of `/api/v1`, `/health` and `/ready`. Every error is JSON
+//! `{"error":{"code","message"}}` with the matching status.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use troupe_actors::ask;
+use troupe_actors::frames::{ChatError, ErrorCode, HistoryQuery};
+use troupe_actors::presence::PresenceMsg;
+use troupe_actors::store::TokenInfo;
+
+use crate::app::App;
+
+/// A [`ChatError`] answered over HTTP.
+pub struct ApiError(pub ChatError);
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        ApiError(e)
+    }
+}
+
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.0.code, "message": self.0.message}});
+        (status_of(self.0.code), Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The bearer token of a request, if any.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+async fn user_of(app: &App, headers: &HeaderMap) -> ApiResult<TokenInfo> {
+    let token = bearer_token(headers).ok_or_else(|| {
+        ChatError::new(
+            ErrorCode::Unauthorized,
+            "missing Authorization: Bearer <token>",
+        )
+    })?;
+    Ok(app.accounts.authenticate(token).await?)
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError(ChatError::bad_request(format!("invalid JSON body: {e}"))))
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+pub async fn register(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    let c: Credentials = parse_body(&body)?;
+    let user = app.accounts.register(&c.username, &c.password).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user_id": user.id, "username": user.username})),
+    ))
+}
+
+pub async fn login(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let c: Credentials = parse_body(&body)?;
+    let login = app
+        .accounts
+        .login(&c.username, &c.password, peer.ip())
+        .await?;
+    Ok(Json(json!(login)))
+}
+
+pub async fn logout(State(app): State<App>, headers: HeaderMap) -> ApiResult<StatusCode> {
+    let token = bearer_token(&headers).ok_or_else(|| {
+        ChatError::new(
+            ErrorCode::Unauthorized,
+            "missing Authorization: Bearer <token>",
+        )
+    })?;
+    app.accounts.logout(token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list_rooms(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let user = user_of(&app, &headers).await?;
+    let rooms = app.rooms_of(&user.username).await?;
+    Ok(Json(json!({"rooms": rooms})))
+}
+
+#[derive(Deserialize)]
+struct NewRoom {
+    name: String,
+    #[serde(default)]
+    private: bool,
+}
+
+pub async fn create_room(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let user = user_of(&app, &headers).await?;
+    let new: NewRoom = parse_body(&body)?;
+    let room = app
+        .create_room(&user.username, &new.name, new.private)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(room))))
+}
+
+pub async fn room_messages(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let user = user_of(&app, &headers).await?;
+    let Query(query) = query.map_err(|e| ChatError::bad_request(format!("invalid query: {e}")))?;
+    let messages = app.history(&user.username, &room, query).await?;
+    Ok(Json(json!({"room": room, "messages": messages})))
+}
+
+#[derive(Deserialize)]
+struct Invitation {
+    user: String,
+}
+
+pub async fn invite(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let user = user_of(&app, &headers).await?;
+    let invitation: Invitation = parse_body(&body)?;
+    app.invite(&user.username, &room, &invitation.user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn users_online(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    user_of(&app, &headers).await?;
+    let users = ask(&app.refs.presence, |reply| PresenceMsg::Online { reply }).await?;
+    Ok(Json(json!({"users": users})))
+}
+
+pub async fn health(State(app): State<App>) -> Json<Value> {
+    Json(json!({"status": "ok", "node": app.node_name()}))
+}
+
+pub async fn ready(State(app): State<App>) -> Response {
+    if app.shutdown.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting_down", "node": app.node_name()})),
+        )
+            .into_response();
+    }
+    match app.sql.ping().await {
+        Ok(()) => Json(json!({"status": "ready", "node": app.node_name()})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"status": "unavailable", "node": app.node_name(), "reason": e.to_string()}),
+            ),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError(ChatError::not_found("no such endpoint"))
+}

@@ -1,0 +1,499 @@
+//! `GET /ws`: the upgrade, then one gateway task per connection that owns
+//! the socket. Before authentication it answers `auth`, `resume`, `ping` and
+//! the account line commands itself; afterwards every frame goes to the
+//! connection's Session actor. A writer task drains the outbox to the socket.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use ractor::ActorRef;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use troupe_actors::ask;
+use troupe_actors::frames::{ChatError, ClientFrame, ErrorCode, ServerFrame};
+use troupe_actors::outbox::{Outbound, Outbox, OutboxReceiver};
+use troupe_actors::session::supervisor::SessionSupervisorMsg;
+use troupe_actors::session::SessionMsg;
+use troupe_actors::store::TokenInfo;
+
+use super::lines::{self, Line};
+use super::rest::{bearer_token, ApiError};
+use crate::app::App;
+
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// A connection that does not authenticate within this time is closed.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Socket buffers sized for many idle connections, not for bulk throughput.
+fn socket_config(app: &App) -> WebSocketConfig {
+    let max = app.config.limits.max_frame_bytes;
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+pub async fn upgrade(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(params): Query<HashMap<String, String>>,
+    mut request: Request,
+) -> Response {
+    let headers = request.headers();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return ApiError(ChatError::bad_request(
+            "a WebSocket upgrade is expected here",
+        ))
+        .into_response();
+    };
+    if !is_upgrade || !version_ok {
+        return ApiError(ChatError::bad_request(
+            "a WebSocket (version 13) upgrade is expected here",
+        ))
+        .into_response();
+    }
+    if app.shutdown.is_cancelled() {
+        return ApiError(ChatError::unavailable("the node is shutting down")).into_response();
+    }
+    let token = bearer_token(headers)
+        .map(str::to_string)
+        .or_else(|| params.get("token").cloned());
+    let auth = match token {
+        Some(token) => match app.accounts.authenticate(&token).await {
+            Ok(info) => Some((info, token)),
+            Err(e) => return ApiError(e).into_response(),
+        },
+        None => None,
+    };
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return ApiError(ChatError::bad_request("this connection cannot be upgraded"))
+            .into_response();
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let tracker = app.connections.clone();
+    tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(socket_config(&app)),
+                )
+                .await;
+                run(app, socket, auth, peer).await;
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
+        }
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = response.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+/// One connection's reader side and what it knows.
+struct Connection {
+    app: App,
+    peer: SocketAddr,
+    outbox: Outbox,
+    session: Option<ActorRef<SessionMsg>>,
+    /// The login token this connection authenticated with, for `/logout`.
+    token: Option<String>,
+    /// Set by the first line command: frames are rendered as text from then on.
+    text_mode: Arc<AtomicBool>,
+    /// A close frame is queued: the writer ends the connection.
+    closing: bool,
+}
+
+async fn run(app: App, socket: Socket, auth: Option<(TokenInfo, String)>, peer: SocketAddr) {
+    let (outbox, receiver) = Outbox::channel(app.config.limits.outbound_queue);
+    let (sink, mut stream) = socket.split();
+    let text_mode = Arc::new(AtomicBool::new(false));
+    let done = CancellationToken::new();
+    let mut writer = tokio::spawn(write_loop(
+        sink,
+        receiver,
+        app.shutdown.clone(),
+        done.clone(),
+        text_mode.clone(),
+    ));
+    let mut conn = Connection {
+        app,
+        peer,
+        outbox,
+        session: None,
+        token: None,
+        text_mode,
+        closing: false,
+    };
+    if let Some((info, token)) = auth {
+        conn.token = Some(token);
+        conn.start_session(info, None).await;
+    }
+    let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = tokio::time::sleep_until(deadline), if conn.session.is_none() => {
+                conn.close(1008, "authentication timeout");
+                break;
+            }
+            _ = conn.app.shutdown.cancelled() => break,
+            _ = conn.outbox_closed() => break,
+        };
+        match next {
+            Some(Ok(Message::Text(text))) => {
+                if !conn.on_text(text.as_str()).await {
+                    break;
+                }
+            }
+            Some(Ok(Message::Binary(_))) => conn.push_error(
+                &ChatError::bad_request("binary frames are not supported; send JSON text frames"),
+                None,
+            ),
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+            Some(Err(WsError::Capacity(e))) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "frame over the limit");
+                conn.close(1009, "frame too large");
+                break;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "socket error");
+                break;
+            }
+        }
+    }
+    if let Some(session) = conn.session.take() {
+        session.stop(Some("connection closed".into()));
+    }
+    // When we are the ones closing, the writer sends what is queued and the
+    // close frame; when the client went away, there is nobody to write to.
+    let closing = conn.closing || conn.app.shutdown.is_cancelled() || conn.outbox.is_closed();
+    if !closing {
+        done.cancel();
+    }
+    if tokio::time::timeout(Duration::from_secs(10), &mut writer)
+        .await
+        .is_err()
+    {
+        done.cancel();
+        let _ = writer.await;
+    }
+}
+
+impl Connection {
+    fn push(&self, frame: &ServerFrame) {
+        self.outbox.push_frame(frame);
+    }
+
+    fn push_error(&self, error: &ChatError, reference: Option<String>) {
+        self.push(&ServerFrame::error(error, reference));
+    }
+
+    fn push_line(&self, line: impl Into<String>) {
+        self.outbox.push(Utf8Bytes::from(line.into()));
+    }
+
+    async fn outbox_closed(&self) {
+        while !self.outbox.is_closed() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn close(&mut self, code: u16, reason: &'static str) {
+        self.outbox.close(code, reason);
+        self.closing = true;
+    }
+
+    /// Handles one text frame; false when the connection should close.
+    async fn on_text(&mut self, text: &str) -> bool {
+        if text.starts_with('/') {
+            self.text_mode.store(true, Ordering::Relaxed);
+            return self.on_line(text).await;
+        }
+        match ClientFrame::decode(text) {
+            Ok(frame) => self.on_frame(frame).await,
+            Err(e) => {
+                self.push_error(&e.error, e.reference);
+                true
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, frame: ClientFrame) -> bool {
+        if let Some(session) = &self.session {
+            return session.cast(SessionMsg::Frame(frame)).is_ok();
+        }
+        match frame {
+            ClientFrame::Auth { token } => match self.app.accounts.authenticate(&token).await {
+                Ok(info) => {
+                    self.token = Some(token);
+                    self.start_session(info, None).await;
+                }
+                Err(e) => self.push_error(&e, Some("auth".into())),
+            },
+            ClientFrame::Resume {
+                resume_token,
+                rooms,
+            } => match self.app.accounts.authenticate_resume(&resume_token).await {
+                Ok(info) => self.start_session(info, Some(rooms)).await,
+                Err(e) => self.push_error(&e, Some("resume".into())),
+            },
+            ClientFrame::Ping { nonce } => self.push(&ServerFrame::Pong { nonce }),
+            _ => self.push_error(
+                &ChatError::new(
+                    ErrorCode::Unauthorized,
+                    "authenticate first: send an auth frame, or connect with a token",
+                ),
+                Some("unauthenticated".into()),
+            ),
+        }
+        true
+    }
+
+    async fn on_line(&mut self, text: &str) -> bool {
+        let line = match lines::parse(text) {
+            Ok(line) => line,
+            Err(usage) => {
+                self.push_line(format!("error: {usage}"));
+                return true;
+            }
+        };
+        match line {
+            Line::Help => self.push_line(lines::HELP),
+            Line::Register { user, password } => {
+                match self.app.accounts.register(&user, &password).await {
+                    Ok(user) => self.push_line(format!(
+                        "registered {}; now /login {} <password>",
+                        user.username, user.username
+                    )),
+                    Err(e) => self.push_error(&e, Some("register".into())),
+                }
+            }
+            Line::Login { user, password } => {
+                if self.session.is_some() {
+                    self.push_line("error: already logged in on this connection");
+                    return true;
+                }
+                match self
+                    .app
+                    .accounts
+                    .login(&user, &password, self.peer.ip())
+                    .await
+                {
+                    Ok(login) => {
+                        let info = TokenInfo {
+                            user_id: login.user_id,
+                            username: login.username.clone(),
+                            expires_at: login.expires_at,
+                        };
+                        self.token = Some(login.token);
+                        self.start_session(info, None).await;
+                    }
+                    Err(e) => self.push_error(&e, Some("login".into())),
+                }
+            }
+            Line::Logout => {
+                if let Some(token) = self.token.take() {
+                    if let Err(e) = self.app.accounts.logout(&token).await {
+                        tracing::debug!(error = %e, "logout of an already invalid token");
+                    }
+                }
+                self.push_line("logged out");
+                self.close(1000, "logged out");
+                return false;
+            }
+            Line::CreateGroup { name } => {
+                let Some(user) = self.user().await else {
+                    self.push_line("error: /login first");
+                    return true;
+                };
+                match self.app.create_room(&user, &name, false).await {
+                    Ok(room) => self.push_line(format!("created group {}", room.name)),
+                    Err(e) => self.push_error(&e, Some("group_create".into())),
+                }
+            }
+            Line::Frame(frame) => {
+                if self.session.is_none() {
+                    self.push_line("error: /login first (or /register <user> <password>)");
+                    return true;
+                }
+                return self.on_frame(frame).await;
+            }
+        }
+        true
+    }
+
+    async fn user(&self) -> Option<String> {
+        let session = self.session.as_ref()?;
+        ask(session, |reply| SessionMsg::Describe { reply })
+            .await
+            .ok()
+            .map(|(user, _)| user)
+    }
+
+    async fn start_session(
+        &mut self,
+        info: TokenInfo,
+        resume: Option<std::collections::BTreeMap<String, u64>>,
+    ) {
+        let outbox = self.outbox.clone();
+        let started = ask(&self.app.refs.sessions, |reply| {
+            SessionSupervisorMsg::Start {
+                user: info.username.clone(),
+                user_id: info.user_id,
+                outbox,
+                resume,
+                reply,
+            }
+        })
+        .await
+        .and_then(|r| r);
+        match started {
+            Ok(session) => self.session = Some(session),
+            Err(e) => self.push_error(&e, Some("session".into())),
+        }
+    }
+}
+
+enum Step {
+    Frames(Vec<Outbound>),
+    Close(u16, &'static str),
+    Stop,
+}
+
+async fn write_loop(
+    mut sink: SplitSink<Socket, Message>,
+    mut out: OutboxReceiver,
+    shutdown: CancellationToken,
+    done: CancellationToken,
+    text_mode: Arc<AtomicBool>,
+) {
+    loop {
+        let step = tokio::select! {
+            biased;
+            _ = out.overflow.cancelled() => Step::Close(4008, "slow consumer"),
+            _ = done.cancelled() => Step::Stop,
+            _ = shutdown.cancelled() => {
+                // Send what is queued, then say goodbye.
+                let mut frames = Vec::new();
+                while let Ok(frame) = out.frames.try_recv() {
+                    frames.push(frame);
+                }
+                let _ = write_frames(&mut sink, frames, &text_mode).await;
+                Step::Close(1012, "service restart")
+            }
+            first = out.frames.recv() => match first {
+                None => Step::Stop,
+                Some(first) => {
+                    let mut frames = vec![first];
+                    while frames.len() < 256 {
+                        match out.frames.try_recv() {
+                            Ok(frame) => frames.push(frame),
+                            Err(_) => break,
+                        }
+                    }
+                    Step::Frames(frames)
+                }
+            },
+        };
+        match step {
+            Step::Frames(frames) => {
+                let written = tokio::select! {
+                    biased;
+                    _ = out.overflow.cancelled() => Err(Some((4008, "slow consumer"))),
+                    r = write_frames(&mut sink, frames, &text_mode) => r,
+                };
+                match written {
+                    Ok(()) => {}
+                    Err(Some((code, reason))) => {
+                        close(&mut sink, code, reason).await;
+                        return;
+                    }
+                    Err(None) => return,
+                }
+            }
+            Step::Close(code, reason) => {
+                close(&mut sink, code, reason).await;
+                return;
+            }
+            Step::Stop => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Writes frames; `Err(Some(..))` asks to close with that code and reason,
+/// `Err(None)` means the socket is gone.
+async fn write_frames(
+    sink: &mut SplitSink<Socket, Message>,
+    frames: Vec<Outbound>,
+    text_mode: &AtomicBool,
+) -> Result<(), Option<(u16, &'static str)>> {
+    for frame in frames {
+        match frame {
+            Outbound::Text(text) => {
+                let text = if text_mode.load(Ordering::Relaxed) {
+                    match lines::render(text.as_str()) {
+                        Some(line) => Utf8Bytes::from(line),
+                        None => continue,
+                    }
+                } else {
+                    text
+                };
+                sink.feed(Message::Text(text)).await.map_err(|_| None)?;
+            }
+            Outbound::Close(code, reason) => {
+                sink.flush().await.map_err(|_| None)?;
+                return Err(Some((code, reason)));
+            }
+        }
+    }
+    sink.flush().await.map_err(|_| None)
+}
+
+async fn close(sink: &mut SplitSink<Socket, Message>, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    // A client that stopped reading may never take the close frame: give up after a while.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        let _ = sink.close().await;
+    })
+    .await;
+}

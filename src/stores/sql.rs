@@ -1,0 +1,374 @@
+//! Directory, history, checkpoints, and the embedded default's message log,
+//! on SQLite or Postgres through sea-orm.
+
+use async_trait::async_trait;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    SqlErr, TransactionTrait,
+};
+use troupe_actors::frames::{ChatMessage, HistoryQuery};
+use troupe_actors::limits::now_ms;
+use troupe_actors::store::{
+    Checkpoint, CheckpointStore, Directory, History, LogPosition, LogRecord, MemberRecord,
+    MessageLog, RoomRecord, StoreError, StoreResult, UserRecord,
+};
+use troupe_entity::{checkpoint, log_record, membership, message, room, user};
+
+/// The sea-orm stores; cheap to clone (the connection is a pool).
+#[derive(Clone)]
+pub struct SqlStore {
+    db: DatabaseConnection,
+}
+
+impl SqlStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// A trivial query: does the database answer?
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.db.ping().await.map_err(unavailable)
+    }
+}
+
+fn unavailable(e: DbErr) -> StoreError {
+    StoreError::Unavailable {
+        store: "database",
+        message: e.to_string(),
+    }
+}
+
+fn is_unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+fn to_message(m: message::Model) -> ChatMessage {
+    ChatMessage {
+        room: m.room,
+        seq: m.seq as u64,
+        from: m.sender,
+        body: m.body,
+        ts: m.ts,
+        client_id: m.client_id,
+    }
+}
+
+fn membership_row(room: &str, user: &str) -> membership::ActiveModel {
+    membership::ActiveModel {
+        room: Set(room.to_string()),
+        username: Set(user.to_string()),
+        read_seq: Set(0),
+        joined_at: Set(now_ms()),
+    }
+}
+
+#[async_trait]
+impl Directory for SqlStore {
+    async fn create_user(&self, username: &str, password_hash: &str) -> StoreResult<UserRecord> {
+        let row = user::ActiveModel {
+            id: NotSet,
+            username: Set(username.to_string()),
+            password_hash: Set(password_hash.to_string()),
+            created_at: Set(now_ms()),
+        };
+        let inserted = user::Entity::insert(row)
+            .exec_with_returning(&self.db)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(username.to_string())
+                } else {
+                    unavailable(e)
+                }
+            })?;
+        Ok(UserRecord {
+            id: inserted.id,
+            username: inserted.username,
+            password_hash: inserted.password_hash,
+            created_at: inserted.created_at,
+        })
+    }
+
+    async fn find_user(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let found = user::Entity::find()
+            .filter(user::Column::Username.eq(username))
+            .one(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(found.map(|u| UserRecord {
+            id: u.id,
+            username: u.username,
+            password_hash: u.password_hash,
+            created_at: u.created_at,
+        }))
+    }
+
+    async fn create_room(&self, record: &RoomRecord, members: &[String]) -> StoreResult<()> {
+        let txn = self.db.begin().await.map_err(unavailable)?;
+        let row = room::ActiveModel {
+            name: Set(record.name.clone()),
+            private: Set(record.private),
+            created_by: Set(record.created_by.clone()),
+            created_at: Set(record.created_at),
+        };
+        room::Entity::insert(row)
+            .exec_without_returning(&txn)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(record.name.clone())
+                } else {
+                    unavailable(e)
+                }
+            })?;
+        if !members.is_empty() {
+            membership::Entity::insert_many(
+                members.iter().map(|u| membership_row(&record.name, u)),
+            )
+            .exec_without_returning(&txn)
+            .await
+            .map_err(unavailable)?;
+        }
+        txn.commit().await.map_err(unavailable)
+    }
+
+    async fn find_room(&self, name: &str) -> StoreResult<Option<RoomRecord>> {
+        let found = room::Entity::find_by_id(name.to_string())
+            .one(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(found.map(|r| RoomRecord {
+            name: r.name,
+            private: r.private,
+            created_by: r.created_by,
+            created_at: r.created_at,
+        }))
+    }
+
+    async fn members(&self, room: &str) -> StoreResult<Vec<MemberRecord>> {
+        let rows = membership::Entity::find()
+            .filter(membership::Column::Room.eq(room))
+            .all(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|m| MemberRecord {
+                user: m.username,
+                read_seq: m.read_seq as u64,
+            })
+            .collect())
+    }
+
+    async fn add_member(&self, room: &str, user: &str) -> StoreResult<()> {
+        let result = membership::Entity::insert(membership_row(room, user))
+            .on_conflict(
+                OnConflict::columns([membership::Column::Room, membership::Column::Username])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await;
+        match result {
+            Ok(_) | Err(DbErr::RecordNotInserted) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn remove_member(&self, room: &str, user: &str) -> StoreResult<()> {
+        membership::Entity::delete_many()
+            .filter(membership::Column::Room.eq(room))
+            .filter(membership::Column::Username.eq(user))
+            .exec(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn set_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<()> {
+        membership::Entity::update_many()
+            .col_expr(membership::Column::ReadSeq, Expr::value(seq as i64))
+            .filter(membership::Column::Room.eq(room))
+            .filter(membership::Column::Username.eq(user))
+            .filter(membership::Column::ReadSeq.lt(seq as i64))
+            .exec(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn rooms_of(&self, user: &str) -> StoreResult<Vec<String>> {
+        let rows = membership::Entity::find()
+            .filter(membership::Column::Username.eq(user))
+            .all(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.into_iter().map(|m| m.room).collect())
+    }
+}
+
+#[async_trait]
+impl History for SqlStore {
+    async fn write(&self, messages: &[ChatMessage]) -> StoreResult<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let rows = messages.iter().map(|m| message::ActiveModel {
+            room: Set(m.room.clone()),
+            seq: Set(m.seq as i64),
+            sender: Set(m.from.clone()),
+            client_id: Set(m.client_id.clone()),
+            body: Set(m.body.clone()),
+            ts: Set(m.ts),
+        });
+        let result = message::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([message::Column::Room, message::Column::Seq])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await;
+        match result {
+            Ok(_) | Err(DbErr::RecordNotInserted) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn page(
+        &self,
+        room: &str,
+        query: HistoryQuery,
+        limit: usize,
+    ) -> StoreResult<Vec<ChatMessage>> {
+        let mut select = message::Entity::find().filter(message::Column::Room.eq(room));
+        if let Some(before) = query.before {
+            select = select.filter(message::Column::Seq.lt(before.min(i64::MAX as u64) as i64));
+        }
+        let rows = if let Some(after) = query.after {
+            select
+                .filter(message::Column::Seq.gt(after.min(i64::MAX as u64) as i64))
+                .order_by_asc(message::Column::Seq)
+                .limit(limit as u64)
+                .all(&self.db)
+                .await
+        } else {
+            select
+                .order_by_desc(message::Column::Seq)
+                .limit(limit as u64)
+                .all(&self.db)
+                .await
+                .map(|mut rows| {
+                    rows.reverse();
+                    rows
+                })
+        }
+        .map_err(unavailable)?;
+        Ok(rows.into_iter().map(to_message).collect())
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for SqlStore {
+    async fn load(&self, room: &str) -> StoreResult<Option<Checkpoint>> {
+        let found = checkpoint::Entity::find_by_id(room.to_string())
+            .one(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(found.map(|c| Checkpoint {
+            room: c.room,
+            epoch: c.epoch as u64,
+            last_seq: c.last_seq as u64,
+            log_position: c.log_position as u64,
+            history_seq: c.history_seq as u64,
+        }))
+    }
+
+    async fn save(&self, c: &Checkpoint) -> StoreResult<()> {
+        let row = checkpoint::ActiveModel {
+            room: Set(c.room.clone()),
+            epoch: Set(c.epoch as i64),
+            last_seq: Set(c.last_seq as i64),
+            log_position: Set(c.log_position as i64),
+            history_seq: Set(c.history_seq as i64),
+            updated_at: Set(now_ms()),
+        };
+        checkpoint::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(checkpoint::Column::Room)
+                    .update_columns([
+                        checkpoint::Column::Epoch,
+                        checkpoint::Column::LastSeq,
+                        checkpoint::Column::LogPosition,
+                        checkpoint::Column::HistorySeq,
+                        checkpoint::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MessageLog for SqlStore {
+    async fn append(&self, _room: &str, records: &[LogRecord]) -> StoreResult<Vec<LogPosition>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = records.iter().map(|r| log_record::ActiveModel {
+            position: NotSet,
+            room: Set(r.room.clone()),
+            seq: Set(r.seq as i64),
+            epoch: Set(r.epoch as i64),
+            sender: Set(r.sender.clone()),
+            client_id: Set(r.client_id.clone()),
+            body: Set(r.body.clone()),
+            ts: Set(r.ts),
+        });
+        // One statement: committed (and fsynced) as a whole, positions in row order.
+        let mut positions = log_record::Entity::insert_many(rows)
+            .exec_with_returning_keys(&self.db)
+            .await
+            .map_err(unavailable)?;
+        positions.sort_unstable();
+        Ok(positions.into_iter().map(|p| p as u64).collect())
+    }
+
+    async fn read_from(
+        &self,
+        room: &str,
+        from: LogPosition,
+        max: usize,
+    ) -> StoreResult<Vec<(LogPosition, LogRecord)>> {
+        let rows = log_record::Entity::find()
+            .filter(log_record::Column::Room.eq(room))
+            .filter(log_record::Column::Position.gte(from as i64))
+            .order_by_asc(log_record::Column::Position)
+            .limit(max as u64)
+            .all(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.position as u64,
+                    LogRecord {
+                        room: r.room,
+                        seq: r.seq as u64,
+                        epoch: r.epoch as u64,
+                        sender: r.sender,
+                        client_id: r.client_id,
+                        body: r.body,
+                        ts: r.ts,
+                    },
+                )
+            })
+            .collect())
+    }
+}
