@@ -204,7 +204,17 @@ impl Actor for Session {
                 }
             }
             SessionMsg::Attached { room, actor } => {
-                state.rooms.insert(room, actor);
+                let restarted = state
+                    .rooms
+                    .insert(room.clone(), actor.clone())
+                    .is_some_and(|old| old.get_id() != actor.get_id());
+                if restarted {
+                    // Sends queued in the crashed actor's mailbox were never acked.
+                    let e = ChatError::unavailable(format!(
+                        "room {room} restarted; resend what was not acked (same client_id)"
+                    ));
+                    state.push_error(&e, "send");
+                }
             }
             SessionMsg::Detached { room } => {
                 state.rooms.remove(&room);
@@ -320,14 +330,18 @@ impl SessionState {
             .token(&format!("{RESUME_PREFIX}{token}"))
             .await;
         match owner {
-            Ok(Some(info)) if info.username == self.handle.user => {
-                self.activate(Some(rooms)).await;
-            }
-            Ok(_) => self.push_error(
-                &ChatError::new(ErrorCode::Unauthorized, "unknown or expired resume token"),
+            Ok(Some(info)) if info.username != self.handle.user => self.push_error(
+                &ChatError::new(ErrorCode::Unauthorized, "that resume token belongs to another user"),
                 "resume",
             ),
-            Err(e) => self.push_error(&ChatError::unavailable(e.to_string()), "resume"),
+            // This connection is already authenticated as the user, so replaying
+            // their rooms needs no proof: an expired token, or one lost when an
+            // embedded node restarted, still resumes.
+            Ok(_) => self.activate(Some(rooms)).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "resume token store unavailable; resuming as the authenticated user");
+                self.activate(Some(rooms)).await
+            }
         }
     }
 

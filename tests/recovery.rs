@@ -1,0 +1,247 @@
+//! Durability and recovery on one node: `kill -9` mid-traffic, restart on the
+//! same data dir, retries with the same `client_id`, `resume`; a room actor
+//! that panics; a client that stops reading.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use common::{Client, Node};
+use futures_util::SinkExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn history_all(client: &mut Client, room: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        client.send(json!({"type": "history", "room": room, "after": after, "limit": 200})).await;
+        let page = client.expect("history").await;
+        let messages = page["messages"].as_array().unwrap().clone();
+        if messages.is_empty() {
+            return out;
+        }
+        after = messages.last().unwrap()["seq"].as_u64().unwrap();
+        out.extend(messages);
+    }
+}
+
+#[tokio::test]
+async fn kill_9_mid_traffic_loses_no_acked_message_and_retries_create_each_once() {
+    let mut node = Node::start_with(&[("TROUPE_LIMITS__MESSAGE_BURST", "100000")]).await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    let mut bob = Client::new_user(&node, "bob").await;
+    ann.join("lobby").await;
+    bob.join("lobby").await;
+
+    // Bob reads a little, then his connection drops with the node.
+    const TOTAL: usize = 300;
+    for i in 0..TOTAL {
+        ann.send(json!({"type": "send", "room": "lobby", "body": format!("m{i}"), "client_id": format!("c{i}")}))
+            .await;
+    }
+    let mut bob_seen = 0u64;
+    for _ in 0..20 {
+        bob_seen = bob.expect_message("lobby").await["seq"].as_u64().unwrap();
+    }
+    // Collect some acks, then kill the node while the rest are in flight.
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    while acked.len() < 40 {
+        let f = ann.expect("ack").await;
+        acked.insert(f["client_id"].as_str().unwrap().to_string(), f["seq"].as_u64().unwrap());
+    }
+    node.kill9();
+    // Acks that were already on the wire still count.
+    for f in ann.drain_for(Duration::from_millis(200)).await {
+        if f["type"] == "ack" {
+            acked.insert(f["client_id"].as_str().unwrap().to_string(), f["seq"].as_u64().unwrap());
+        }
+    }
+    node.restart().await;
+
+    // Tokens lived in memory: log in again, and retry every unacked send.
+    let token = common::login(&node, "ann", common::PASSWORD).await.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ann = Client::connect(&node, "ann", &token).await;
+    let mut retried: HashMap<String, u64> = HashMap::new();
+    for i in 0..TOTAL {
+        let id = format!("c{i}");
+        let ack = ann.say("lobby", &format!("m{i}"), &id).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        retried.insert(id, ack["seq"].as_u64().unwrap());
+    }
+    // Every ack from before the crash is still the same message.
+    for (id, seq) in &acked {
+        assert_eq!(retried[id], *seq, "{id} changed its seq across the crash");
+    }
+    // History: exactly TOTAL messages, seq 1..=TOTAL without a gap, each client_id once.
+    let history = history_all(&mut ann, "lobby").await;
+    let seqs: Vec<u64> = history.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=TOTAL as u64).collect::<Vec<_>>());
+    let ids: BTreeSet<&str> = history.iter().map(|m| m["client_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), TOTAL);
+    for m in &history {
+        assert_eq!(retried[m["client_id"].as_str().unwrap()], m["seq"].as_u64().unwrap());
+    }
+
+    // Bob resumes from what he saw and gets exactly the rest, in order, then `resumed`.
+    let token = common::login(&node, "bob", common::PASSWORD).await.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old_resume = bob.resume_token();
+    let mut bob = Client::connect(&node, "bob", &token).await;
+    bob.send(json!({"type": "resume", "resume_token": old_resume, "rooms": {"lobby": bob_seen}})).await;
+    let mut replayed = Vec::new();
+    loop {
+        let f = bob
+            .expect_where("replay", |f| f["type"] == "resumed" || (f["type"] == "message" && f["room"] == "lobby"))
+            .await;
+        if f["type"] == "resumed" {
+            assert_eq!(f["rooms"]["lobby"], TOTAL as u64, "{f}");
+            break;
+        }
+        replayed.push(f["seq"].as_u64().unwrap());
+    }
+    assert_eq!(replayed, ((bob_seen + 1)..=TOTAL as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn resume_as_first_frame_replays_exactly_what_was_missed() {
+    let node = Node::start().await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    let mut bob = Client::new_user(&node, "bob").await;
+    ann.join("lobby").await;
+    ann.join("side").await;
+    bob.join("lobby").await;
+    bob.join("side").await;
+    ann.say("lobby", "l1", "l1").await;
+    ann.say("side", "s1", "s1").await;
+    assert_eq!(bob.expect_message("lobby").await["seq"], 1);
+    assert_eq!(bob.expect_message("side").await["seq"], 1);
+    let resume_token = bob.resume_token();
+    bob.close().await;
+    for i in 2..=5 {
+        ann.say("lobby", &format!("l{i}"), &format!("l{i}")).await;
+    }
+    ann.say("side", "s2", "s2").await;
+    // No token at the upgrade: the resume token authenticates.
+    let mut ws = Client::raw(&node).await;
+    let frame = json!({"type": "resume", "resume_token": resume_token, "rooms": {"lobby": 1, "side": 1}});
+    ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+    let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut session_seen = false;
+    loop {
+        let msg = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut ws))
+            .await
+            .expect("frames")
+            .unwrap()
+            .unwrap();
+        let f: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        match f["type"].as_str().unwrap() {
+            "session" => session_seen = true,
+            "message" => got.entry(f["room"].as_str().unwrap().into()).or_default().push(f["seq"].as_u64().unwrap()),
+            "resumed" => {
+                assert_eq!(f["rooms"]["lobby"], 5);
+                assert_eq!(f["rooms"]["side"], 2);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(session_seen);
+    assert_eq!(got["lobby"], [2, 3, 4, 5]);
+    assert_eq!(got["side"], [2]);
+    // A bad resume token on a fresh connection is refused.
+    let mut ws = Client::raw(&node).await;
+    let frame = json!({"type": "resume", "resume_token": "forged", "rooms": {}});
+    ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+    let msg = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut ws)).await.unwrap().unwrap().unwrap();
+    let f: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+    assert_eq!(f["code"], "unauthorized", "{f}");
+}
+
+#[cfg(feature = "test-hooks")]
+#[tokio::test]
+async fn a_room_that_panics_restarts_with_members_seq_and_history() {
+    let node = Node::start().await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    let mut bob = Client::new_user(&node, "bob").await;
+    ann.join("lobby").await;
+    bob.join("lobby").await;
+    for i in 1..=5 {
+        ann.say("lobby", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    ann.send(json!({"type": "debug_panic_room", "room": "lobby"})).await;
+    // The node keeps serving and the room comes back: seq continues, both still members.
+    // A send that reached the crashed actor is never acked; the restarted room
+    // says so, and the client resends with the same client_id.
+    let send = json!({"type": "send", "room": "lobby", "body": "after the crash", "client_id": "c6"});
+    ann.send(send.clone()).await;
+    let mut ack = Value::Null;
+    for _ in 0..10 {
+        let f = ann
+            .expect_where("ack of c6 or a restart notice", |f| {
+                (f["type"] == "ack" && f["client_id"] == "c6") || f["type"] == "error"
+            })
+            .await;
+        if f["type"] == "ack" {
+            ack = f;
+            break;
+        }
+        assert_eq!(f["code"], "unavailable", "{f}");
+        ann.send(send.clone()).await;
+    }
+    assert_eq!(ack["seq"], 6, "{ack}");
+    let m = bob.expect_where("the post-crash message", |f| f["type"] == "message" && f["seq"] == 6).await;
+    assert_eq!(m["body"], "after the crash");
+    bob.send(json!({"type": "members", "room": "lobby"})).await;
+    assert_eq!(bob.expect("members").await["members"].as_array().unwrap().len(), 2);
+    let history = history_all(&mut bob, "lobby").await;
+    assert_eq!(history.len(), 6);
+    assert!(node.log_text().contains("room crashed"), "the crash is logged");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_4008_and_the_room_keeps_flowing() {
+    let node = Node::start_with(&[("TROUPE_LIMITS__OUTBOUND_QUEUE", "64"), ("TROUPE_LIMITS__MESSAGE_BURST", "100000")]).await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    let mut bob = Client::new_user(&node, "bob").await;
+    let mut slow = Client::new_user(&node, "slow").await;
+    for c in [&mut ann, &mut bob, &mut slow] {
+        c.join("lobby").await;
+    }
+    let stalled = slow.into_stalled();
+    // Large bodies fill the socket buffers quickly; then the queue, then 4008.
+    let body = "x".repeat(3900);
+    let total = 2000u64;
+    let sender = async {
+        for i in 0..total {
+            // Waiting for each ack also keeps ann's own connection drained.
+            assert_eq!(ann.say("lobby", &body, &format!("c{i}")).await["type"], "ack");
+        }
+        ann
+    };
+    let reader = async {
+        for i in 1..=total {
+            let m = bob.expect_message("lobby").await;
+            assert_eq!(m["seq"], i);
+        }
+        bob
+    };
+    let (_ann, _bob) = tokio::join!(sender, reader);
+    // The stalled client now reads: what was buffered, then the close.
+    let mut slow = stalled;
+    let code = loop {
+        let next = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut slow)).await.expect("a close");
+        match next {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(4008));
+}
