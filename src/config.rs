@@ -213,7 +213,7 @@ impl Config {
         if l.outbound_queue == 0 {
             return bad("limits.outbound_queue", "must be at least 1");
         }
-        if !(l.messages_per_second > 0.0) || l.message_burst == 0 {
+        if l.messages_per_second.is_nan() || l.messages_per_second <= 0.0 || l.message_burst == 0 {
             return bad(
                 "limits.messages_per_second",
                 "rate and burst must be positive",
@@ -290,6 +290,7 @@ fn one_line(e: figment::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
 

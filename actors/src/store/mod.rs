@@ -192,12 +192,12 @@ impl Stores {
 /// The page of `messages` (ascending by seq) that `query` asks for:
 /// seq > after (the oldest `limit`), and/or seq < before (the newest `limit`
 /// when no `after`), or the newest `limit`. Always ascending.
-pub fn select_page<'a, T, F>(
-    messages: &'a [T],
+pub fn select_page<T, F>(
+    messages: &[T],
     seq_of: F,
     query: HistoryQuery,
     limit: usize,
-) -> &'a [T]
+) -> &[T]
 where
     F: Fn(&T) -> u64,
 {
