@@ -138,7 +138,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         activate_grace: Duration::from_millis(config.session.resume_grace_ms),
         resume_ttl: config.token_ttl(),
     };
-    let (node, refs) = node::start(node_config)
+    let node::RunningNode {
+        node,
+        refs,
+        mut stopped,
+    } = node::start(node_config)
         .await
         .map_err(|e| anyhow::anyhow!("the node's actors failed to start: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -160,7 +164,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "troupe serving"
     );
     let server = tokio::spawn(gateway::serve(listener, app.clone()));
-    wait_for_signal().await;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = &mut stopped => {
+            // A core actor crashed: exit so that a process supervisor restarts
+            // the node, which restores every room from its checkpoint and log.
+            app.shutdown.cancel();
+            anyhow::bail!("the node's actor tree stopped unexpectedly; see the log above");
+        }
+    }
     tracing::info!("shutting down: closing connections (1012), flushing rooms");
     app.shutdown.cancel();
     let _ = troupe_actors::ask(&node, |reply| NodeMsg::Shutdown { reply }).await;
