@@ -139,16 +139,23 @@ impl Actor for NodeSupervisor {
     }
 }
 
+/// A running node's actor tree.
+pub struct RunningNode {
+    pub node: ActorRef<NodeMsg>,
+    pub refs: NodeRefs,
+    /// Completes when the node supervisor stops (at shutdown, or because a
+    /// core actor crashed).
+    pub stopped: tokio::task::JoinHandle<()>,
+}
+
 /// Starts a node's actor tree.
-pub async fn start(
-    config: NodeConfig,
-) -> Result<(ActorRef<NodeMsg>, NodeRefs), ActorProcessingErr> {
-    let (node, _) = Actor::spawn(
-        Some(format!("node:{}", config.node)),
-        NodeSupervisor,
-        config,
-    )
-    .await?;
+pub async fn start(config: NodeConfig) -> Result<RunningNode, ActorProcessingErr> {
+    let name = format!("node:{}", config.node);
+    let (node, stopped) = Actor::spawn(Some(name), NodeSupervisor, config).await?;
     let refs = crate::ask(&node, |reply| NodeMsg::Refs { reply }).await?;
-    Ok((node, refs))
+    Ok(RunningNode {
+        node,
+        refs,
+        stopped,
+    })
 }
