@@ -16,13 +16,13 @@ use troupe_actors::store::Stores;
 
 use crate::auth::Accounts;
 use crate::config::Config;
-use crate::stores::sql::SqlStore;
+use crate::stores::Probes;
 
 #[derive(Clone)]
 pub struct App {
     pub config: Arc<Config>,
     pub stores: Stores,
-    pub sql: SqlStore,
+    pub probes: Probes,
     pub accounts: Accounts,
     pub refs: NodeRefs,
     /// Fires when the node starts shutting down.

@@ -22,6 +22,8 @@ pub struct Config {
     pub node: NodeSection,
     pub database: DatabaseSection,
     pub log: LogSection,
+    pub kafka: KafkaSection,
+    pub redis: RedisSection,
     pub auth: AuthSection,
     pub admin: AdminSection,
     pub limits: Limits,
@@ -48,12 +50,83 @@ pub enum LogKind {
     /// The message log lives in the database (the embedded default).
     #[default]
     Database,
+    /// The message log is a Kafka topic (`[kafka]`).
+    Kafka,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSection {
     pub kind: LogKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Bootstrap brokers, `host:port`; a TOML array or, from the environment,
+    /// a comma-separated list.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub brokers: Vec<String>,
+    pub topic: String,
+    /// Fixed at the topic's creation: partition = hash(room) % partitions.
+    pub partitions: i32,
+    /// How long a produce waits for more rooms' records to batch with.
+    pub linger_ms: u64,
+    pub max_batch_bytes: usize,
+    /// Every broker call gives up after this long (the room answers `unavailable`).
+    pub timeout_ms: u64,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        Self {
+            brokers: Vec::new(),
+            topic: "troupe-messages".into(),
+            partitions: 16,
+            linger_ms: 1,
+            max_batch_bytes: 512 * 1024,
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSection {
+    /// `redis://host:port/db`; unset = presence, tokens and rate limits in memory.
+    pub url: Option<String>,
+    /// Prefix of every key troupe writes.
+    pub prefix: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            prefix: "troupe:".into(),
+            timeout_ms: 2_000,
+        }
+    }
+}
+
+/// A list from TOML (an array) or from the environment (`a:1,b:2`).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match ListOrString::deserialize(d)? {
+        ListOrString::List(list) => list,
+        ListOrString::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +213,8 @@ impl Default for Config {
             node: NodeSection::default(),
             database: DatabaseSection::default(),
             log: LogSection::default(),
+            kafka: KafkaSection::default(),
+            redis: RedisSection::default(),
             auth: AuthSection::default(),
             admin: AdminSection::default(),
             limits: Limits::default(),
@@ -242,6 +317,22 @@ impl Config {
                 return bad("database.url", "must start with sqlite: or postgres://");
             }
         }
+        if self.log.kind == LogKind::Kafka {
+            if self.kafka.brokers.is_empty() {
+                return bad("kafka.brokers", "log.kind = \"kafka\" needs at least one broker");
+            }
+            if !(1..=1024).contains(&self.kafka.partitions) {
+                return bad("kafka.partitions", "must be between 1 and 1024");
+            }
+            if self.kafka.topic.is_empty() {
+                return bad("kafka.topic", "must not be empty");
+            }
+        }
+        if let Some(url) = &self.redis.url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return bad("redis.url", "must start with redis:// or rediss://");
+            }
+        }
         if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
             return bad("admin.token", "must be at least 16 characters");
         }
@@ -256,6 +347,17 @@ impl Config {
                 "sqlite://{}?mode=rwc",
                 self.data_dir.join("troupe.db").display()
             ),
+        }
+    }
+
+    pub fn kafka_settings(&self) -> crate::stores::kafka::KafkaSettings {
+        crate::stores::kafka::KafkaSettings {
+            brokers: self.kafka.brokers.clone(),
+            topic: self.kafka.topic.clone(),
+            partitions: self.kafka.partitions,
+            linger: Duration::from_millis(self.kafka.linger_ms),
+            max_batch_bytes: self.kafka.max_batch_bytes,
+            timeout: Duration::from_millis(self.kafka.timeout_ms.max(100)),
         }
     }
 
@@ -305,6 +407,10 @@ mod tests {
             assert_eq!(c.node.name, "from-env");
             assert_eq!(c.limits.max_body_chars, 100);
             assert_eq!(c.admin.token.as_deref(), Some("0123456789abcdef"));
+            jail.set_env("TROUPE_KAFKA__BROKERS", "k1:9092, k2:9092");
+            let c = Config::load(Some(Path::new("t.toml")), Overrides::default()).unwrap();
+            assert_eq!(c.kafka.brokers, ["k1:9092", "k2:9092"]);
+
             let c = Config::load(
                 Some(Path::new("t.toml")),
                 Overrides {
@@ -314,6 +420,27 @@ mod tests {
             )
             .unwrap();
             assert_eq!(c.node.name, "from-flag");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn lists_come_from_toml_arrays() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("k.toml", "[log]\nkind = \"kafka\"\n[kafka]\nbrokers = [\"a:1\", \"b:2\"]\n")?;
+            let c = Config::load(Some(Path::new("k.toml")), Overrides::default()).unwrap();
+            assert_eq!(c.kafka.brokers, ["a:1", "b:2"]);
+            assert_eq!(c.log.kind, LogKind::Kafka);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn kafka_without_brokers_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TROUPE_LOG__KIND", "kafka");
+            let e = Config::load(None, Overrides::default()).unwrap_err().to_string();
+            assert!(e.contains("kafka.brokers"), "{e}");
             Ok(())
         });
     }

@@ -151,7 +151,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = app::App {
         config: Arc::new(config.clone()),
         stores: opened.stores,
-        sql: opened.sql,
+        probes: opened.probes,
         accounts,
         refs,
         shutdown: CancellationToken::new(),

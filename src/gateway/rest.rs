@@ -189,13 +189,11 @@ pub async fn ready(State(app): State<App>) -> Response {
         )
             .into_response();
     }
-    match app.sql.ping().await {
+    match app.probes.check().await {
         Ok(()) => Json(json!({"status": "ready", "node": app.node_name()})).into_response(),
-        Err(e) => (
+        Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({"status": "unavailable", "node": app.node_name(), "reason": e.to_string()}),
-            ),
+            Json(json!({"status": "unavailable", "node": app.node_name(), "reason": reason})),
         )
             .into_response(),
     }

@@ -1,13 +1,14 @@
 //! Store adapters behind the traits of `troupe_actors::store`, and the
 //! choice of them from the configuration.
 
+pub mod kafka;
 pub mod sql;
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use troupe_actors::store::memory::MemoryEphemeral;
-use troupe_actors::store::Stores;
+use troupe_actors::store::{MessageLog, Stores};
 
 use crate::config::{Config, LogKind};
 use crate::db;
@@ -15,7 +16,25 @@ use crate::db;
 /// The stores a node runs on, and what `/ready` probes.
 pub struct NodeStores {
     pub stores: Stores,
-    pub sql: sql::SqlStore,
+    pub probes: Probes,
+}
+
+/// What `/ready` asks: does every configured store answer?
+#[derive(Clone)]
+pub struct Probes {
+    sql: sql::SqlStore,
+    kafka: Option<Arc<kafka::KafkaLog>>,
+}
+
+impl Probes {
+    /// The first store that does not answer, with why.
+    pub async fn check(&self) -> Result<(), String> {
+        self.sql.ping().await.map_err(|e| e.to_string())?;
+        if let Some(kafka) = &self.kafka {
+            kafka.ping().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
 }
 
 /// Connects and migrates; a store that cannot be reached is an error naming it.
@@ -29,8 +48,12 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
     db::migrate(&conn, &url).await?;
     let sql = sql::SqlStore::new(conn);
     let sql_arc = Arc::new(sql.clone());
-    let log = match config.log.kind {
-        LogKind::Database => sql_arc.clone(),
+    let (log, kafka): (Arc<dyn MessageLog>, _) = match config.log.kind {
+        LogKind::Database => (sql_arc.clone(), None),
+        LogKind::Kafka => {
+            let kafka = Arc::new(kafka::KafkaLog::connect(config.kafka_settings()).await?);
+            (kafka.clone(), Some(kafka))
+        }
     };
     let stores = Stores {
         log,
@@ -39,5 +62,8 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
         history: sql_arc,
         ephemeral: Arc::new(MemoryEphemeral::default()),
     };
-    Ok(NodeStores { stores, sql })
+    Ok(NodeStores {
+        stores,
+        probes: Probes { sql, kafka },
+    })
 }
