@@ -180,6 +180,8 @@ pub enum RoomMsg {
         batch: Vec<PendingSend>,
         result: Result<Vec<LogPosition>, StoreError>,
     },
+    /// The log read after a failed append.
+    Reconciled(Result<Vec<(LogPosition, LogRecord)>, StoreError>),
     HistoryWritten {
         up_to: u64,
         result: Result<(), StoreError>,
@@ -260,6 +262,7 @@ impl Actor for Room {
             }
             RoomMsg::Send(request) => state.accept_send(&myself, request),
             RoomMsg::Appended { batch, result } => state.appended(&myself, batch, result),
+            RoomMsg::Reconciled(result) => state.reconciled(&myself, result),
             RoomMsg::HistoryWritten { up_to, result } => {
                 state.history_written(&myself, up_to, result)
             }
@@ -317,7 +320,11 @@ impl Actor for Room {
                 let idle = state
                     .idle_since
                     .is_some_and(|since| since.elapsed() >= state.ctx.tuning.idle_stop);
-                if idle && state.pending.is_empty() && !state.appending {
+                if state.needs_reconcile && !state.reconciling {
+                    state.reconcile(&myself);
+                }
+                let busy = state.appending || state.reconciling || !state.pending.is_empty();
+                if idle && !busy {
                     myself.stop(Some("idle".into()));
                 }
             }
@@ -686,7 +693,11 @@ impl RoomState {
 
     /// Starts appending the next batch unless one is in flight.
     fn append_next(&mut self, myself: &ActorRef<RoomMsg>) {
-        if self.appending || self.pending.is_empty() {
+        if self.pending.is_empty() || self.appending || self.reconciling {
+            return;
+        }
+        if self.needs_reconcile {
+            self.reconcile(myself);
             return;
         }
         let n = self.pending.len().min(self.ctx.tuning.max_batch);
@@ -724,53 +735,116 @@ impl RoomState {
         match result {
             Ok(positions) => {
                 for (p, position) in batch.into_iter().zip(positions) {
-                    self.last_seq += 1;
-                    self.log_position = position + 1;
                     let message = ChatMessage {
                         room: self.name.clone(),
-                        seq: self.last_seq,
+                        seq: self.last_seq + 1,
                         from: p.user,
                         body: p.body,
                         ts: p.ts,
                         client_id: p.client_id,
                     };
-                    let key = (message.from.clone(), message.client_id.clone());
-                    let ack = ServerFrame::Ack {
-                        client_id: message.client_id.clone(),
-                        room: self.name.clone(),
-                        seq: message.seq,
-                        ts: message.ts,
-                    }
-                    .encode();
-                    for outbox in self.in_flight.remove(&key).unwrap_or_default() {
-                        outbox.push(ack.clone());
-                    }
-                    self.remember(key, message.seq, message.ts);
-                    let frame = ServerFrame::Message(message.clone()).encode();
-                    self.fan_out(&frame, None);
-                    self.unflushed.push_back((message.clone(), position));
-                    self.recent.push_back(Cached { message, frame });
-                    if self.recent.len() > self.ctx.tuning.recent {
-                        self.recent.pop_front();
-                    }
+                    self.commit(message, position);
                 }
                 self.write_history(myself);
+                self.append_next(myself);
             }
             Err(e) => {
-                tracing::warn!(room = %self.name, error = %e, "log append failed");
-                let error = crate::frames::ChatError::unavailable(
-                    "the message log is unavailable; nothing was written, retry",
-                );
-                for p in batch {
-                    let key = (p.user, p.client_id);
-                    let frame = ServerFrame::error(&error, Some(key.1.clone())).encode();
-                    for outbox in self.in_flight.remove(&key).unwrap_or_default() {
-                        outbox.push(frame.clone());
+                // The append may still have landed (a timeout after the broker
+                // took it): read the log before answering, so a seq is never
+                // given to two messages and nothing durable is reported lost.
+                tracing::warn!(room = %self.name, error = %e, "log append failed; reconciling with the log");
+                self.failed_batch = batch;
+                self.needs_reconcile = true;
+                self.reconcile(myself);
+            }
+        }
+    }
+
+    /// Applies one durable message: ack its waiters, fan it out, cache it,
+    /// queue it for history.
+    fn commit(&mut self, message: ChatMessage, position: LogPosition) {
+        self.last_seq = message.seq;
+        self.log_position = position + 1;
+        let key = (message.from.clone(), message.client_id.clone());
+        let ack = ServerFrame::Ack {
+            client_id: message.client_id.clone(),
+            room: self.name.clone(),
+            seq: message.seq,
+            ts: message.ts,
+        }
+        .encode();
+        for outbox in self.in_flight.remove(&key).unwrap_or_default() {
+            outbox.push(ack.clone());
+        }
+        self.remember(key, message.seq, message.ts);
+        let frame = ServerFrame::Message(message.clone()).encode();
+        self.fan_out(&frame, None);
+        self.unflushed.push_back((message.clone(), position));
+        self.recent.push_back(Cached { message, frame });
+        if self.recent.len() > self.ctx.tuning.recent {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Reads the log after our position to learn what a failed append wrote.
+    fn reconcile(&mut self, myself: &ActorRef<RoomMsg>) {
+        if self.reconciling {
+            return;
+        }
+        self.reconciling = true;
+        let log = self.ctx.stores.log.clone();
+        let (room, from) = (self.name.clone(), self.log_position);
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = log.read_from(&room, from, 100_000).await;
+            let _ = myself.cast(RoomMsg::Reconciled(result));
+        });
+    }
+
+    fn reconciled(
+        &mut self,
+        myself: &ActorRef<RoomMsg>,
+        result: Result<Vec<(LogPosition, LogRecord)>, StoreError>,
+    ) {
+        self.reconciling = false;
+        let unavailable =
+            ChatError::unavailable("the message log is unavailable; nothing was written, retry");
+        match result {
+            Ok(records) => {
+                self.needs_reconcile = false;
+                for (position, record) in records {
+                    if record.seq == self.last_seq + 1 {
+                        self.commit(record.to_message(), position);
+                    } else if record.seq > self.last_seq + 1 {
+                        tracing::warn!(room = %self.name, expected = self.last_seq + 1, got = record.seq, "gap in the log");
+                        self.commit(record.to_message(), position);
                     }
+                }
+                // What the failed append did not write was not written at all.
+                for p in std::mem::take(&mut self.failed_batch) {
+                    self.fail((p.user, p.client_id), &unavailable);
+                }
+                self.write_history(myself);
+                self.append_next(myself);
+            }
+            Err(e) => {
+                tracing::warn!(room = %self.name, error = %e, "the log is still unavailable");
+                // Everyone waiting is told to retry; the next send or tick reconciles again.
+                for p in std::mem::take(&mut self.failed_batch) {
+                    self.fail((p.user, p.client_id), &unavailable);
+                }
+                for p in std::mem::take(&mut self.pending) {
+                    self.fail((p.user, p.client_id), &unavailable);
                 }
             }
         }
-        self.append_next(myself);
+    }
+
+    fn fail(&mut self, key: (String, String), error: &ChatError) {
+        let frame = ServerFrame::error(error, Some(key.1.clone())).encode();
+        for outbox in self.in_flight.remove(&key).unwrap_or_default() {
+            outbox.push(frame.clone());
+        }
     }
 
     fn remember(&mut self, key: (String, String), seq: u64, ts: i64) {
@@ -1020,3 +1094,6 @@ async fn read_range(
         .filter(|m| m.seq > after && m.seq <= upper)
         .collect())
 }
+
+#[cfg(test)]
+mod tests;

@@ -86,6 +86,11 @@ pub struct RoomState {
     pub(crate) in_flight: HashMap<(String, String), Vec<Outbox>>,
     pub(crate) pending: VecDeque<PendingSend>,
     pub(crate) appending: bool,
+    /// An append failed: read the log before appending again.
+    pub(crate) needs_reconcile: bool,
+    pub(crate) reconciling: bool,
+    /// The batch whose append failed, waiting for the reconciliation.
+    pub(crate) failed_batch: Vec<PendingSend>,
     pub(crate) idle_since: Option<Instant>,
 }
 
@@ -189,6 +194,9 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
         in_flight: HashMap::new(),
         pending: VecDeque::new(),
         appending: false,
+        needs_reconcile: false,
+        reconciling: false,
+        failed_batch: Vec::new(),
         idle_since: Some(Instant::now()),
     };
     for m in &tail {

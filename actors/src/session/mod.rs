@@ -331,7 +331,10 @@ impl SessionState {
             .await;
         match owner {
             Ok(Some(info)) if info.username != self.handle.user => self.push_error(
-                &ChatError::new(ErrorCode::Unauthorized, "that resume token belongs to another user"),
+                &ChatError::new(
+                    ErrorCode::Unauthorized,
+                    "that resume token belongs to another user",
+                ),
                 "resume",
             ),
             // This connection is already authenticated as the user, so replaying

@@ -192,12 +192,7 @@ impl Stores {
 /// The page of `messages` (ascending by seq) that `query` asks for:
 /// seq > after (the oldest `limit`), and/or seq < before (the newest `limit`
 /// when no `after`), or the newest `limit`. Always ascending.
-pub fn select_page<T, F>(
-    messages: &[T],
-    seq_of: F,
-    query: HistoryQuery,
-    limit: usize,
-) -> &[T]
+pub fn select_page<T, F>(messages: &[T], seq_of: F, query: HistoryQuery, limit: usize) -> &[T]
 where
     F: Fn(&T) -> u64,
 {

@@ -1,0 +1,210 @@
+//! Room behaviour with in-memory stores: group commit, idempotency, and what
+//! happens when the log fails an append.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::Value;
+
+use super::supervisor::{RoomSupervisor, RoomSupervisorMsg};
+use super::*;
+use crate::outbox::{Outbound, OutboxReceiver};
+use crate::presence::Presence;
+use crate::store::memory::MemoryLog;
+use crate::store::{MessageLog, StoreResult};
+
+/// A session that ignores what rooms tell it.
+struct NullSession;
+
+impl Actor for NullSession {
+    type Msg = SessionMsg;
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<SessionMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// Fails the first `failures` appends: after writing (`write_anyway`) or before.
+struct FlakyLog {
+    inner: MemoryLog,
+    failures: AtomicUsize,
+    write_anyway: bool,
+}
+
+#[async_trait]
+impl MessageLog for FlakyLog {
+    async fn append(&self, room: &str, records: &[LogRecord]) -> StoreResult<Vec<LogPosition>> {
+        let fail = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            if self.write_anyway {
+                self.inner.append(room, records).await?;
+            }
+            return Err(StoreError::Unavailable {
+                store: "test",
+                message: "timed out".into(),
+            });
+        }
+        self.inner.append(room, records).await
+    }
+
+    async fn read_from(
+        &self,
+        room: &str,
+        from: LogPosition,
+        max: usize,
+    ) -> StoreResult<Vec<(LogPosition, LogRecord)>> {
+        self.inner.read_from(room, from, max).await
+    }
+}
+
+struct Fixture {
+    rooms: ActorRef<RoomSupervisorMsg>,
+}
+
+async fn fixture(log: Arc<dyn MessageLog>) -> Fixture {
+    let mut stores = Stores::in_memory();
+    stores.log = log;
+    stores.directory.create_user("ann", "x").await.unwrap();
+    let (presence, _) = Actor::spawn(None, Presence, stores.clone()).await.unwrap();
+    let ctx = RoomContext {
+        node: "test".into(),
+        stores: stores.clone(),
+        limits: Limits::default(),
+        tuning: RoomTuning::default(),
+        admins: Arc::new(Vec::new()),
+        presence,
+    };
+    let (rooms, _) = Actor::spawn(None, RoomSupervisor, ctx).await.unwrap();
+    Fixture { rooms }
+}
+
+impl Fixture {
+    async fn room(&self, name: &str) -> ActorRef<RoomMsg> {
+        let create = CreateSpec {
+            private: false,
+            creator: "ann".into(),
+            members: vec!["ann".into()],
+        };
+        let name = name.to_string();
+        crate::ask(&self.rooms, |reply| RoomSupervisorMsg::Get {
+            name,
+            create: Some(create),
+            reply,
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    }
+}
+
+async fn next_frame(rx: &mut OutboxReceiver) -> Value {
+    let frame = tokio::time::timeout(Duration::from_secs(5), rx.frames.recv())
+        .await
+        .expect("a frame in time")
+        .expect("the outbox is open");
+    match frame {
+        Outbound::Text(t) => serde_json::from_str(&t).unwrap(),
+        Outbound::Close(code, _) => panic!("closed {code}"),
+    }
+}
+
+fn send(outbox: &Outbox, client_id: &str) -> RoomMsg {
+    RoomMsg::Send(SendRequest {
+        user: "ann".into(),
+        client_id: client_id.into(),
+        body: format!("body of {client_id}"),
+        outbox: outbox.clone(),
+    })
+}
+
+#[tokio::test]
+async fn an_append_that_failed_after_writing_is_acked_once_not_duplicated() {
+    let log = Arc::new(FlakyLog {
+        inner: MemoryLog::default(),
+        failures: AtomicUsize::new(1),
+        write_anyway: true,
+    });
+    let f = fixture(log.clone()).await;
+    let room = f.room("lobby").await;
+    let (outbox, mut rx) = Outbox::channel(16);
+    room.cast(send(&outbox, "a")).unwrap();
+    let ack = next_frame(&mut rx).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["seq"], 1);
+    room.cast(send(&outbox, "b")).unwrap();
+    let ack = next_frame(&mut rx).await;
+    assert_eq!(ack["seq"], 2, "{ack}");
+    let records = log.read_from("lobby", 0, 100).await.unwrap();
+    let seqs: Vec<u64> = records.iter().map(|(_, r)| r.seq).collect();
+    assert_eq!(seqs, [1, 2]);
+}
+
+#[tokio::test]
+async fn an_append_that_wrote_nothing_answers_unavailable_and_a_retry_succeeds() {
+    let log = Arc::new(FlakyLog {
+        inner: MemoryLog::default(),
+        failures: AtomicUsize::new(1),
+        write_anyway: false,
+    });
+    let f = fixture(log.clone()).await;
+    let room = f.room("lobby").await;
+    let (outbox, mut rx) = Outbox::channel(16);
+    room.cast(send(&outbox, "a")).unwrap();
+    let e = next_frame(&mut rx).await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str(), e["ref"].as_str()),
+        (Some("error"), Some("unavailable"), Some("a"))
+    );
+    room.cast(send(&outbox, "a")).unwrap();
+    let ack = next_frame(&mut rx).await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["seq"].as_u64()),
+        (Some("ack"), Some(1))
+    );
+    assert_eq!(log.read_from("lobby", 0, 100).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_restarted_room_restores_seq_dedupe_and_history_from_the_stores() {
+    let log: Arc<dyn MessageLog> = Arc::new(MemoryLog::default());
+    let f = fixture(log).await;
+    let room = f.room("lobby").await;
+    let (outbox, mut rx) = Outbox::channel(64);
+    for i in 0..10 {
+        room.cast(send(&outbox, &format!("c{i}"))).unwrap();
+    }
+    for _ in 0..10 {
+        assert_eq!(next_frame(&mut rx).await["type"], "ack");
+    }
+    // Stop it without a goodbye, as a crash would.
+    room.kill();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let room = f.room("lobby").await;
+    room.cast(send(&outbox, "c3")).unwrap();
+    let ack = next_frame(&mut rx).await;
+    assert_eq!(
+        ack["seq"], 4,
+        "a retry after the restart answers the first ack: {ack}"
+    );
+    room.cast(send(&outbox, "c10")).unwrap();
+    assert_eq!(next_frame(&mut rx).await["seq"], 11);
+    let page = crate::ask(&room, |reply| RoomMsg::History {
+        user: "ann".into(),
+        query: HistoryQuery::default(),
+        limit: 50,
+        reply,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=11).collect::<Vec<_>>()
+    );
+}
