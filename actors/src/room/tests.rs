@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorRef};
 use serde_json::Value;
 
 use super::supervisor::{RoomSupervisor, RoomSupervisorMsg};
@@ -14,18 +14,6 @@ use crate::outbox::{Outbound, OutboxReceiver};
 use crate::presence::Presence;
 use crate::store::memory::MemoryLog;
 use crate::store::{MessageLog, StoreResult};
-
-/// A session that ignores what rooms tell it.
-struct NullSession;
-
-impl Actor for NullSession {
-    type Msg = SessionMsg;
-    type State = ();
-    type Arguments = ();
-    async fn pre_start(&self, _: ActorRef<SessionMsg>, _: ()) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-}
 
 /// Fails the first `failures` appends: after writing (`write_anyway`) or before.
 struct FlakyLog {
