@@ -319,7 +319,10 @@ impl Config {
         }
         if self.log.kind == LogKind::Kafka {
             if self.kafka.brokers.is_empty() {
-                return bad("kafka.brokers", "log.kind = \"kafka\" needs at least one broker");
+                return bad(
+                    "kafka.brokers",
+                    "log.kind = \"kafka\" needs at least one broker",
+                );
             }
             if !(1..=1024).contains(&self.kafka.partitions) {
                 return bad("kafka.partitions", "must be between 1 and 1024");
@@ -427,7 +430,10 @@ mod tests {
     #[test]
     fn lists_come_from_toml_arrays() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("k.toml", "[log]\nkind = \"kafka\"\n[kafka]\nbrokers = [\"a:1\", \"b:2\"]\n")?;
+            jail.create_file(
+                "k.toml",
+                "[log]\nkind = \"kafka\"\n[kafka]\nbrokers = [\"a:1\", \"b:2\"]\n",
+            )?;
             let c = Config::load(Some(Path::new("k.toml")), Overrides::default()).unwrap();
             assert_eq!(c.kafka.brokers, ["a:1", "b:2"]);
             assert_eq!(c.log.kind, LogKind::Kafka);
@@ -439,7 +445,9 @@ mod tests {
     fn kafka_without_brokers_is_refused() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("TROUPE_LOG__KIND", "kafka");
-            let e = Config::load(None, Overrides::default()).unwrap_err().to_string();
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("kafka.brokers"), "{e}");
             Ok(())
         });

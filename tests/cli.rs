@@ -24,16 +24,30 @@ fn a_bad_config_value_stops_the_node_with_one_line_naming_the_key() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with("error: ") && last.contains("limits.max_body_chars"), "{stderr}");
+    assert!(
+        last.starts_with("error: ") && last.contains("limits.max_body_chars"),
+        "{stderr}"
+    );
 
     let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "listen = \"127.0.0.1:1\"\n[limits]\nno_such_key = 1\n").unwrap();
-    let out = troupe().args(["serve", "--config"]).arg(&config).output().unwrap();
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:1\"\n[limits]\nno_such_key = 1\n",
+    )
+    .unwrap();
+    let out = troupe()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no_such_key"), "{stderr}");
 
-    let out = troupe().args(["serve", "--listen", "not-an-address"]).output().unwrap();
+    let out = troupe()
+        .args(["serve", "--listen", "not-an-address"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
 }
@@ -41,11 +55,23 @@ fn a_bad_config_value_stops_the_node_with_one_line_naming_the_key() {
 #[test]
 fn migrate_creates_the_database_and_exits() {
     let dir = tempfile::tempdir().unwrap();
-    let out = troupe().args(["migrate", "--data-dir"]).arg(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = troupe()
+        .args(["migrate", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(dir.path().join("troupe.db").exists());
     // Twice is fine.
-    let out = troupe().args(["migrate", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let out = troupe()
+        .args(["migrate", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(out.status.success());
 }
 
@@ -63,13 +89,17 @@ async fn sigterm_closes_sockets_with_1012_keeps_everything_and_exits_0() {
     assert!(node.log_text().contains("stopped"));
 
     node.restart().await;
-    let token = common::login(&node, "ann", common::PASSWORD).await.json::<serde_json::Value>().await.unwrap()
-        ["token"]
+    let token = common::login(&node, "ann", common::PASSWORD)
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["token"]
         .as_str()
         .unwrap()
         .to_string();
     let mut ann = Client::connect(&node, "ann", &token).await;
-    ann.send(json!({"type": "history", "room": "lobby", "limit": 200})).await;
+    ann.send(json!({"type": "history", "room": "lobby", "limit": 200}))
+        .await;
     let h = ann.expect("history").await;
     assert_eq!(h["messages"].as_array().unwrap().len(), 20);
     let ack = ann.say("lobby", "after restart", "c21").await;

@@ -16,7 +16,9 @@ async fn history_all(client: &mut Client, room: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        client.send(json!({"type": "history", "room": room, "after": after, "limit": 200})).await;
+        client
+            .send(json!({"type": "history", "room": room, "after": after, "limit": 200}))
+            .await;
         let page = client.expect("history").await;
         let messages = page["messages"].as_array().unwrap().clone();
         if messages.is_empty() {
@@ -49,19 +51,29 @@ async fn kill_9_mid_traffic_loses_no_acked_message_and_retries_create_each_once(
     let mut acked: HashMap<String, u64> = HashMap::new();
     while acked.len() < 40 {
         let f = ann.expect("ack").await;
-        acked.insert(f["client_id"].as_str().unwrap().to_string(), f["seq"].as_u64().unwrap());
+        acked.insert(
+            f["client_id"].as_str().unwrap().to_string(),
+            f["seq"].as_u64().unwrap(),
+        );
     }
     node.kill9();
     // Acks that were already on the wire still count.
     for f in ann.drain_for(Duration::from_millis(200)).await {
         if f["type"] == "ack" {
-            acked.insert(f["client_id"].as_str().unwrap().to_string(), f["seq"].as_u64().unwrap());
+            acked.insert(
+                f["client_id"].as_str().unwrap().to_string(),
+                f["seq"].as_u64().unwrap(),
+            );
         }
     }
     node.restart().await;
 
     // Tokens lived in memory: log in again, and retry every unacked send.
-    let token = common::login(&node, "ann", common::PASSWORD).await.json::<Value>().await.unwrap()["token"]
+    let token = common::login(&node, "ann", common::PASSWORD)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
         .as_str()
         .unwrap()
         .to_string();
@@ -81,24 +93,37 @@ async fn kill_9_mid_traffic_loses_no_acked_message_and_retries_create_each_once(
     let history = history_all(&mut ann, "lobby").await;
     let seqs: Vec<u64> = history.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=TOTAL as u64).collect::<Vec<_>>());
-    let ids: BTreeSet<&str> = history.iter().map(|m| m["client_id"].as_str().unwrap()).collect();
+    let ids: BTreeSet<&str> = history
+        .iter()
+        .map(|m| m["client_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), TOTAL);
     for m in &history {
-        assert_eq!(retried[m["client_id"].as_str().unwrap()], m["seq"].as_u64().unwrap());
+        assert_eq!(
+            retried[m["client_id"].as_str().unwrap()],
+            m["seq"].as_u64().unwrap()
+        );
     }
 
     // Bob resumes from what he saw and gets exactly the rest, in order, then `resumed`.
-    let token = common::login(&node, "bob", common::PASSWORD).await.json::<Value>().await.unwrap()["token"]
+    let token = common::login(&node, "bob", common::PASSWORD)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
         .as_str()
         .unwrap()
         .to_string();
     let old_resume = bob.resume_token();
     let mut bob = Client::connect(&node, "bob", &token).await;
-    bob.send(json!({"type": "resume", "resume_token": old_resume, "rooms": {"lobby": bob_seen}})).await;
+    bob.send(json!({"type": "resume", "resume_token": old_resume, "rooms": {"lobby": bob_seen}}))
+        .await;
     let mut replayed = Vec::new();
     loop {
         let f = bob
-            .expect_where("replay", |f| f["type"] == "resumed" || (f["type"] == "message" && f["room"] == "lobby"))
+            .expect_where("replay", |f| {
+                f["type"] == "resumed" || (f["type"] == "message" && f["room"] == "lobby")
+            })
             .await;
         if f["type"] == "resumed" {
             assert_eq!(f["rooms"]["lobby"], TOTAL as u64, "{f}");
@@ -106,7 +131,10 @@ async fn kill_9_mid_traffic_loses_no_acked_message_and_retries_create_each_once(
         }
         replayed.push(f["seq"].as_u64().unwrap());
     }
-    assert_eq!(replayed, ((bob_seen + 1)..=TOTAL as u64).collect::<Vec<_>>());
+    assert_eq!(
+        replayed,
+        ((bob_seen + 1)..=TOTAL as u64).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -130,8 +158,11 @@ async fn resume_as_first_frame_replays_exactly_what_was_missed() {
     ann.say("side", "s2", "s2").await;
     // No token at the upgrade: the resume token authenticates.
     let mut ws = Client::raw(&node).await;
-    let frame = json!({"type": "resume", "resume_token": resume_token, "rooms": {"lobby": 1, "side": 1}});
-    ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+    let frame =
+        json!({"type": "resume", "resume_token": resume_token, "rooms": {"lobby": 1, "side": 1}});
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
     let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut session_seen = false;
     loop {
@@ -143,7 +174,10 @@ async fn resume_as_first_frame_replays_exactly_what_was_missed() {
         let f: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
         match f["type"].as_str().unwrap() {
             "session" => session_seen = true,
-            "message" => got.entry(f["room"].as_str().unwrap().into()).or_default().push(f["seq"].as_u64().unwrap()),
+            "message" => got
+                .entry(f["room"].as_str().unwrap().into())
+                .or_default()
+                .push(f["seq"].as_u64().unwrap()),
             "resumed" => {
                 assert_eq!(f["rooms"]["lobby"], 5);
                 assert_eq!(f["rooms"]["side"], 2);
@@ -158,8 +192,14 @@ async fn resume_as_first_frame_replays_exactly_what_was_missed() {
     // A bad resume token on a fresh connection is refused.
     let mut ws = Client::raw(&node).await;
     let frame = json!({"type": "resume", "resume_token": "forged", "rooms": {}});
-    ws.send(Message::Text(frame.to_string().into())).await.unwrap();
-    let msg = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut ws)).await.unwrap().unwrap().unwrap();
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut ws))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let f: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
     assert_eq!(f["code"], "unauthorized", "{f}");
 }
@@ -175,11 +215,13 @@ async fn a_room_that_panics_restarts_with_members_seq_and_history() {
     for i in 1..=5 {
         ann.say("lobby", &format!("m{i}"), &format!("c{i}")).await;
     }
-    ann.send(json!({"type": "debug_panic_room", "room": "lobby"})).await;
+    ann.send(json!({"type": "debug_panic_room", "room": "lobby"}))
+        .await;
     // The node keeps serving and the room comes back: seq continues, both still members.
     // A send that reached the crashed actor is never acked; the restarted room
     // says so, and the client resends with the same client_id.
-    let send = json!({"type": "send", "room": "lobby", "body": "after the crash", "client_id": "c6"});
+    let send =
+        json!({"type": "send", "room": "lobby", "body": "after the crash", "client_id": "c6"});
     ann.send(send.clone()).await;
     let mut ack = Value::Null;
     for _ in 0..10 {
@@ -196,18 +238,35 @@ async fn a_room_that_panics_restarts_with_members_seq_and_history() {
         ann.send(send.clone()).await;
     }
     assert_eq!(ack["seq"], 6, "{ack}");
-    let m = bob.expect_where("the post-crash message", |f| f["type"] == "message" && f["seq"] == 6).await;
+    let m = bob
+        .expect_where("the post-crash message", |f| {
+            f["type"] == "message" && f["seq"] == 6
+        })
+        .await;
     assert_eq!(m["body"], "after the crash");
     bob.send(json!({"type": "members", "room": "lobby"})).await;
-    assert_eq!(bob.expect("members").await["members"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        bob.expect("members").await["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let history = history_all(&mut bob, "lobby").await;
     assert_eq!(history.len(), 6);
-    assert!(node.log_text().contains("room crashed"), "the crash is logged");
+    assert!(
+        node.log_text().contains("room crashed"),
+        "the crash is logged"
+    );
 }
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_4008_and_the_room_keeps_flowing() {
-    let node = Node::start_with(&[("TROUPE_LIMITS__OUTBOUND_QUEUE", "64"), ("TROUPE_LIMITS__MESSAGE_BURST", "100000")]).await;
+    let node = Node::start_with(&[
+        ("TROUPE_LIMITS__OUTBOUND_QUEUE", "64"),
+        ("TROUPE_LIMITS__MESSAGE_BURST", "100000"),
+    ])
+    .await;
     let mut ann = Client::new_user(&node, "ann").await;
     let mut bob = Client::new_user(&node, "bob").await;
     let mut slow = Client::new_user(&node, "slow").await;
@@ -221,7 +280,10 @@ async fn a_client_that_stops_reading_is_closed_4008_and_the_room_keeps_flowing()
     let sender = async {
         for i in 0..total {
             // Waiting for each ack also keeps ann's own connection drained.
-            assert_eq!(ann.say("lobby", &body, &format!("c{i}")).await["type"], "ack");
+            assert_eq!(
+                ann.say("lobby", &body, &format!("c{i}")).await["type"],
+                "ack"
+            );
         }
         ann
     };
@@ -236,7 +298,9 @@ async fn a_client_that_stops_reading_is_closed_4008_and_the_room_keeps_flowing()
     // The stalled client now reads: what was buffered, then the close.
     let mut slow = stalled;
     let code = loop {
-        let next = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut slow)).await.expect("a close");
+        let next = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut slow))
+            .await
+            .expect("a close");
         match next {
             Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
             Some(Ok(_)) => continue,

@@ -166,6 +166,28 @@ pub struct DecodeError {
 }
 
 impl ClientFrame {
+    /// The `ref` of an error about this frame: its client_id, else its type.
+    pub fn reference(&self) -> String {
+        match self {
+            ClientFrame::Send { client_id, .. }
+            | ClientFrame::Dm { client_id, .. }
+            | ClientFrame::Broadcast { client_id, .. } => client_id.clone(),
+            ClientFrame::Auth { .. } => "auth".into(),
+            ClientFrame::Resume { .. } => "resume".into(),
+            ClientFrame::Join { .. } => "join".into(),
+            ClientFrame::Leave { .. } => "leave".into(),
+            ClientFrame::Invite { .. } => "invite".into(),
+            ClientFrame::Typing { .. } => "typing".into(),
+            ClientFrame::Read { .. } => "read".into(),
+            ClientFrame::History { .. } => "history".into(),
+            ClientFrame::Members { .. } => "members".into(),
+            ClientFrame::Who => "who".into(),
+            ClientFrame::Ping { .. } => "ping".into(),
+            #[cfg(feature = "test-hooks")]
+            ClientFrame::DebugPanicRoom { .. } => "debug_panic_room".into(),
+        }
+    }
+
     /// Decodes one JSON text frame.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
         let value: Value = serde_json::from_str(text).map_err(|e| DecodeError {

@@ -30,6 +30,7 @@ pub fn router(app: App) -> Router {
         .route("/health", get(rest::health))
         .route("/ready", get(rest::ready))
         .fallback(rest::not_found)
+        .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(app)
 }

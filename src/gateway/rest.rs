@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -72,8 +72,16 @@ async fn user_of(app: &App, headers: &HeaderMap) -> ApiResult<TokenInfo> {
     Ok(app.accounts.authenticate(token).await?)
 }
 
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice(body)
+/// A JSON body; axum's own rejections (too large, unreadable) as JSON errors too.
+fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ChatError::new(ErrorCode::TooLarge, "request body over the size limit")
+        } else {
+            ChatError::bad_request(format!("unreadable body: {e}"))
+        }
+    })?;
+    serde_json::from_slice(&body)
         .map_err(|e| ApiError(ChatError::bad_request(format!("invalid JSON body: {e}"))))
 }
 
@@ -83,8 +91,11 @@ struct Credentials {
     password: String,
 }
 
-pub async fn register(State(app): State<App>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
-    let c: Credentials = parse_body(&body)?;
+pub async fn register(
+    State(app): State<App>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let c: Credentials = parse_body(body)?;
     let user = app.accounts.register(&c.username, &c.password).await?;
     Ok((
         StatusCode::CREATED,
@@ -95,9 +106,9 @@ pub async fn register(State(app): State<App>, body: Bytes) -> ApiResult<(StatusC
 pub async fn login(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
-    let c: Credentials = parse_body(&body)?;
+    let c: Credentials = parse_body(body)?;
     let login = app
         .accounts
         .login(&c.username, &c.password, peer.ip())
@@ -132,10 +143,10 @@ struct NewRoom {
 pub async fn create_room(
     State(app): State<App>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let user = user_of(&app, &headers).await?;
-    let new: NewRoom = parse_body(&body)?;
+    let new: NewRoom = parse_body(body)?;
     let room = app
         .create_room(&user.username, &new.name, new.private)
         .await?;
@@ -163,10 +174,10 @@ pub async fn invite(
     State(app): State<App>,
     headers: HeaderMap,
     Path(room): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
     let user = user_of(&app, &headers).await?;
-    let invitation: Invitation = parse_body(&body)?;
+    let invitation: Invitation = parse_body(body)?;
     app.invite(&user.username, &room, &invitation.user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -201,4 +212,10 @@ pub async fn ready(State(app): State<App>) -> Response {
 
 pub async fn not_found() -> ApiError {
     ApiError(ChatError::not_found("no such endpoint"))
+}
+
+pub async fn method_not_allowed() -> Response {
+    let body =
+        json!({"error": {"code": "bad_request", "message": "method not allowed on this endpoint"}});
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }

@@ -271,12 +271,12 @@ impl Connection {
                 Err(e) => self.push_error(&e, Some("resume".into())),
             },
             ClientFrame::Ping { nonce } => self.push(&ServerFrame::Pong { nonce }),
-            _ => self.push_error(
+            other => self.push_error(
                 &ChatError::new(
                     ErrorCode::Unauthorized,
                     "authenticate first: send an auth frame, or connect with a token",
                 ),
-                Some("unauthenticated".into()),
+                Some(other.reference()),
             ),
         }
         true

@@ -150,7 +150,9 @@ impl KafkaLog {
             }
             Some(_) => {}
             None => {
-                let controller = client.controller_client().map_err(|e| fail(e.to_string()))?;
+                let controller = client
+                    .controller_client()
+                    .map_err(|e| fail(e.to_string()))?;
                 let created = tokio::time::timeout(
                     timeout,
                     controller.create_topic(settings.topic.clone(), settings.partitions, 1, 5_000),
@@ -168,7 +170,11 @@ impl KafkaLog {
         for partition in 0..settings.partitions {
             let pc = tokio::time::timeout(
                 timeout,
-                client.partition_client(settings.topic.clone(), partition, UnknownTopicHandling::Retry),
+                client.partition_client(
+                    settings.topic.clone(),
+                    partition,
+                    UnknownTopicHandling::Retry,
+                ),
             )
             .await
             .map_err(|_| fail(bounded("partition client")))?
@@ -217,7 +223,10 @@ fn encode(record: &LogRecord) -> Record {
         key: Some(record.room.as_bytes().to_vec()),
         value: Some(serde_json::to_vec(record).unwrap_or_default()),
         headers: Default::default(),
-        timestamp: Utc.timestamp_millis_opt(record.ts).single().unwrap_or_else(Utc::now),
+        timestamp: Utc
+            .timestamp_millis_opt(record.ts)
+            .single()
+            .unwrap_or_else(Utc::now),
     }
 }
 
@@ -231,23 +240,40 @@ impl MessageLog for KafkaLog {
         let batch: Vec<Record> = records.iter().map(encode).collect();
         let offsets = tokio::time::timeout(self.settings.timeout, producer.produce(batch))
             .await
-            .map_err(|_| unavailable(format!("produce: no answer within {:?}", self.settings.timeout)))?
+            .map_err(|_| {
+                unavailable(format!(
+                    "produce: no answer within {:?}",
+                    self.settings.timeout
+                ))
+            })?
             .map_err(|e| unavailable(format!("produce: {e}")))?;
         Ok(offsets.into_iter().map(|o| o as u64).collect())
     }
 
-    async fn read_from(&self, room: &str, from: LogPosition, max: usize) -> StoreResult<Vec<(LogPosition, LogRecord)>> {
+    async fn read_from(
+        &self,
+        room: &str,
+        from: LogPosition,
+        max: usize,
+    ) -> StoreResult<Vec<(LogPosition, LogRecord)>> {
         let reader = &self.readers[self.partition(room)];
         let mut offset = from as i64;
         let mut out = Vec::new();
         // Other rooms share the partition: read on until `max` records of this
         // room or the high watermark.
         loop {
-            let (records, high_watermark) =
-                tokio::time::timeout(self.settings.timeout, reader.fetch_records(offset, 1..4_000_000, 0))
-                    .await
-                    .map_err(|_| unavailable(format!("fetch: no answer within {:?}", self.settings.timeout)))?
-                    .map_err(|e| unavailable(format!("fetch: {e}")))?;
+            let (records, high_watermark) = tokio::time::timeout(
+                self.settings.timeout,
+                reader.fetch_records(offset, 1..4_000_000, 0),
+            )
+            .await
+            .map_err(|_| {
+                unavailable(format!(
+                    "fetch: no answer within {:?}",
+                    self.settings.timeout
+                ))
+            })?
+            .map_err(|e| unavailable(format!("fetch: {e}")))?;
             if records.is_empty() {
                 return Ok(out);
             }
@@ -265,7 +291,9 @@ impl MessageLog for KafkaLog {
                 match serde_json::from_slice::<LogRecord>(value) {
                     Ok(record) if record.room == room => out.push((r.offset as u64, record)),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(%room, offset = r.offset, error = %e, "undecodable log record skipped"),
+                    Err(e) => {
+                        tracing::warn!(%room, offset = r.offset, error = %e, "undecodable log record skipped")
+                    }
                 }
                 if out.len() >= max {
                     return Ok(out);
@@ -287,7 +315,9 @@ mod tests {
         assert_eq!(partition_of("lobby", 8), partition_of("lobby", 8));
         // Fixed values: a change here would move every room to another partition.
         assert_eq!(partition_of("lobby", 16), 3);
-        let used: std::collections::BTreeSet<i32> = (0..100).map(|i| partition_of(&format!("room{i}"), 8)).collect();
+        let used: std::collections::BTreeSet<i32> = (0..100)
+            .map(|i| partition_of(&format!("room{i}"), 8))
+            .collect();
         assert_eq!(used.len(), 8);
     }
 }

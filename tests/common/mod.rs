@@ -44,7 +44,10 @@ impl Node {
     pub async fn start_with(env: &[(&str, &str)]) -> Node {
         let tmp = tempfile::tempdir().expect("a temp dir");
         let dir = tmp.path().to_path_buf();
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut node = Node {
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -85,11 +88,18 @@ impl Node {
                     return;
                 }
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("troupe exited with {status} at start:\n{}", self.log_text());
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("troupe did not answer /health within 30 s:\n{}", self.log_text());
+                panic!(
+                    "troupe did not answer /health within 30 s:\n{}",
+                    self.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -122,7 +132,10 @@ impl Node {
     /// SIGTERM, and the exit status.
     pub fn sigterm(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         child.wait().expect("exit status")
     }
 
@@ -170,7 +183,12 @@ pub const PASSWORD: &str = "correct horse";
 /// Registers `user` and returns a login token.
 pub async fn account(node: &Node, user: &str) -> String {
     let r = register(node, user, PASSWORD).await;
-    assert_eq!(r.status(), 201, "register {user}: {}", r.text().await.unwrap_or_default());
+    assert_eq!(
+        r.status(),
+        201,
+        "register {user}: {}",
+        r.text().await.unwrap_or_default()
+    );
     let r = login(node, user, PASSWORD).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.expect("login JSON");
@@ -189,14 +207,18 @@ pub struct Client {
 impl Client {
     /// Connects without a token.
     pub async fn raw(node: &Node) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
-        let (ws, _) = tokio_tungstenite::connect_async(node.ws_url()).await.expect("ws connects");
+        let (ws, _) = tokio_tungstenite::connect_async(node.ws_url())
+            .await
+            .expect("ws connects");
         ws
     }
 
     /// Connects with `?token=` and waits for the `session` frame.
     pub async fn connect(node: &Node, user: &str, token: &str) -> Client {
         let url = format!("{}?token={}", node.ws_url(), token);
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connects");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connects");
         let mut client = Client {
             ws,
             user: user.to_string(),
@@ -215,18 +237,28 @@ impl Client {
     }
 
     pub async fn send(&mut self, frame: Value) {
-        self.ws.send(Message::Text(frame.to_string().into())).await.expect("send a frame");
+        self.ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("send a frame");
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::Text(text.into())).await.expect("send a frame");
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send a frame");
     }
 
     async fn read(&mut self) -> Option<Value> {
         match tokio::time::timeout(WAIT, self.ws.next()).await {
             Err(_) => None,
-            Ok(Some(Ok(Message::Text(t)))) => Some(serde_json::from_str(&t).unwrap_or(Value::String(t.to_string()))),
-            Ok(Some(Ok(Message::Close(frame)))) => Some(json!({"type": "__closed", "code": frame.map(|f| u16::from(f.code))})),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                Some(serde_json::from_str(&t).unwrap_or(Value::String(t.to_string())))
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                Some(json!({"type": "__closed", "code": frame.map(|f| u16::from(f.code))}))
+            }
             Ok(Some(Ok(_))) => Some(json!({"type": "__control"})),
             Ok(Some(Err(e))) => Some(json!({"type": "__error", "error": e.to_string()})),
             Ok(None) => Some(json!({"type": "__closed", "code": null})),
@@ -240,10 +272,16 @@ impl Client {
         }
         loop {
             match self.read().await {
-                None => panic!("{}: no {ty} frame within {WAIT:?}; got meanwhile: {:?}", self.user, self.backlog),
+                None => panic!(
+                    "{}: no {ty} frame within {WAIT:?}; got meanwhile: {:?}",
+                    self.user, self.backlog
+                ),
                 Some(f) if f["type"] == ty => return f,
                 Some(f) if f["type"] == "__closed" => {
-                    panic!("{}: closed ({}) while waiting for {ty}; backlog {:?}", self.user, f, self.backlog)
+                    panic!(
+                        "{}: closed ({}) while waiting for {ty}; backlog {:?}",
+                        self.user, f, self.backlog
+                    )
                 }
                 Some(f) => self.backlog.push_back(f),
             }
@@ -257,9 +295,14 @@ impl Client {
         }
         loop {
             match self.read().await {
-                None => panic!("{}: no {what} within {WAIT:?}; got meanwhile: {:?}", self.user, self.backlog),
+                None => panic!(
+                    "{}: no {what} within {WAIT:?}; got meanwhile: {:?}",
+                    self.user, self.backlog
+                ),
                 Some(f) if pred(&f) => return f,
-                Some(f) if f["type"] == "__closed" => panic!("{}: closed ({f}) while waiting for {what}", self.user),
+                Some(f) if f["type"] == "__closed" => {
+                    panic!("{}: closed ({f}) while waiting for {what}", self.user)
+                }
                 Some(f) => self.backlog.push_back(f),
             }
         }
@@ -274,22 +317,28 @@ impl Client {
 
     /// The next `message` frame of `room`.
     pub async fn expect_message(&mut self, room: &str) -> Value {
-        self.expect_where(&format!("a message in {room}"), |f| f["type"] == "message" && f["room"] == room)
-            .await
+        self.expect_where(&format!("a message in {room}"), |f| {
+            f["type"] == "message" && f["room"] == room
+        })
+        .await
     }
 
     /// Joins and waits for `joined`.
     pub async fn join(&mut self, room: &str) -> Value {
         self.send(json!({"type": "join", "room": room})).await;
-        self.expect_where(&format!("joined {room}"), |f| f["type"] == "joined" && f["room"] == room)
-            .await
+        self.expect_where(&format!("joined {room}"), |f| {
+            f["type"] == "joined" && f["room"] == room
+        })
+        .await
     }
 
     /// Sends a message and waits for its ack.
     pub async fn say(&mut self, room: &str, body: &str, client_id: &str) -> Value {
-        self.send(json!({"type": "send", "room": room, "body": body, "client_id": client_id})).await;
+        self.send(json!({"type": "send", "room": room, "body": body, "client_id": client_id}))
+            .await;
         self.expect_where(&format!("ack of {client_id}"), |f| {
-            (f["type"] == "ack" || f["type"] == "error") && (f["client_id"] == client_id || f["ref"] == client_id)
+            (f["type"] == "ack" || f["type"] == "error")
+                && (f["client_id"] == client_id || f["ref"] == client_id)
         })
         .await
     }
@@ -319,11 +368,20 @@ impl Client {
     }
 
     pub async fn close(mut self) {
-        let _ = self.ws.close(Some(CloseFrame { code: 1000.into(), reason: "bye".into() })).await;
+        let _ = self
+            .ws
+            .close(Some(CloseFrame {
+                code: 1000.into(),
+                reason: "bye".into(),
+            }))
+            .await;
     }
 
     pub fn resume_token(&self) -> String {
-        self.session["resume_token"].as_str().expect("a resume token").to_string()
+        self.session["resume_token"]
+            .as_str()
+            .expect("a resume token")
+            .to_string()
     }
 
     /// Stops reading without closing: the socket stays open.
