@@ -7,7 +7,7 @@
 set -euo pipefail
 
 VERSION=0.6.0
-ROOT="${TROUPE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/troupe}/tansu-$VERSION"
+ROOT="${TANSU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/troupe}/tansu-$VERSION"
 BIN="$ROOT/bin/tansu"
 
 if [ ! -x "$BIN" ]; then

@@ -191,6 +191,7 @@ impl Accounts {
             user_id: user.id,
             username: user.username.clone(),
             expires_at,
+            parent: None,
         };
         self.stores
             .ephemeral
@@ -226,8 +227,22 @@ impl Accounts {
         }
     }
 
-    /// The owner of a resume token.
+    /// The owner of a resume token, as long as the login it came from is valid.
     pub async fn authenticate_resume(&self, token: &str) -> Result<TokenInfo, ChatError> {
+        let info = self.resume_owner(token).await?;
+        if let Some(parent) = &info.parent {
+            self.authenticate(parent).await.map_err(|e| {
+                if e.code == ErrorCode::Unauthorized {
+                    ChatError::new(ErrorCode::Unauthorized, "that session was logged out")
+                } else {
+                    e
+                }
+            })?;
+        }
+        Ok(info)
+    }
+
+    async fn resume_owner(&self, token: &str) -> Result<TokenInfo, ChatError> {
         let key = format!("{}{token}", troupe_actors::session::RESUME_PREFIX);
         self.authenticate(&key).await.map_err(|e| {
             if e.code == ErrorCode::Unauthorized {

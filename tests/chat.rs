@@ -145,6 +145,10 @@ async fn direct_messages_reach_both_sides_in_a_two_member_room() {
     eve.send(json!({"type": "history", "room": "dm:ann:bob"}))
         .await;
     eve.expect_error("forbidden").await;
+    // A DM has exactly its two members, for good.
+    ann.send(json!({"type": "leave", "room": "dm:ann:bob"}))
+        .await;
+    ann.expect_error("bad_request").await;
     // A DM to nobody.
     ann.send(json!({"type": "dm", "to": "nobody", "body": "hi", "client_id": "d3"}))
         .await;
@@ -336,4 +340,23 @@ async fn private_rooms_need_an_invitation() {
         f["type"] == "joined" && f["room"] == "secret"
     })
     .await;
+}
+
+#[tokio::test]
+async fn presence_goes_only_to_rooms_the_user_is_in() {
+    let node = Node::start().await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    ann.join("lobby").await;
+    let mut carl = Client::new_user(&node, "carl").await;
+    // Asking about a room he is not in does not make carl part of it.
+    carl.send(json!({"type": "history", "room": "lobby"})).await;
+    carl.expect_error("forbidden").await;
+    carl.close().await;
+    let frames = ann.drain_for(std::time::Duration::from_millis(500)).await;
+    assert!(
+        frames
+            .iter()
+            .all(|f| !(f["type"] == "presence" && f["user"] == "carl")),
+        "ann heard of carl: {frames:?}"
+    );
 }

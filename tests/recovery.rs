@@ -151,6 +151,7 @@ async fn resume_as_first_frame_replays_exactly_what_was_missed() {
     assert_eq!(bob.expect_message("lobby").await["seq"], 1);
     assert_eq!(bob.expect_message("side").await["seq"], 1);
     let resume_token = bob.resume_token();
+    let bob_token = bob.token.clone();
     bob.close().await;
     for i in 2..=5 {
         ann.say("lobby", &format!("l{i}"), &format!("l{i}")).await;
@@ -189,6 +190,25 @@ async fn resume_as_first_frame_replays_exactly_what_was_missed() {
     assert!(session_seen);
     assert_eq!(got["lobby"], [2, 3, 4, 5]);
     assert_eq!(got["side"], [2]);
+    // A resume token dies with the login it came from.
+    common::http()
+        .post(node.url("/api/v1/logout"))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap();
+    let mut ws = Client::raw(&node).await;
+    let frame = json!({"type": "resume", "resume_token": resume_token, "rooms": {}});
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut ws))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let f: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+    assert_eq!(f["code"], "unauthorized", "{f}");
     // A bad resume token on a fresh connection is refused.
     let mut ws = Client::raw(&node).await;
     let frame = json!({"type": "resume", "resume_token": "forged", "rooms": {}});
@@ -274,27 +294,38 @@ async fn a_client_that_stops_reading_is_closed_4008_and_the_room_keeps_flowing()
         c.join("lobby").await;
     }
     let stalled = slow.into_stalled();
-    // Large bodies fill the socket buffers quickly; then the queue, then 4008.
+    // Large bodies fill the socket buffers, then the queue; the node then
+    // closes the slow connection, and ann sees slow go offline.
     let body = "x".repeat(3900);
-    let total = 2000u64;
+    let is_slow_offline =
+        |f: &Value| f["type"] == "presence" && f["user"] == "slow" && f["online"] == false;
     let sender = async {
-        for i in 0..total {
+        let mut sent = 0u64;
+        while !ann.saw(is_slow_offline) {
+            sent += 1;
+            assert!(sent < 20_000, "the stalled client was never closed");
             // Waiting for each ack also keeps ann's own connection drained.
             assert_eq!(
-                ann.say("lobby", &body, &format!("c{i}")).await["type"],
+                ann.say("lobby", &body, &format!("c{sent}")).await["type"],
                 "ack"
             );
         }
-        ann
+        ann.say("lobby", "last", "last").await;
+        sent + 1
     };
     let reader = async {
-        for i in 1..=total {
+        let mut seq = 0;
+        loop {
             let m = bob.expect_message("lobby").await;
-            assert_eq!(m["seq"], i);
+            seq += 1;
+            assert_eq!(m["seq"], seq, "bob missed nothing");
+            if m["body"] == "last" {
+                return seq;
+            }
         }
-        bob
     };
-    let (_ann, _bob) = tokio::join!(sender, reader);
+    let (sent, received) = tokio::join!(sender, reader);
+    assert_eq!(sent, received);
     // The stalled client now reads: what was buffered, then the close.
     let mut slow = stalled;
     let code = loop {

@@ -267,7 +267,11 @@ impl Connection {
                 resume_token,
                 rooms,
             } => match self.app.accounts.authenticate_resume(&resume_token).await {
-                Ok(info) => self.start_session(info, Some(rooms)).await,
+                Ok(info) => {
+                    // The new session's resume token hangs off the same login.
+                    self.token = info.parent.clone();
+                    self.start_session(info, Some(rooms)).await
+                }
                 Err(e) => self.push_error(&e, Some("resume".into())),
             },
             ClientFrame::Ping { nonce } => self.push(&ServerFrame::Pong { nonce }),
@@ -317,6 +321,7 @@ impl Connection {
                             user_id: login.user_id,
                             username: login.username.clone(),
                             expires_at: login.expires_at,
+                            parent: None,
                         };
                         self.token = Some(login.token);
                         self.start_session(info, None).await;
@@ -373,6 +378,7 @@ impl Connection {
             SessionSupervisorMsg::Start {
                 user: info.username.clone(),
                 user_id: info.user_id,
+                login_token: self.token.clone(),
                 outbox,
                 resume,
                 reply,
@@ -491,7 +497,7 @@ async fn close(sink: &mut SplitSink<Socket, Message>, code: u16, reason: &'stati
         reason: reason.into(),
     };
     // A client that stopped reading may never take the close frame: give up after a while.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = sink.send(Message::Close(Some(frame))).await;
         let _ = sink.close().await;
     })

@@ -308,6 +308,11 @@ impl Client {
         }
     }
 
+    /// Whether a frame matching `pred` has been read (and kept) already.
+    pub fn saw(&self, pred: impl Fn(&Value) -> bool) -> bool {
+        self.backlog.iter().any(pred)
+    }
+
     /// The next error frame.
     pub async fn expect_error(&mut self, code: &str) -> Value {
         let e = self.expect("error").await;

@@ -614,8 +614,13 @@ impl RoomState {
     }
 
     async fn leave(&mut self, user: &str) -> Result<(), ChatError> {
-        if self.kind == RoomKind::Broadcast {
-            return Err(ChatError::bad_request("nobody leaves the broadcast room"));
+        match self.kind {
+            RoomKind::Broadcast => {
+                return Err(ChatError::bad_request("nobody leaves the broadcast room"))
+            }
+            // Its two members are fixed: leaving would silence one side for good.
+            RoomKind::Direct => return Err(ChatError::bad_request("a DM room cannot be left")),
+            RoomKind::Group => {}
         }
         if !self.members.contains_key(user) {
             return Err(ChatError::not_found(format!(
@@ -962,8 +967,20 @@ impl RoomState {
         }
     }
 
+    /// Typing and read receipts belong to conversations, not to the broadcast room.
+    fn check_conversation(&self) -> Result<(), ChatError> {
+        if self.kind == RoomKind::Broadcast {
+            Err(ChatError::bad_request("not in the broadcast room"))
+        } else {
+            Ok(())
+        }
+    }
+
     fn typing(&mut self, user: &str, active: bool, outbox: &Outbox) {
-        if let Err(e) = self.check_writer(user) {
+        if let Err(e) = self
+            .check_conversation()
+            .and_then(|()| self.check_writer(user))
+        {
             outbox.push_frame(&ServerFrame::error(&e, Some("typing".into())));
             return;
         }
@@ -977,16 +994,19 @@ impl RoomState {
     }
 
     fn read(&mut self, user: &str, seq: u64, outbox: &Outbox) {
-        let result = self.check_reader(user).and_then(|()| {
-            if seq > self.last_seq {
-                Err(ChatError::bad_request(format!(
-                    "seq {seq} is past the room's last seq {}",
-                    self.last_seq
-                )))
-            } else {
-                Ok(())
-            }
-        });
+        let result = self
+            .check_conversation()
+            .and_then(|()| self.check_reader(user))
+            .and_then(|()| {
+                if seq > self.last_seq {
+                    Err(ChatError::bad_request(format!(
+                        "seq {seq} is past the room's last seq {}",
+                        self.last_seq
+                    )))
+                } else {
+                    Ok(())
+                }
+            });
         if let Err(e) = result {
             outbox.push_frame(&ServerFrame::error(&e, Some("read".into())));
             return;

@@ -56,6 +56,8 @@ pub struct SessionContext {
 pub struct SessionArgs {
     pub user: String,
     pub user_id: i64,
+    /// The login token of the connection; its resume token dies with it.
+    pub login_token: Option<String>,
     pub outbox: Outbox,
     /// Set when the connection started with `resume`: room -> last seq seen.
     pub resume: Option<BTreeMap<String, u64>>,
@@ -120,6 +122,7 @@ impl Actor for Session {
             user_id: args.user_id,
             username: args.user.clone(),
             expires_at: now_ms() + ctx.resume_ttl.as_millis() as i64,
+            parent: args.login_token.clone(),
         };
         ctx.stores
             .ephemeral
@@ -272,6 +275,7 @@ impl SessionState {
         for name in names {
             match self.room(&name, None).await {
                 Ok(room) => {
+                    self.rooms.insert(name.clone(), room.clone());
                     let _ = room.cast(RoomMsg::Subscribe {
                         session: self.handle.clone(),
                         pending: true,
@@ -366,7 +370,11 @@ impl SessionState {
             reply,
         })
         .await??;
-        self.rooms.insert(name.to_string(), room.clone());
+        // Only rooms this session is subscribed to are kept (they hear of its
+        // presence); a room it merely asked about is not.
+        if let Some(known) = self.rooms.get_mut(name) {
+            *known = room.clone();
+        }
         Ok(room)
     }
 

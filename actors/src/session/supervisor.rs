@@ -15,6 +15,7 @@ pub enum SessionSupervisorMsg {
     Start {
         user: String,
         user_id: i64,
+        login_token: Option<String>,
         outbox: Outbox,
         resume: Option<BTreeMap<String, u64>>,
         reply: RpcReplyPort<Result<ActorRef<SessionMsg>, ChatError>>,
@@ -58,6 +59,7 @@ impl Actor for SessionSupervisor {
             SessionSupervisorMsg::Start {
                 user,
                 user_id,
+                login_token,
                 outbox,
                 resume,
                 reply,
@@ -69,6 +71,7 @@ impl Actor for SessionSupervisor {
                 let args = SessionArgs {
                     user: user.clone(),
                     user_id,
+                    login_token,
                     outbox: outbox.clone(),
                     resume,
                     ctx: state.ctx.clone(),

@@ -290,6 +290,7 @@ mod tests {
             user_id: 1,
             username: "ann".into(),
             expires_at,
+            parent: None,
         };
         e.put_token("live", &info(now_ms() + 60_000)).await.unwrap();
         e.put_token("old", &info(now_ms() - 1)).await.unwrap();

@@ -149,6 +149,8 @@ pub struct TokenInfo {
     pub username: String,
     /// Milliseconds since the epoch.
     pub expires_at: i64,
+    /// For a resume token: the login token it was issued under; it dies with it.
+    pub parent: Option<String>,
 }
 
 /// Tokens, rate limits and last-seen times: short-lived, shared by the nodes.
