@@ -1,12 +1,63 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit tests and the integration
-# tests (real troupe processes, real WebSocket clients over loopback).
+# The whole test suite: formatting, lints, unit tests, then the integration
+# tests twice from the same code: on the embedded default (SQLite, in-process
+# log, in-memory presence) and on real servers (Postgres, Kafka, Redis).
+#
+# Real servers: Postgres on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 must
+# be running (TEST_POSTGRES / TEST_REDIS point elsewhere); the Kafka-compatible
+# broker (tansu) is installed by scripts/install-tansu.sh and started here on
+# a loopback port, and stopped when the tests end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+log=$(mktemp)
+broker_pid=""
+cleanup() {
+  if [ -n "$broker_pid" ]; then kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; fi
+  if [ "${TEST_STORES:-}" = real ]; then
+    # The databases and keys each test node made (see tests/common/mod.rs).
+    for db in $(psql "$TEST_POSTGRES/postgres" -Atc "select datname from pg_database where datname like 'troupe\_t%'" 2>/dev/null); do
+      psql "$TEST_POSTGRES/postgres" -qc "drop database if exists \"$db\" with (force)" >/dev/null 2>&1 || true
+    done
+    redis-cli -u "$TEST_REDIS" --scan --pattern 'troupe-t*' 2>/dev/null | xargs -r -n 500 redis-cli -u "$TEST_REDIS" del >/dev/null 2>&1 || true
+  fi
+  rm -f "$log"
+}
+trap cleanup EXIT
+
+summary() {
+  # One closing line for the whole run: the sum of every `test result:` line.
+  awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+       END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+}
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --features test-hooks -- -D warnings
-echo "== cargo test"
-cargo test --workspace --features test-hooks
+
+echo "== unit and integration tests, embedded default"
+cargo test --workspace --features test-hooks 2>&1 | tee -a "$log"
+
+echo "== integration tests, real servers"
+export TEST_POSTGRES="${TEST_POSTGRES:-postgres://root@127.0.0.1:5432}"
+export TEST_REDIS="${TEST_REDIS:-redis://127.0.0.1:6379}"
+psql "$TEST_POSTGRES/postgres" -qc 'select 1' >/dev/null \
+  || { echo "error: PostgreSQL at $TEST_POSTGRES does not answer"; exit 1; }
+redis-cli -u "$TEST_REDIS" ping | grep -q PONG \
+  || { echo "error: Redis at $TEST_REDIS does not answer"; exit 1; }
+tansu=$(scripts/install-tansu.sh)
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+  --storage-engine memory://tansu/ >"${TMPDIR:-/tmp}/troupe-test-tansu.log" 2>&1 &
+broker_pid=$!
+for _ in $(seq 100); do
+  (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+(echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "error: tansu did not start on port $port"; exit 1; }
+export TEST_STORES=real TEST_KAFKA="127.0.0.1:$port"
+cargo test -p troupe --features test-hooks --tests 2>&1 | tee -a "$log"
+
+summary
+if grep -q '^test result: FAILED' "$log"; then exit 1; fi

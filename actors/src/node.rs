@@ -8,7 +8,10 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::limits::Limits;
-use crate::presence::{Presence, PresenceMsg};
+use crate::presence::{Presence, PresenceArgs, PresenceMsg};
+
+/// A node's users stay online this long after its last heartbeat.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(15);
 use crate::room::supervisor::{RoomSupervisor, RoomSupervisorMsg};
 use crate::room::{RoomContext, RoomTuning};
 use crate::session::supervisor::{SessionSupervisor, SessionSupervisorMsg};
@@ -58,10 +61,15 @@ impl Actor for NodeSupervisor {
         config: NodeConfig,
     ) -> Result<NodeRefs, ActorProcessingErr> {
         let cell = myself.get_cell();
+        let presence_args = PresenceArgs {
+            node: config.node.clone(),
+            stores: config.stores.clone(),
+            ttl: PRESENCE_TTL,
+        };
         let (presence, _) = Actor::spawn_linked(
             Some("presence".into()),
             Presence,
-            config.stores.clone(),
+            presence_args,
             cell.clone(),
         )
         .await?;

@@ -1,7 +1,11 @@
-//! The Presence actor: this node's online users and their sessions, and
-//! last-seen times (kept in the ephemeral store, shared by the nodes).
+//! The Presence actor: this node's online users and their sessions. The
+//! cluster's view lives in the ephemeral store: each node heartbeats its
+//! users there, so a dead node's users go offline by themselves; last-seen
+//! times are kept there too. Store calls run off the actor: a slow store
+//! degrades presence to this node's view, it never stalls connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -42,11 +46,22 @@ pub enum PresenceMsg {
     },
     /// (online users, sessions)
     Counts { reply: RpcReplyPort<(usize, usize)> },
+    /// Renews this node's users in the store.
+    Heartbeat,
 }
 
 pub struct Presence;
 
+pub struct PresenceArgs {
+    pub node: String,
+    pub stores: Stores,
+    /// How long a heartbeat keeps a user online.
+    pub ttl: Duration,
+}
+
 pub struct PresenceState {
+    node: String,
+    ttl: Duration,
     stores: Stores,
     /// user -> their sessions on this node, and when they came online
     users: HashMap<String, (Vec<SessionHandle>, i64)>,
@@ -55,15 +70,18 @@ pub struct PresenceState {
 impl Actor for Presence {
     type Msg = PresenceMsg;
     type State = PresenceState;
-    type Arguments = Stores;
+    type Arguments = PresenceArgs;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<PresenceMsg>,
-        stores: Stores,
+        myself: ActorRef<PresenceMsg>,
+        args: PresenceArgs,
     ) -> Result<PresenceState, ActorProcessingErr> {
+        myself.send_interval(args.ttl / 3, || PresenceMsg::Heartbeat);
         Ok(PresenceState {
-            stores,
+            node: args.node,
+            ttl: args.ttl,
+            stores: args.stores,
             users: HashMap::new(),
         })
     }
@@ -81,7 +99,12 @@ impl Actor for Presence {
                     .entry(session.user.clone())
                     .or_insert_with(|| (Vec::new(), now_ms()));
                 entry.0.push(session);
-                let _ = reply.send(entry.0.len() == 1);
+                let first = entry.0.len() == 1;
+                if first {
+                    let users = vec![entry_user(&entry.0)];
+                    state.spawn_heartbeat(users);
+                }
+                let _ = reply.send(first);
             }
             PresenceMsg::Unregister {
                 session_id,
@@ -94,9 +117,7 @@ impl Actor for Presence {
                     if sessions.is_empty() {
                         state.users.remove(&user);
                         let ts = now_ms();
-                        if let Err(e) = state.stores.ephemeral.set_last_seen(&user, ts).await {
-                            tracing::warn!(%user, error = %e, "last seen not stored");
-                        }
+                        state.spawn_offline(user.clone(), ts);
                         last = Some(ts);
                     }
                 }
@@ -107,7 +128,7 @@ impl Actor for Presence {
                     sessions.retain(|s| s.actor.get_id() != actor);
                     if sessions.is_empty() {
                         state.users.remove(&user);
-                        let _ = state.stores.ephemeral.set_last_seen(&user, now_ms()).await;
+                        state.spawn_offline(user.clone(), now_ms());
                     }
                 }
             }
@@ -128,50 +149,66 @@ impl Actor for Presence {
                 let _ = reply.send(sessions);
             }
             PresenceMsg::Online { reply } => {
-                let now = now_ms();
-                let mut users: Vec<UserStatus> = state
-                    .users
-                    .keys()
-                    .map(|u| UserStatus {
-                        user: u.clone(),
-                        online: true,
-                        last_seen: Some(now),
-                    })
-                    .collect();
-                users.sort_by(|a, b| a.user.cmp(&b.user));
-                let _ = reply.send(users);
+                let local: Vec<String> = state.users.keys().cloned().collect();
+                let stores = state.stores.clone();
+                tokio::spawn(async move {
+                    let mut users = cluster_online(&stores, local).await;
+                    users.sort();
+                    let now = now_ms();
+                    let statuses = users
+                        .into_iter()
+                        .map(|user| UserStatus {
+                            user,
+                            online: true,
+                            last_seen: Some(now),
+                        })
+                        .collect();
+                    let _ = reply.send(statuses);
+                });
             }
             PresenceMsg::Status { users, reply } => {
-                let offline: Vec<String> = users
-                    .iter()
-                    .filter(|u| !state.users.contains_key(*u))
-                    .cloned()
-                    .collect();
-                let seen = match state.stores.ephemeral.last_seen(&offline).await {
-                    Ok(seen) => seen,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "last seen unavailable");
-                        HashMap::new()
-                    }
-                };
-                let now = now_ms();
-                let statuses = users
-                    .into_iter()
-                    .map(|u| {
-                        let online = state.users.contains_key(&u);
-                        let last_seen = if online {
-                            Some(now)
-                        } else {
-                            seen.get(&u).copied()
-                        };
-                        UserStatus {
-                            user: u,
-                            online,
-                            last_seen,
+                let local: Vec<String> = state.users.keys().cloned().collect();
+                let stores = state.stores.clone();
+                tokio::spawn(async move {
+                    let online: HashSet<String> =
+                        cluster_online(&stores, local).await.into_iter().collect();
+                    let offline: Vec<String> = users
+                        .iter()
+                        .filter(|u| !online.contains(*u))
+                        .cloned()
+                        .collect();
+                    let seen = match stores.ephemeral.last_seen(&offline).await {
+                        Ok(seen) => seen,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "last seen unavailable");
+                            HashMap::new()
                         }
-                    })
-                    .collect();
-                let _ = reply.send(statuses);
+                    };
+                    let now = now_ms();
+                    let statuses = users
+                        .into_iter()
+                        .map(|u| {
+                            let is_online = online.contains(&u);
+                            let last_seen = if is_online {
+                                Some(now)
+                            } else {
+                                seen.get(&u).copied()
+                            };
+                            UserStatus {
+                                user: u,
+                                online: is_online,
+                                last_seen,
+                            }
+                        })
+                        .collect();
+                    let _ = reply.send(statuses);
+                });
+            }
+            PresenceMsg::Heartbeat => {
+                let users: Vec<String> = state.users.keys().cloned().collect();
+                if !users.is_empty() {
+                    state.spawn_heartbeat(users);
+                }
             }
             PresenceMsg::Counts { reply } => {
                 let sessions = state.users.values().map(|(s, _)| s.len()).sum();
@@ -179,5 +216,47 @@ impl Actor for Presence {
             }
         }
         Ok(())
+    }
+}
+
+fn entry_user(sessions: &[SessionHandle]) -> String {
+    sessions.first().map(|s| s.user.clone()).unwrap_or_default()
+}
+
+/// Online users of the whole cluster; this node's view when the store is down.
+async fn cluster_online(stores: &Stores, local: Vec<String>) -> Vec<String> {
+    let mut users = match stores.ephemeral.online().await {
+        Ok(users) => users,
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster presence unavailable; answering with this node's users");
+            Vec::new()
+        }
+    };
+    users.extend(local);
+    users.sort();
+    users.dedup();
+    users
+}
+
+impl PresenceState {
+    fn spawn_heartbeat(&self, users: Vec<String>) {
+        let (stores, node, ttl) = (self.stores.clone(), self.node.clone(), self.ttl);
+        tokio::spawn(async move {
+            if let Err(e) = stores.ephemeral.heartbeat(&node, &users, ttl).await {
+                tracing::warn!(error = %e, "presence heartbeat failed");
+            }
+        });
+    }
+
+    fn spawn_offline(&self, user: String, ts: i64) {
+        let (stores, node) = (self.stores.clone(), self.node.clone());
+        tokio::spawn(async move {
+            if let Err(e) = stores.ephemeral.offline(&node, &user).await {
+                tracing::warn!(%user, error = %e, "presence update failed");
+            }
+            if let Err(e) = stores.ephemeral.set_last_seen(&user, ts).await {
+                tracing::warn!(%user, error = %e, "last seen not stored");
+            }
+        });
     }
 }

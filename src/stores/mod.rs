@@ -2,13 +2,14 @@
 //! choice of them from the configuration.
 
 pub mod kafka;
+pub mod redis;
 pub mod sql;
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use troupe_actors::store::memory::MemoryEphemeral;
-use troupe_actors::store::{MessageLog, Stores};
+use troupe_actors::store::{EphemeralStore, MessageLog, Stores};
 
 use crate::config::{Config, LogKind};
 use crate::db;
@@ -24,6 +25,7 @@ pub struct NodeStores {
 pub struct Probes {
     sql: sql::SqlStore,
     kafka: Option<Arc<kafka::KafkaLog>>,
+    redis: Option<redis::RedisStore>,
 }
 
 impl Probes {
@@ -32,6 +34,9 @@ impl Probes {
         self.sql.ping().await.map_err(|e| e.to_string())?;
         if let Some(kafka) = &self.kafka {
             kafka.ping().await.map_err(|e| e.to_string())?;
+        }
+        if let Some(redis) = &self.redis {
+            redis.ping().await.map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -55,15 +60,23 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
             (kafka.clone(), Some(kafka))
         }
     };
+    let (ephemeral, redis): (Arc<dyn EphemeralStore>, _) = match &config.redis.url {
+        None => (Arc::new(MemoryEphemeral::default()), None),
+        Some(url) => {
+            let timeout = std::time::Duration::from_millis(config.redis.timeout_ms.max(100));
+            let redis = redis::RedisStore::connect(url, &config.redis.prefix, timeout).await?;
+            (Arc::new(redis.clone()), Some(redis))
+        }
+    };
     let stores = Stores {
         log,
         checkpoints: sql_arc.clone(),
         directory: sql_arc.clone(),
         history: sql_arc,
-        ephemeral: Arc::new(MemoryEphemeral::default()),
+        ephemeral,
     };
     Ok(NodeStores {
         stores,
-        probes: Probes { sql, kafka },
+        probes: Probes { sql, kafka, redis },
     })
 }

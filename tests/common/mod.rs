@@ -28,6 +28,57 @@ pub struct Node {
     env: Vec<(String, String)>,
 }
 
+/// The store configuration a node gets when the suite runs against real
+/// servers (`TEST_STORES=real`): a fresh Postgres database, Kafka topic
+/// and Redis key prefix per node, so tests never see each other's data.
+/// An unreachable server fails the node's start, and so the test, loudly.
+fn real_stores() -> Option<Vec<(String, String)>> {
+    match std::env::var("TEST_STORES").as_deref() {
+        Ok("real") => {}
+        Ok("embedded") | Err(_) => return None,
+        Ok(other) => panic!("TEST_STORES={other}: expected real or embedded"),
+    }
+    let unique = format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let pg =
+        std::env::var("TEST_POSTGRES").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432".into());
+    let out = Command::new("psql")
+        .arg(format!("{pg}/postgres"))
+        .args(["-qc", &format!("CREATE DATABASE troupe_{unique}")])
+        .output()
+        .expect("psql runs (the real-store tests need the PostgreSQL client)");
+    assert!(
+        out.status.success(),
+        "creating a test database on {pg} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kafka = std::env::var("TEST_KAFKA")
+        .expect("TEST_KAFKA names the test broker (scripts/test.sh starts one)");
+    let redis = std::env::var("TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    Some(vec![
+        (
+            "TROUPE_DATABASE__URL".into(),
+            format!("{pg}/troupe_{unique}"),
+        ),
+        ("TROUPE_LOG__KIND".into(), "kafka".into()),
+        ("TROUPE_KAFKA__BROKERS".into(), kafka),
+        ("TROUPE_KAFKA__TOPIC".into(), format!("troupe-{unique}")),
+        ("TROUPE_KAFKA__PARTITIONS".into(), "4".into()),
+        ("TROUPE_REDIS__URL".into(), redis),
+        ("TROUPE_REDIS__PREFIX".into(), format!("troupe-{unique}:")),
+    ])
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Whether this run uses real servers.
+pub fn real() -> bool {
+    std::env::var("TEST_STORES").as_deref() == Ok("real")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -44,10 +95,15 @@ impl Node {
     pub async fn start_with(env: &[(&str, &str)]) -> Node {
         let tmp = tempfile::tempdir().expect("a temp dir");
         let dir = tmp.path().to_path_buf();
-        let env: Vec<(String, String)> = env
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if let Some(real) = real_stores() {
+            // Explicit settings of a test win over the real-store defaults.
+            let own: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
+            env.extend(real.into_iter().filter(|(k, _)| !own.contains(k)));
+        }
         let mut node = Node {
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),

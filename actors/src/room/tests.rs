@@ -59,7 +59,12 @@ async fn fixture(log: Arc<dyn MessageLog>) -> Fixture {
     let mut stores = Stores::in_memory();
     stores.log = log;
     stores.directory.create_user("ann", "x").await.unwrap();
-    let (presence, _) = Actor::spawn(None, Presence, stores.clone()).await.unwrap();
+    let args = crate::presence::PresenceArgs {
+        node: "test".into(),
+        stores: stores.clone(),
+        ttl: Duration::from_secs(15),
+    };
+    let (presence, _) = Actor::spawn(None, Presence, args).await.unwrap();
     let ctx = RoomContext {
         node: "test".into(),
         stores: stores.clone(),

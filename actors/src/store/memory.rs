@@ -204,6 +204,8 @@ pub struct MemoryEphemeral {
     tokens: Mutex<HashMap<String, TokenInfo>>,
     buckets: Mutex<HashMap<String, Bucket>>,
     last_seen: Mutex<HashMap<String, i64>>,
+    /// (user, node) -> heartbeat deadline in ms
+    online: Mutex<HashMap<(String, String), i64>>,
 }
 
 #[async_trait]
@@ -265,6 +267,35 @@ impl EphemeralStore for MemoryEphemeral {
             .iter()
             .filter_map(|u| seen.get(u).map(|ts| (u.clone(), *ts)))
             .collect())
+    }
+
+    async fn heartbeat(
+        &self,
+        node: &str,
+        users: &[String],
+        ttl: std::time::Duration,
+    ) -> StoreResult<()> {
+        let deadline = now_ms() + ttl.as_millis() as i64;
+        let mut online = lock(&self.online);
+        for user in users {
+            online.insert((user.clone(), node.to_string()), deadline);
+        }
+        Ok(())
+    }
+
+    async fn offline(&self, node: &str, user: &str) -> StoreResult<()> {
+        lock(&self.online).remove(&(user.to_string(), node.to_string()));
+        Ok(())
+    }
+
+    async fn online(&self) -> StoreResult<Vec<String>> {
+        let now = now_ms();
+        let mut online = lock(&self.online);
+        online.retain(|_, deadline| *deadline > now);
+        let mut users: Vec<String> = online.keys().map(|(u, _)| u.clone()).collect();
+        users.sort();
+        users.dedup();
+        Ok(users)
     }
 }
 

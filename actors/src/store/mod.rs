@@ -164,6 +164,18 @@ pub trait EphemeralStore: Send + Sync + 'static {
     async fn rate_limit(&self, key: &str, burst: u32, per_second: f64) -> StoreResult<bool>;
     async fn set_last_seen(&self, user: &str, ts: i64) -> StoreResult<()>;
     async fn last_seen(&self, users: &[String]) -> StoreResult<HashMap<String, i64>>;
+    /// `node` has these users online until `ttl` from now (a heartbeat: a
+    /// node that stops beating loses its users by itself).
+    async fn heartbeat(
+        &self,
+        node: &str,
+        users: &[String],
+        ttl: std::time::Duration,
+    ) -> StoreResult<()>;
+    /// `user` has no connection left on `node`.
+    async fn offline(&self, node: &str, user: &str) -> StoreResult<()>;
+    /// Users online on any node, sorted.
+    async fn online(&self) -> StoreResult<Vec<String>>;
 }
 
 /// Every store a node uses.

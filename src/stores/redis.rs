@@ -1,0 +1,242 @@
+//! Tokens, rate limits, presence and last-seen times in Redis (fred), shared
+//! by every node. Every command is bounded by a timeout; while Redis is down
+//! fred reconnects by itself and calls fail fast with `unavailable`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::prelude::*;
+use troupe_actors::limits::now_ms;
+use troupe_actors::store::{EphemeralStore, StoreError, StoreResult, TokenInfo};
+
+#[derive(Debug, thiserror::Error)]
+#[error("redis {url} unreachable: {reason}")]
+pub struct RedisError {
+    pub url: String,
+    pub reason: String,
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    client: Client,
+    prefix: String,
+}
+
+fn unavailable(e: fred::error::Error) -> StoreError {
+    StoreError::Unavailable {
+        store: "redis",
+        message: e.to_string(),
+    }
+}
+
+/// A token bucket: refills `rate` a second up to `burst`; takes one if it can.
+/// Redis's clock is the one every node shares.
+const TOKEN_BUCKET: &str = r#"
+local burst = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1])
+local at = tonumber(b[2])
+if tokens == nil then
+  tokens = burst
+  at = now
+end
+tokens = math.min(burst, tokens + (now - at) / 1000 * rate)
+local ok = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  ok = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return ok
+"#;
+
+/// Heartbeat: `user\0node` members scored by their deadline (Redis's clock).
+const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], deadline, ARGV[i])
+end
+return 1
+"#;
+
+/// Drops expired members, then lists the live ones.
+const ONLINE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"#;
+
+impl RedisStore {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<RedisStore, RedisError> {
+        let fail = |reason: String| RedisError {
+            url: crate::db::redact(url),
+            reason,
+        };
+        let config = Config::from_url(url).map_err(|e| fail(e.to_string()))?;
+        let client = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = timeout;
+                c.internal_command_timeout = timeout;
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = timeout;
+            })
+            // Reconnect forever, quickly: Redis coming back must heal the node.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        tokio::time::timeout(timeout, client.init())
+            .await
+            .map_err(|_| fail(format!("no answer within {timeout:?}")))?
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(RedisStore {
+            client,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("{}{what}", self.prefix)
+    }
+
+    /// Does Redis answer? (For `/ready`.)
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.client
+            .get::<Option<String>, _>(self.key("ping"))
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl EphemeralStore for RedisStore {
+    async fn put_token(&self, token: &str, info: &TokenInfo) -> StoreResult<()> {
+        let ttl = (info.expires_at - now_ms()).max(1);
+        let value = serde_json::json!({
+            "user_id": info.user_id,
+            "username": info.username,
+            "expires_at": info.expires_at,
+            "parent": info.parent,
+        })
+        .to_string();
+        self.client
+            .set::<(), _, _>(
+                self.key(&format!("token:{token}")),
+                value,
+                Some(Expiration::PX(ttl)),
+                None,
+                false,
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn token(&self, token: &str) -> StoreResult<Option<TokenInfo>> {
+        let value: Option<String> = self
+            .client
+            .get(self.key(&format!("token:{token}")))
+            .await
+            .map_err(unavailable)?;
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let v: serde_json::Value = serde_json::from_str(&value).unwrap_or_default();
+        let info = TokenInfo {
+            user_id: v["user_id"].as_i64().unwrap_or_default(),
+            username: v["username"].as_str().unwrap_or_default().to_string(),
+            expires_at: v["expires_at"].as_i64().unwrap_or_default(),
+            parent: v["parent"].as_str().map(String::from),
+        };
+        Ok((info.expires_at > now_ms() && !info.username.is_empty()).then_some(info))
+    }
+
+    async fn revoke_token(&self, token: &str) -> StoreResult<()> {
+        self.client
+            .del::<(), _>(self.key(&format!("token:{token}")))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn rate_limit(&self, key: &str, burst: u32, per_second: f64) -> StoreResult<bool> {
+        let allowed: i64 = self
+            .client
+            .eval(
+                TOKEN_BUCKET,
+                vec![self.key(&format!("rate:{key}"))],
+                vec![burst.to_string(), per_second.to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(allowed == 1)
+    }
+
+    async fn set_last_seen(&self, user: &str, ts: i64) -> StoreResult<()> {
+        self.client
+            .hset::<(), _, _>(self.key("last_seen"), (user, ts))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn last_seen(&self, users: &[String]) -> StoreResult<HashMap<String, i64>> {
+        if users.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let values: Vec<Option<i64>> = self
+            .client
+            .hmget(self.key("last_seen"), users.to_vec())
+            .await
+            .map_err(unavailable)?;
+        Ok(users
+            .iter()
+            .zip(values)
+            .filter_map(|(u, ts)| ts.map(|ts| (u.clone(), ts)))
+            .collect())
+    }
+
+    async fn heartbeat(&self, node: &str, users: &[String], ttl: Duration) -> StoreResult<()> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec![ttl.as_millis().to_string()];
+        args.extend(users.iter().map(|u| format!("{u}\0{node}")));
+        self.client
+            .eval::<i64, _, _, _>(HEARTBEAT, vec![self.key("online")], args)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn offline(&self, node: &str, user: &str) -> StoreResult<()> {
+        self.client
+            .zrem::<(), _, _>(self.key("online"), format!("{user}\0{node}"))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn online(&self) -> StoreResult<Vec<String>> {
+        let members: Vec<String> = self
+            .client
+            .eval(ONLINE, vec![self.key("online")], Vec::<String>::new())
+            .await
+            .map_err(unavailable)?;
+        let mut users: Vec<String> = members
+            .into_iter()
+            .filter_map(|m| m.split('\0').next().map(String::from))
+            .collect();
+        users.sort();
+        users.dedup();
+        Ok(users)
+    }
+}
