@@ -760,6 +760,9 @@ impl RoomState {
                 tracing::warn!(room = %self.name, error = %e, "log append failed; reconciling with the log");
                 self.failed_batch = batch;
                 self.needs_reconcile = true;
+                // Whatever we append from now on outranks a late copy of this
+                // batch with the same seqs (replay keeps the newest epoch).
+                self.epoch += 1;
                 self.reconcile(myself);
             }
         }

@@ -1,6 +1,6 @@
 //! A room's state and how it is restored from the stores.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 use ractor::{ActorProcessingErr, ActorRef};
@@ -12,7 +12,7 @@ use crate::limits::now_ms;
 use crate::outbox::Outbox;
 use crate::presence::PresenceMsg;
 use crate::session::{SessionHandle, SessionMsg};
-use crate::store::{LogPosition, RoomRecord, StoreError};
+use crate::store::{LogPosition, LogRecord, RoomRecord, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoomKind {
@@ -202,8 +202,13 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
     for m in &tail {
         state.remember((m.from.clone(), m.client_id.clone()), m.seq, m.ts);
     }
-    let mut replayed = Vec::new();
+    // The log after the checkpoint. A seq may appear more than once: a produce
+    // retried by the client library (same epoch: the first copy counts), or
+    // an append that timed out and landed late while the room had moved on
+    // under a newer epoch (the newest epoch counts: that is the one acked).
     let mut position = checkpoint.log_position;
+    let mut max_epoch = checkpoint.epoch;
+    let mut winners: BTreeMap<u64, (LogPosition, LogRecord)> = BTreeMap::new();
     loop {
         let records = stores
             .log
@@ -215,27 +220,35 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
         }
         for (pos, record) in records {
             position = pos + 1;
-            if record.seq <= state.last_seq {
-                // Already in history, or a produce that was retried: drop it.
-                if record.seq <= history_seq {
-                    state.history_position = state.history_position.max(pos + 1);
-                }
+            max_epoch = max_epoch.max(record.epoch);
+            if record.seq <= history_seq {
+                state.history_position = state.history_position.max(pos + 1);
                 continue;
             }
-            if record.seq != state.last_seq + 1 {
-                tracing::warn!(room = %name, expected = state.last_seq + 1, got = record.seq, "gap in the log");
+            match winners.get(&record.seq) {
+                Some((_, seen)) if seen.epoch >= record.epoch => {}
+                _ => {
+                    winners.insert(record.seq, (pos, record));
+                }
             }
-            let message = record.to_message();
-            state.last_seq = message.seq;
-            state.log_position = pos + 1;
-            state.remember(
-                (message.from.clone(), message.client_id.clone()),
-                message.seq,
-                message.ts,
-            );
-            state.unflushed.push_back((message.clone(), pos));
-            replayed.push(message);
         }
+    }
+    state.epoch = max_epoch + 1;
+    state.log_position = state.log_position.max(position);
+    let mut replayed = Vec::new();
+    for (seq, (pos, record)) in winners {
+        if seq != state.last_seq + 1 {
+            tracing::warn!(room = %name, expected = state.last_seq + 1, got = seq, "gap in the log");
+        }
+        let message = record.to_message();
+        state.last_seq = message.seq;
+        state.remember(
+            (message.from.clone(), message.client_id.clone()),
+            message.seq,
+            message.ts,
+        );
+        state.unflushed.push_back((message.clone(), pos));
+        replayed.push(message);
     }
     if !replayed.is_empty() {
         tracing::info!(room = %name, replayed = replayed.len(), last_seq = state.last_seq, "restored the log tail");

@@ -15,11 +15,27 @@ use crate::presence::Presence;
 use crate::store::memory::MemoryLog;
 use crate::store::{MessageLog, StoreResult};
 
-/// Fails the first `failures` appends: after writing (`write_anyway`) or before.
+/// Fails the first `failures` appends: after writing (`write_anyway`), before
+/// writing, or (`land_late`) writing the failed records only when the next
+/// append comes, just before it: an append that timed out and landed late.
 struct FlakyLog {
     inner: MemoryLog,
     failures: AtomicUsize,
     write_anyway: bool,
+    land_late: bool,
+    late: std::sync::Mutex<Vec<LogRecord>>,
+}
+
+impl FlakyLog {
+    fn new(failures: usize, write_anyway: bool, land_late: bool) -> Self {
+        FlakyLog {
+            inner: MemoryLog::default(),
+            failures: AtomicUsize::new(failures),
+            write_anyway,
+            land_late,
+            late: Default::default(),
+        }
+    }
 }
 
 #[async_trait]
@@ -29,9 +45,16 @@ impl MessageLog for FlakyLog {
             .failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
+        let late: Vec<LogRecord> = std::mem::take(&mut *self.late.lock().unwrap());
+        if !late.is_empty() {
+            self.inner.append(room, &late).await?;
+        }
         if fail {
             if self.write_anyway {
                 self.inner.append(room, records).await?;
+            }
+            if self.land_late {
+                self.late.lock().unwrap().extend(records.iter().cloned());
             }
             return Err(StoreError::Unavailable {
                 store: "test",
@@ -55,9 +78,32 @@ struct Fixture {
     rooms: ActorRef<RoomSupervisorMsg>,
 }
 
+/// History that is down for writes: everything stays in the log.
+struct HistoryDown;
+
+#[async_trait]
+impl crate::store::History for HistoryDown {
+    async fn write(&self, _: &[ChatMessage]) -> StoreResult<()> {
+        Err(StoreError::Unavailable {
+            store: "test",
+            message: "down".into(),
+        })
+    }
+    async fn page(&self, _: &str, _: HistoryQuery, _: usize) -> StoreResult<Vec<ChatMessage>> {
+        Ok(Vec::new())
+    }
+}
+
 async fn fixture(log: Arc<dyn MessageLog>) -> Fixture {
+    fixture_with(log, false).await
+}
+
+async fn fixture_with(log: Arc<dyn MessageLog>, history_down: bool) -> Fixture {
     let mut stores = Stores::in_memory();
     stores.log = log;
+    if history_down {
+        stores.history = Arc::new(HistoryDown);
+    }
     stores.directory.create_user("ann", "x").await.unwrap();
     let args = crate::presence::PresenceArgs {
         node: "test".into(),
@@ -118,11 +164,7 @@ fn send(outbox: &Outbox, client_id: &str) -> RoomMsg {
 
 #[tokio::test]
 async fn an_append_that_failed_after_writing_is_acked_once_not_duplicated() {
-    let log = Arc::new(FlakyLog {
-        inner: MemoryLog::default(),
-        failures: AtomicUsize::new(1),
-        write_anyway: true,
-    });
+    let log = Arc::new(FlakyLog::new(1, true, false));
     let f = fixture(log.clone()).await;
     let room = f.room("lobby").await;
     let (outbox, mut rx) = Outbox::channel(16);
@@ -140,11 +182,7 @@ async fn an_append_that_failed_after_writing_is_acked_once_not_duplicated() {
 
 #[tokio::test]
 async fn an_append_that_wrote_nothing_answers_unavailable_and_a_retry_succeeds() {
-    let log = Arc::new(FlakyLog {
-        inner: MemoryLog::default(),
-        failures: AtomicUsize::new(1),
-        write_anyway: false,
-    });
+    let log = Arc::new(FlakyLog::new(1, false, false));
     let f = fixture(log.clone()).await;
     let room = f.room("lobby").await;
     let (outbox, mut rx) = Outbox::channel(16);
@@ -200,4 +238,45 @@ async fn a_restarted_room_restores_seq_dedupe_and_history_from_the_stores() {
         page.iter().map(|m| m.seq).collect::<Vec<_>>(),
         (1..=11).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn a_late_landing_append_never_replaces_an_acked_message_on_replay() {
+    let log = Arc::new(FlakyLog::new(1, false, true));
+    // With history down, a restart has only the log to go by.
+    let f = fixture_with(log.clone(), true).await;
+    let room = f.room("lobby").await;
+    let (outbox, mut rx) = Outbox::channel(16);
+    room.cast(send(&outbox, "lost")).unwrap();
+    assert_eq!(next_frame(&mut rx).await["code"], "unavailable");
+    // The failed record lands now, just before this one: both claim seq 1.
+    room.cast(send(&outbox, "kept")).unwrap();
+    let ack = next_frame(&mut rx).await;
+    assert_eq!(
+        (ack["client_id"].as_str(), ack["seq"].as_u64()),
+        (Some("kept"), Some(1))
+    );
+    let seqs: Vec<u64> = log
+        .read_from("lobby", 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, r)| r.seq)
+        .collect();
+    assert_eq!(seqs, [1, 1]);
+    // A crash before history was written: the replay must pick the acked one.
+    room.kill();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let room = f.room("lobby").await;
+    let page = crate::ask(&room, |reply| RoomMsg::History {
+        user: "ann".into(),
+        query: HistoryQuery::default(),
+        limit: 50,
+        reply,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].client_id, "kept");
 }
