@@ -110,8 +110,22 @@ impl RedisStore {
         format!("{}{what}", self.prefix)
     }
 
+    /// Fails fast while the connection is down (fred reconnects meanwhile),
+    /// so nobody waits a command timeout per request during an outage.
+    fn up(&self) -> StoreResult<()> {
+        if self.client.is_connected() {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable {
+                store: "redis",
+                message: "not connected (reconnecting)".into(),
+            })
+        }
+    }
+
     /// Does Redis answer? (For `/ready`.)
     pub async fn ping(&self) -> StoreResult<()> {
+        self.up()?;
         self.client
             .get::<Option<String>, _>(self.key("ping"))
             .await
@@ -123,6 +137,7 @@ impl RedisStore {
 #[async_trait]
 impl EphemeralStore for RedisStore {
     async fn put_token(&self, token: &str, info: &TokenInfo) -> StoreResult<()> {
+        self.up()?;
         let ttl = (info.expires_at - now_ms()).max(1);
         let value = serde_json::json!({
             "user_id": info.user_id,
@@ -144,6 +159,7 @@ impl EphemeralStore for RedisStore {
     }
 
     async fn token(&self, token: &str) -> StoreResult<Option<TokenInfo>> {
+        self.up()?;
         let value: Option<String> = self
             .client
             .get(self.key(&format!("token:{token}")))
@@ -163,6 +179,7 @@ impl EphemeralStore for RedisStore {
     }
 
     async fn revoke_token(&self, token: &str) -> StoreResult<()> {
+        self.up()?;
         self.client
             .del::<(), _>(self.key(&format!("token:{token}")))
             .await
@@ -170,6 +187,7 @@ impl EphemeralStore for RedisStore {
     }
 
     async fn rate_limit(&self, key: &str, burst: u32, per_second: f64) -> StoreResult<bool> {
+        self.up()?;
         let allowed: i64 = self
             .client
             .eval(
@@ -183,6 +201,7 @@ impl EphemeralStore for RedisStore {
     }
 
     async fn set_last_seen(&self, user: &str, ts: i64) -> StoreResult<()> {
+        self.up()?;
         self.client
             .hset::<(), _, _>(self.key("last_seen"), (user, ts))
             .await
@@ -190,6 +209,7 @@ impl EphemeralStore for RedisStore {
     }
 
     async fn last_seen(&self, users: &[String]) -> StoreResult<HashMap<String, i64>> {
+        self.up()?;
         if users.is_empty() {
             return Ok(HashMap::new());
         }
@@ -206,6 +226,7 @@ impl EphemeralStore for RedisStore {
     }
 
     async fn heartbeat(&self, node: &str, users: &[String], ttl: Duration) -> StoreResult<()> {
+        self.up()?;
         if users.is_empty() {
             return Ok(());
         }
@@ -219,6 +240,7 @@ impl EphemeralStore for RedisStore {
     }
 
     async fn offline(&self, node: &str, user: &str) -> StoreResult<()> {
+        self.up()?;
         self.client
             .zrem::<(), _, _>(self.key("online"), format!("{user}\0{node}"))
             .await
@@ -226,6 +248,7 @@ impl EphemeralStore for RedisStore {
     }
 
     async fn online(&self) -> StoreResult<Vec<String>> {
+        self.up()?;
         let members: Vec<String> = self
             .client
             .eval(ONLINE, vec![self.key("online")], Vec::<String>::new())
