@@ -70,6 +70,9 @@ pub struct KafkaSection {
     pub topic: String,
     /// Fixed at the topic's creation: partition = hash(room) % partitions.
     pub partitions: i32,
+    /// Replicas of each partition when troupe creates the topic; with one
+    /// broker 1, in production 3 (an ack then survives the loss of a broker).
+    pub replication_factor: i16,
     /// How long a produce waits for more rooms' records to batch with.
     pub linger_ms: u64,
     pub max_batch_bytes: usize,
@@ -83,6 +86,7 @@ impl Default for KafkaSection {
             brokers: Vec::new(),
             topic: "troupe-messages".into(),
             partitions: 16,
+            replication_factor: 1,
             linger_ms: 1,
             max_batch_bytes: 512 * 1024,
             timeout_ms: 5_000,
@@ -327,6 +331,9 @@ impl Config {
             if !(1..=1024).contains(&self.kafka.partitions) {
                 return bad("kafka.partitions", "must be between 1 and 1024");
             }
+            if self.kafka.replication_factor < 1 {
+                return bad("kafka.replication_factor", "must be at least 1");
+            }
             if self.kafka.topic.is_empty() {
                 return bad("kafka.topic", "must not be empty");
             }
@@ -358,6 +365,7 @@ impl Config {
             brokers: self.kafka.brokers.clone(),
             topic: self.kafka.topic.clone(),
             partitions: self.kafka.partitions,
+            replication_factor: self.kafka.replication_factor,
             linger: Duration::from_millis(self.kafka.linger_ms),
             max_batch_bytes: self.kafka.max_batch_bytes,
             timeout: Duration::from_millis(self.kafka.timeout_ms.max(100)),

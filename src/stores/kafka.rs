@@ -25,6 +25,7 @@ pub struct KafkaSettings {
     pub brokers: Vec<String>,
     pub topic: String,
     pub partitions: i32,
+    pub replication_factor: i16,
     pub linger: Duration,
     pub max_batch_bytes: usize,
     pub timeout: Duration,
@@ -155,7 +156,12 @@ impl KafkaLog {
                     .map_err(|e| fail(e.to_string()))?;
                 let created = tokio::time::timeout(
                     timeout,
-                    controller.create_topic(settings.topic.clone(), settings.partitions, 1, 5_000),
+                    controller.create_topic(
+                        settings.topic.clone(),
+                        settings.partitions,
+                        settings.replication_factor,
+                        5_000,
+                    ),
                 )
                 .await
                 .map_err(|_| fail(bounded("create topic")))?;
