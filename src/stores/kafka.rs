@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::producer::aggregator::{Aggregator, StatusDeaggregator, TryPush};
 use rskafka::client::producer::{BatchProducer, BatchProducerBuilder};
 use rskafka::client::{Client, ClientBuilder};
@@ -268,7 +268,7 @@ impl MessageLog for KafkaLog {
         // Other rooms share the partition: read on until `max` records of this
         // room or the high watermark.
         loop {
-            let (records, high_watermark) = tokio::time::timeout(
+            let fetched = tokio::time::timeout(
                 self.settings.timeout,
                 reader.fetch_records(offset, 1..4_000_000, 0),
             )
@@ -278,8 +278,31 @@ impl MessageLog for KafkaLog {
                     "fetch: no answer within {:?}",
                     self.settings.timeout
                 ))
-            })?
-            .map_err(|e| unavailable(format!("fetch: {e}")))?;
+            })?;
+            let (records, high_watermark) = match fetched {
+                Ok(fetched) => fetched,
+                Err(rskafka::client::error::Error::ServerError {
+                    protocol_error: rskafka::client::error::ProtocolError::OffsetOutOfRange,
+                    ..
+                }) => {
+                    // Retention removed records before `offset` (their messages
+                    // are in history by then): go on from the oldest kept one.
+                    let earliest = tokio::time::timeout(
+                        self.settings.timeout,
+                        reader.get_offset(OffsetAt::Earliest),
+                    )
+                    .await
+                    .map_err(|_| unavailable("list offsets: no answer"))?
+                    .map_err(|e| unavailable(format!("list offsets: {e}")))?;
+                    if earliest <= offset {
+                        return Ok(out);
+                    }
+                    tracing::warn!(%room, from = offset, earliest, "log records before the oldest kept offset are gone");
+                    offset = earliest;
+                    continue;
+                }
+                Err(e) => return Err(unavailable(format!("fetch: {e}"))),
+            };
             if records.is_empty() {
                 return Ok(out);
             }
