@@ -137,6 +137,21 @@ async fn kill_9_mid_traffic_loses_no_acked_message_and_retries_create_each_once(
     );
 }
 
+/// The first answer to `resume` as the first frame of a fresh connection.
+async fn resume_on_a_new_connection(node: &Node, resume_token: &str) -> Value {
+    let mut ws = Client::raw(node).await;
+    let frame = json!({"type": "resume", "resume_token": resume_token, "rooms": {}});
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut ws))
+        .await
+        .expect("an answer")
+        .expect("an open socket")
+        .expect("a frame");
+    serde_json::from_str(msg.to_text().unwrap()).unwrap()
+}
+
 #[tokio::test]
 async fn resume_as_first_frame_replays_exactly_what_was_missed() {
     let node = Node::start().await;
@@ -197,31 +212,15 @@ async fn resume_as_first_frame_replays_exactly_what_was_missed() {
         .send()
         .await
         .unwrap();
-    let mut ws = Client::raw(&node).await;
-    let frame = json!({"type": "resume", "resume_token": resume_token, "rooms": {}});
-    ws.send(Message::Text(frame.to_string().into()))
-        .await
-        .unwrap();
-    let msg = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut ws))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let f: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
-    assert_eq!(f["code"], "unauthorized", "{f}");
-    // A bad resume token on a fresh connection is refused.
-    let mut ws = Client::raw(&node).await;
-    let frame = json!({"type": "resume", "resume_token": "forged", "rooms": {}});
-    ws.send(Message::Text(frame.to_string().into()))
-        .await
-        .unwrap();
-    let msg = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut ws))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let f: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
-    assert_eq!(f["code"], "unauthorized", "{f}");
+    assert_eq!(
+        resume_on_a_new_connection(&node, &resume_token).await["code"],
+        "unauthorized"
+    );
+    // A forged one neither.
+    assert_eq!(
+        resume_on_a_new_connection(&node, "forged").await["code"],
+        "unauthorized"
+    );
 }
 
 #[cfg(feature = "test-hooks")]

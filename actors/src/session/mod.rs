@@ -250,6 +250,13 @@ impl SessionState {
         self.handle.outbox.push_frame(frame);
     }
 
+    /// Nothing to say on success (the room tells the user's connections); the error otherwise.
+    fn answer(&self, result: Result<(), ChatError>, reference: &str) {
+        if let Err(e) = result {
+            self.push_error(&e, reference);
+        }
+    }
+
     fn push_error(&self, error: &ChatError, reference: &str) {
         self.push(&ServerFrame::error(error, Some(reference.to_string())));
     }
@@ -425,64 +432,50 @@ impl SessionState {
             }
             ClientFrame::Resume { .. } => {}
             ClientFrame::Join { room } => {
-                let result = match check_room_name(&room) {
-                    Ok(()) => {
-                        let create = CreateSpec {
-                            private: false,
-                            creator: user.clone(),
-                            members: vec![user.clone()],
-                        };
-                        let who = user.clone();
-                        self.call_room(&room, Some(create), move |reply| RoomMsg::Join {
-                            user: who.clone(),
-                            reply,
-                        })
-                        .await
-                        .and_then(|r| r)
-                    }
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = result {
-                    self.push_error(&e, "join");
+                let result = async {
+                    check_room_name(&room)?;
+                    let create = CreateSpec {
+                        private: false,
+                        creator: user.clone(),
+                        members: vec![user.clone()],
+                    };
+                    self.call_room(&room, Some(create), |reply| RoomMsg::Join {
+                        user: user.clone(),
+                        reply,
+                    })
+                    .await?
                 }
+                .await;
+                self.answer(result, "join");
             }
             ClientFrame::Leave { room } => {
-                let result = match check_room_ref(&room) {
-                    Ok(()) => {
-                        let who = user.clone();
-                        self.call_room(&room, None, move |reply| RoomMsg::Leave {
-                            user: who.clone(),
-                            reply,
-                        })
-                        .await
-                        .and_then(|r| r)
-                    }
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = result {
-                    self.push_error(&e, "leave");
+                let result = async {
+                    check_room_ref(&room)?;
+                    self.call_room(&room, None, |reply| RoomMsg::Leave {
+                        user: user.clone(),
+                        reply,
+                    })
+                    .await?
                 }
+                .await;
+                self.answer(result, "leave");
             }
             ClientFrame::Invite {
                 room,
                 user: invitee,
             } => {
-                let result = match check_room_name(&room).and_then(|()| check_username(&invitee)) {
-                    Ok(()) => {
-                        let by = user.clone();
-                        self.call_room(&room, None, move |reply| RoomMsg::Invite {
-                            by: by.clone(),
-                            user: invitee.clone(),
-                            reply,
-                        })
-                        .await
-                        .and_then(|r| r)
-                    }
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = result {
-                    self.push_error(&e, "invite");
+                let result = async {
+                    check_room_name(&room)?;
+                    check_username(&invitee)?;
+                    self.call_room(&room, None, |reply| RoomMsg::Invite {
+                        by: user.clone(),
+                        user: invitee.clone(),
+                        reply,
+                    })
+                    .await?
                 }
+                .await;
+                self.answer(result, "invite");
             }
             ClientFrame::Send {
                 room,
