@@ -76,6 +76,11 @@ impl Outbox {
         }
     }
 
+    /// Completes when a push found the queue full.
+    pub async fn overflowed(&self) {
+        self.overflow.cancelled().await
+    }
+
     /// The connection is gone, or was declared a slow consumer.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed() || self.overflow.is_cancelled()

@@ -161,6 +161,7 @@ async fn run(app: App, socket: Socket, auth: Option<(TokenInfo, String)>, peer: 
         conn.start_session(info, None).await;
     }
     let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+    let mut writer_done = false;
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
@@ -169,7 +170,12 @@ async fn run(app: App, socket: Socket, auth: Option<(TokenInfo, String)>, peer: 
                 break;
             }
             _ = conn.app.shutdown.cancelled() => break,
-            _ = conn.outbox_closed() => break,
+            // A slow consumer: the writer closes with 4008.
+            _ = conn.outbox.overflowed() => break,
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
         };
         match next {
             Some(Ok(Message::Text(text))) => {
@@ -199,6 +205,9 @@ async fn run(app: App, socket: Socket, auth: Option<(TokenInfo, String)>, peer: 
     }
     // When we are the ones closing, the writer sends what is queued and the
     // close frame; when the client went away, there is nobody to write to.
+    if writer_done {
+        return;
+    }
     let closing = conn.closing || conn.app.shutdown.is_cancelled() || conn.outbox.is_closed();
     if !closing {
         done.cancel();
@@ -223,12 +232,6 @@ impl Connection {
 
     fn push_line(&self, line: impl Into<String>) {
         self.outbox.push(Utf8Bytes::from(line.into()));
-    }
-
-    async fn outbox_closed(&self) {
-        while !self.outbox.is_closed() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 
     fn close(&mut self, code: u16, reason: &'static str) {
