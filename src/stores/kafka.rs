@@ -103,7 +103,9 @@ pub struct KafkaLog {
     settings: KafkaSettings,
     producers: Vec<BatchProducer<RoomBatches>>,
     readers: Vec<Arc<PartitionClient>>,
-    _client: Client,
+    client: Client,
+    /// When the topic was last checked after an error (at most every few seconds).
+    topic_checked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 fn unavailable(what: impl std::fmt::Display) -> StoreError {
@@ -201,8 +203,47 @@ impl KafkaLog {
             settings,
             producers,
             readers,
-            _client: client,
+            client,
+            topic_checked: std::sync::Mutex::new(None),
         })
+    }
+
+    /// After a failed call: if the topic is gone (a broker that lost its
+    /// data), create it again so the node heals by itself. What the lost log
+    /// held is still in history, or in the memory of the rooms that acked it.
+    async fn recover_topic(&self) {
+        {
+            let mut checked = self.topic_checked.lock().unwrap_or_else(|e| e.into_inner());
+            if checked.is_some_and(|at| at.elapsed() < Duration::from_secs(2)) {
+                return;
+            }
+            *checked = Some(std::time::Instant::now());
+        }
+        let timeout = self.settings.timeout;
+        let topics = match tokio::time::timeout(timeout, self.client.list_topics()).await {
+            Ok(Ok(topics)) => topics,
+            _ => return,
+        };
+        if topics.iter().any(|t| t.name == self.settings.topic) {
+            return;
+        }
+        tracing::error!(topic = %self.settings.topic, "the log topic is gone (did the broker lose its data?); creating it again");
+        let Ok(controller) = self.client.controller_client() else {
+            return;
+        };
+        let created = tokio::time::timeout(
+            timeout,
+            controller.create_topic(
+                self.settings.topic.clone(),
+                self.settings.partitions,
+                self.settings.replication_factor,
+                5_000,
+            ),
+        )
+        .await;
+        if let Ok(Err(e)) = created {
+            tracing::warn!(error = %e, "re-creating the log topic failed");
+        }
     }
 
     fn partition(&self, room: &str) -> usize {
@@ -236,9 +277,12 @@ fn encode(record: &LogRecord) -> Record {
     }
 }
 
-#[async_trait]
-impl MessageLog for KafkaLog {
-    async fn append(&self, room: &str, records: &[LogRecord]) -> StoreResult<Vec<LogPosition>> {
+impl KafkaLog {
+    async fn produce_records(
+        &self,
+        room: &str,
+        records: &[LogRecord],
+    ) -> StoreResult<Vec<LogPosition>> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -256,7 +300,7 @@ impl MessageLog for KafkaLog {
         Ok(offsets.into_iter().map(|o| o as u64).collect())
     }
 
-    async fn read_from(
+    async fn fetch_room(
         &self,
         room: &str,
         from: LogPosition,
@@ -332,6 +376,30 @@ impl MessageLog for KafkaLog {
                 return Ok(out);
             }
         }
+    }
+}
+
+#[async_trait]
+impl MessageLog for KafkaLog {
+    async fn append(&self, room: &str, records: &[LogRecord]) -> StoreResult<Vec<LogPosition>> {
+        let result = self.produce_records(room, records).await;
+        if result.is_err() {
+            self.recover_topic().await;
+        }
+        result
+    }
+
+    async fn read_from(
+        &self,
+        room: &str,
+        from: LogPosition,
+        max: usize,
+    ) -> StoreResult<Vec<(LogPosition, LogRecord)>> {
+        let result = self.fetch_room(room, from, max).await;
+        if result.is_err() {
+            self.recover_topic().await;
+        }
+        result
     }
 }
 
