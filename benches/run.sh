@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# A measurement: troupe and the bare baseline under the same scenario, one
+# after the other in the same run, each server pinned to one core and the
+# generator to another; then the figures side by side with troupe/bare ratios.
+#
+#   benches/run.sh SCENARIO [troupe-bench options]
+#   benches/run.sh fanout -s 100 -r 1000 -d 5
+#   benches/run.sh fanout -s 1000 -r 10000 --find-max
+#   benches/run.sh connections -n 10000
+#
+# Environment: BENCH_OUT (where the JSON and Markdown go, default
+# benches/out/<time>-<scenario>), SERVER_CPUS (default 0), GEN_CPUS
+# (default 1), BENCH_TARGETS (default "troupe bare"), BENCH_NO_BUILD=1,
+# BARE_FLAGS (extra bare-broadcast flags), BENCH_RUST_LOG (troupe's RUST_LOG).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source benches/lib.sh
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ $# -ge 1 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+scenario=$1
+shift
+
+if [ -z "${BENCH_NO_BUILD:-}" ]; then bench_build release; else BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/release"; fi
+
+server_pin=() gen_pin=()
+if [ "$(nproc --all)" -ge 2 ] && command -v taskset >/dev/null; then
+  server_pin=(taskset -c "${SERVER_CPUS:-0}")
+  gen_pin=(taskset -c "${GEN_CPUS:-1}")
+else
+  echo "warning: fewer than 2 CPUs or no taskset: server and generator are not pinned" >&2
+fi
+
+out=${BENCH_OUT:-benches/out/$(date +%Y%m%d-%H%M%S)-$scenario}
+mkdir -p "$out"
+status=0
+for target in ${BENCH_TARGETS:-troupe bare}; do
+  echo "== $scenario against $target (server on CPUs ${SERVER_CPUS:-0}, generator on ${GEN_CPUS:-1})" >&2
+  case $target in
+    troupe) start_troupe "${server_pin[@]}" ;;
+    bare) BARE_FLAGS="--threads 1 ${BARE_FLAGS:-}" start_bare "${server_pin[@]}" ;;
+    *) echo "unknown target $target" >&2; exit 2 ;;
+  esac
+  "${gen_pin[@]}" "$BIN_DIR/troupe-bench" "$scenario" --target "$target" --url "$SERVER_URL" \
+    --server-pid "$SERVER_PID" --json "$out/$target.json" --markdown "$out/$target.md" "$@" \
+    || { status=1; echo "== $target run failed or not ok" >&2; }
+  stop_pid "$SERVER_PID"
+  [ -f "$out/$target.md" ] && cat "$out/$target.md"
+done
+
+if [ -f "$out/troupe.json" ] && [ -f "$out/bare.json" ]; then
+  "$BIN_DIR/troupe-bench" compare --troupe "$out/troupe.json" --bare "$out/bare.json" \
+    --markdown "$out/compare.md"
+fi
+echo "results in $out" >&2
+exit $status

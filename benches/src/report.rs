@@ -1,0 +1,409 @@
+//! Results: latency summaries, one round of load, the JSON summary of a run,
+//! its Markdown table, and the troupe/bare comparison.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::sys::ProcSample;
+
+/// A latency distribution in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// From a histogram of nanoseconds.
+    pub fn from_ns(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |ns: u64| ns as f64 / 1e6;
+        Self {
+            count: h.len(),
+            mean_ms: h.mean() / 1e6,
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// A histogram of nanoseconds from 1 ns to 10 minutes, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// One second of a round, as the progress line showed it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tick {
+    /// Seconds since the round started.
+    pub t_s: f64,
+    /// Messages published during this second.
+    pub published: u64,
+    /// Deliveries (first copies) during this second.
+    pub delivered: u64,
+    /// The largest latency seen during this second, ms.
+    pub max_latency_ms: f64,
+}
+
+/// What the server's process did during a round.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerRound {
+    /// CPU time over wall time, percent of one core.
+    pub cpu_pct: f64,
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+}
+
+/// One round of publishing at a fixed rate, then the drain.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundResult {
+    /// Total publish rate asked for, messages/s.
+    pub target_rate: f64,
+    /// Publishing time, s.
+    pub duration_s: f64,
+    /// Messages written to the sockets.
+    pub published: u64,
+    /// published / duration_s.
+    pub publish_rate: f64,
+    /// Deliveries that should happen: every message to every subscriber of its room.
+    pub expected_deliveries: u64,
+    /// Distinct deliveries that did happen (duplicates not counted).
+    pub delivered: u64,
+    /// delivered / (publishing time + time until the last straggler or the drain limit).
+    pub deliveries_per_s: f64,
+    /// expected - delivered after the drain.
+    pub lost: u64,
+    /// Deliveries of a message a subscriber had already seen.
+    pub duplicated: u64,
+    /// Deliveries that were not ours or came to a client of another room.
+    pub misrouted: u64,
+    /// `error` frames received (troupe).
+    pub errors: u64,
+    /// `ack` frames received (troupe).
+    pub acks: Option<u64>,
+    /// Published but never acknowledged (troupe).
+    pub unacked: Option<u64>,
+    /// Connections that the server closed or that broke during the round.
+    pub closed: u64,
+    /// Send-to-deliver latency of every distinct delivery.
+    pub latency: Latency,
+    /// The generator's CPU time over wall time, percent of one core.
+    pub generator_cpu_pct: f64,
+    pub server: Option<ServerRound>,
+    /// Publishers sent fewer than 95% of the messages asked for.
+    pub fell_behind: bool,
+    /// Nothing lost, duplicated, misrouted, unacked, refused or closed.
+    pub clean: bool,
+    /// Clean, kept up, and p99 within the limit (what --find-max looks for).
+    pub held: bool,
+    pub problems: Vec<String>,
+    pub timeline: Vec<Tick>,
+}
+
+/// The JSON summary of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub scenario: String,
+    pub target: crate::cli::Target,
+    pub url: String,
+    pub params: Value,
+    pub ok: bool,
+    pub problems: Vec<String>,
+    /// fanout --find-max: the highest total publish rate that held, msgs/s.
+    pub max_rate_held: Option<f64>,
+    /// The round the headline figures come from (the last one, or the best held one).
+    pub result: Option<RoundResult>,
+    pub rounds: Vec<RoundResult>,
+    /// The `connections` scenario.
+    pub connections: Option<ConnectionsResult>,
+    pub generator: GeneratorUsage,
+    pub server_before: Option<ProcSample>,
+    pub server_after: Option<ProcSample>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratorUsage {
+    pub threads: usize,
+    pub cpu_s: f64,
+    pub wall_s: f64,
+    /// cpu_s / wall_s over the whole run (setup included), percent of one core.
+    pub cpu_pct: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionsResult {
+    pub requested: usize,
+    pub connected: usize,
+    pub failed: usize,
+    /// Connections closed by the server while they were held.
+    pub closed_while_held: u64,
+    /// Seconds from the first connect to the last connection ready.
+    pub connect_s: f64,
+    /// connected / connect_s.
+    pub connects_per_s: f64,
+    /// Time of one connect (TCP + upgrade + `session` for troupe).
+    pub connect_latency: Latency,
+    pub server_rss_before_kib: Option<u64>,
+    pub server_rss_after_kib: Option<u64>,
+    /// (RSS after - RSS before) / connected, bytes.
+    pub server_bytes_per_connection: Option<f64>,
+    pub generator_cpu_pct_connecting: f64,
+}
+
+fn f(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+impl Summary {
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let target = match self.target {
+            crate::cli::Target::Troupe => "troupe",
+            crate::cli::Target::Bare => "bare",
+        };
+        let _ = writeln!(s, "### {} against {target} ({})\n", self.scenario, self.url);
+        let _ = writeln!(s, "params: `{}`\n", self.params);
+        if let Some(rate) = self.max_rate_held {
+            let _ = writeln!(s, "highest rate that held: **{} msgs/s**\n", f(rate));
+        }
+        if !self.rounds.is_empty() {
+            s.push_str("| rate asked | published/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | dup | errors | closed | gen CPU % | server CPU % | server RSS MiB | held |\n");
+            s.push_str(
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|\n",
+            );
+            for r in &self.rounds {
+                let (cpu, rss) = match &r.server {
+                    Some(sv) => (f(sv.cpu_pct), f(sv.rss_kib as f64 / 1024.0)),
+                    None => ("-".into(), "-".into()),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    f(r.target_rate),
+                    f(r.publish_rate),
+                    f(r.deliveries_per_s),
+                    f(r.latency.p50_ms),
+                    f(r.latency.p99_ms),
+                    f(r.latency.p999_ms),
+                    f(r.latency.max_ms),
+                    r.lost,
+                    r.duplicated,
+                    r.errors,
+                    r.closed,
+                    f(r.generator_cpu_pct),
+                    cpu,
+                    rss,
+                    if r.held { "yes" } else { "no" },
+                );
+            }
+            s.push('\n');
+        }
+        if let Some(c) = &self.connections {
+            s.push_str("| connections | connected | failed | connects/s | connect p50 ms | connect p99 ms | server RSS before MiB | after MiB | bytes/connection | closed while held |\n");
+            s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            let mib = |v: Option<u64>| v.map_or("-".into(), |k| f(k as f64 / 1024.0));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                c.requested,
+                c.connected,
+                c.failed,
+                f(c.connects_per_s),
+                f(c.connect_latency.p50_ms),
+                f(c.connect_latency.p99_ms),
+                mib(c.server_rss_before_kib),
+                mib(c.server_rss_after_kib),
+                c.server_bytes_per_connection.map_or("-".into(), f),
+                c.closed_while_held,
+            );
+        }
+        let _ = writeln!(
+            s,
+            "generator: {} thread(s), {} CPU s over {} s ({} % of one core)\n",
+            self.generator.threads,
+            f(self.generator.cpu_s),
+            f(self.generator.wall_s),
+            f(self.generator.cpu_pct)
+        );
+        if !self.problems.is_empty() {
+            s.push_str("problems:\n\n");
+            for p in &self.problems {
+                let _ = writeln!(s, "- {p}");
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    /// Writes the JSON (to --json or stdout) and the Markdown (to --markdown).
+    pub fn write(&self, json: Option<&Path>, markdown: Option<&Path>) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        match json {
+            Some(path) => std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?,
+            None => println!("{text}"),
+        }
+        if let Some(path) = markdown {
+            std::fs::write(path, self.markdown())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A figure of two summaries, and which way is better.
+struct Row {
+    name: &'static str,
+    pointer: &'static str,
+    higher_is_better: bool,
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        name: "highest rate that held, msgs/s",
+        pointer: "/max_rate_held",
+        higher_is_better: true,
+    },
+    Row {
+        name: "published, msgs/s",
+        pointer: "/result/publish_rate",
+        higher_is_better: true,
+    },
+    Row {
+        name: "deliveries/s",
+        pointer: "/result/deliveries_per_s",
+        higher_is_better: true,
+    },
+    Row {
+        name: "latency p50, ms",
+        pointer: "/result/latency/p50_ms",
+        higher_is_better: false,
+    },
+    Row {
+        name: "latency p99, ms",
+        pointer: "/result/latency/p99_ms",
+        higher_is_better: false,
+    },
+    Row {
+        name: "latency p99.9, ms",
+        pointer: "/result/latency/p999_ms",
+        higher_is_better: false,
+    },
+    Row {
+        name: "latency max, ms",
+        pointer: "/result/latency/max_ms",
+        higher_is_better: false,
+    },
+    Row {
+        name: "lost",
+        pointer: "/result/lost",
+        higher_is_better: false,
+    },
+    Row {
+        name: "duplicated",
+        pointer: "/result/duplicated",
+        higher_is_better: false,
+    },
+    Row {
+        name: "server CPU, % of a core",
+        pointer: "/result/server/cpu_pct",
+        higher_is_better: false,
+    },
+    Row {
+        name: "generator CPU, % of a core",
+        pointer: "/result/generator_cpu_pct",
+        higher_is_better: false,
+    },
+    Row {
+        name: "connects/s",
+        pointer: "/connections/connects_per_s",
+        higher_is_better: true,
+    },
+    Row {
+        name: "connect p99, ms",
+        pointer: "/connections/connect_latency/p99_ms",
+        higher_is_better: false,
+    },
+    Row {
+        name: "server bytes/connection",
+        pointer: "/connections/server_bytes_per_connection",
+        higher_is_better: false,
+    },
+    Row {
+        name: "server RSS at the end of the run, MiB",
+        pointer: "/server_after/rss_kib",
+        higher_is_better: false,
+    },
+];
+
+/// The Markdown table of troupe's figures next to the bare baseline's, with
+/// the ratio troupe/bare.
+pub fn compare(troupe: &Value, bare: &Value) -> String {
+    let mut s = String::new();
+    let scenario = troupe["scenario"].as_str().unwrap_or("?");
+    let _ = writeln!(
+        s,
+        "### {scenario}: troupe vs the bare baseline (same run)\n\nparams: `{}`\n",
+        troupe["params"]
+    );
+    s.push_str("| figure | troupe | bare | troupe/bare |\n|---|---:|---:|---:|\n");
+    for row in ROWS {
+        let t = troupe.pointer(row.pointer).and_then(Value::as_f64);
+        let b = bare.pointer(row.pointer).and_then(Value::as_f64);
+        if t.is_none() && b.is_none() {
+            continue;
+        }
+        let value = |v: Option<f64>| v.map_or("-".to_string(), f);
+        let ratio = match (t, b) {
+            (Some(t), Some(b)) if b != 0.0 => format!("{:.2}", t / b),
+            _ => "-".into(),
+        };
+        let (tv, bv) = if row.pointer == "/server_after/rss_kib" {
+            (value(t.map(|k| k / 1024.0)), value(b.map(|k| k / 1024.0)))
+        } else {
+            (value(t), value(b))
+        };
+        let _ = writeln!(
+            s,
+            "| {} ({}) | {} | {} | {} |",
+            row.name,
+            if row.higher_is_better {
+                "higher is better"
+            } else {
+                "lower is better"
+            },
+            tv,
+            bv,
+            ratio
+        );
+    }
+    for (name, v) in [("troupe", troupe), ("bare", bare)] {
+        if v["ok"] != Value::Bool(true) {
+            let _ = writeln!(s, "\n**{name} run not ok**: {}", v["problems"]);
+        }
+    }
+    s
+}
