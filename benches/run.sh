@@ -5,7 +5,7 @@
 #
 #   benches/run.sh SCENARIO [troupe-bench options]
 #   benches/run.sh fanout -s 100 -r 1000 -d 5
-#   benches/run.sh fanout -s 1000 -r 10000 --find-max
+#   benches/run.sh fanout -s 1000 -r 200 --find-max
 #   benches/run.sh connections -n 10000
 #
 # Environment: BENCH_OUT (where the JSON and Markdown go, default
@@ -18,7 +18,7 @@ source benches/lib.sh
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
-[ $# -ge 1 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 scenario=$1
 shift
 
