@@ -63,5 +63,8 @@ export TEST_STORES=real TEST_KAFKA="127.0.0.1:$port"
 # The fault tests already ran above, against their own servers.
 cargo test -p troupe --features test-hooks --tests -- --skip fault_ 2>&1 | tee -a "$log"
 
+echo "== benchmarks: every scenario once at a tiny size (no timings judged)"
+benches/smoke.sh
+
 summary
 if grep -q '^test result: FAILED' "$log"; then exit 1; fi
