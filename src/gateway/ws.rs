@@ -397,7 +397,7 @@ impl Connection {
 }
 
 enum Step {
-    Frames(Vec<Outbound>),
+    Frames,
     Close(u16, &'static str),
     Stop,
 }
@@ -409,40 +409,47 @@ async fn write_loop(
     done: CancellationToken,
     text_mode: Arc<AtomicBool>,
 ) {
+    // Registered once, polled by reference: a fresh `cancelled()` per frame
+    // would take the shared shutdown token's lock on every write.
+    let overflow = out.overflow.clone();
+    let overflowed = overflow.cancelled();
+    let stopped = done.cancelled();
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(overflowed, stopped, shutting_down);
+    let mut frames = Vec::with_capacity(256);
     loop {
         let step = tokio::select! {
             biased;
-            _ = out.overflow.cancelled() => Step::Close(4008, "slow consumer"),
-            _ = done.cancelled() => Step::Stop,
-            _ = shutdown.cancelled() => {
+            _ = &mut overflowed => Step::Close(4008, "slow consumer"),
+            _ = &mut stopped => Step::Stop,
+            _ = &mut shutting_down => {
                 // Send what is queued, then say goodbye.
-                let mut frames = Vec::new();
                 while let Ok(frame) = out.frames.try_recv() {
                     frames.push(frame);
                 }
-                let _ = write_frames(&mut sink, frames, &text_mode).await;
+                let _ = write_frames(&mut sink, &mut frames, &text_mode).await;
                 Step::Close(1012, "service restart")
             }
             first = out.frames.recv() => match first {
                 None => Step::Stop,
                 Some(first) => {
-                    let mut frames = vec![first];
+                    frames.push(first);
                     while frames.len() < 256 {
                         match out.frames.try_recv() {
                             Ok(frame) => frames.push(frame),
                             Err(_) => break,
                         }
                     }
-                    Step::Frames(frames)
+                    Step::Frames
                 }
             },
         };
         match step {
-            Step::Frames(frames) => {
+            Step::Frames => {
                 let written = tokio::select! {
                     biased;
-                    _ = out.overflow.cancelled() => Err(Some((4008, "slow consumer"))),
-                    r = write_frames(&mut sink, frames, &text_mode) => r,
+                    _ = &mut overflowed => Err(Some((4008, "slow consumer"))),
+                    r = write_frames(&mut sink, &mut frames, &text_mode) => r,
                 };
                 match written {
                     Ok(()) => {}
@@ -469,10 +476,10 @@ async fn write_loop(
 /// `Err(None)` means the socket is gone.
 async fn write_frames(
     sink: &mut SplitSink<Socket, Message>,
-    frames: Vec<Outbound>,
+    frames: &mut Vec<Outbound>,
     text_mode: &AtomicBool,
 ) -> Result<(), Option<(u16, &'static str)>> {
-    for frame in frames {
+    for frame in frames.drain(..) {
         match frame {
             Outbound::Text(text) => {
                 let text = if text_mode.load(Ordering::Relaxed) {

@@ -4,6 +4,7 @@
 pub mod kafka;
 pub mod redis;
 pub mod sql;
+mod sqlite_writer;
 
 use std::sync::Arc;
 

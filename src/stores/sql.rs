@@ -16,15 +16,28 @@ use troupe_actors::store::{
 };
 use troupe_entity::{checkpoint, log_record, membership, message, room, user};
 
+use super::sqlite_writer::{is_sqlite, SqliteWriter};
+
 /// The sea-orm stores; cheap to clone (the connection is a pool).
 #[derive(Clone)]
 pub struct SqlStore {
     db: DatabaseConnection,
+    /// On SQLite: the one way writes go (see `sqlite_writer`).
+    sqlite: Option<SqliteWriter>,
 }
 
 impl SqlStore {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        let sqlite = is_sqlite(&db).then(|| SqliteWriter::start(db.clone()));
+        Self { db, sqlite }
+    }
+
+    /// Taken around every write on SQLite; nothing on Postgres.
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.sqlite {
+            Some(writer) => Some(writer.lock().await),
+            None => None,
+        }
     }
 
     /// A trivial query: does the database answer?
@@ -67,6 +80,7 @@ fn membership_row(room: &str, user: &str) -> membership::ActiveModel {
 #[async_trait]
 impl Directory for SqlStore {
     async fn create_user(&self, username: &str, password_hash: &str) -> StoreResult<UserRecord> {
+        let _turn = self.write_turn().await;
         let row = user::ActiveModel {
             id: NotSet,
             username: Set(username.to_string()),
@@ -106,6 +120,7 @@ impl Directory for SqlStore {
     }
 
     async fn create_room(&self, record: &RoomRecord, members: &[String]) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
         let txn = self.db.begin().await.map_err(unavailable)?;
         let row = room::ActiveModel {
             name: Set(record.name.clone()),
@@ -163,6 +178,7 @@ impl Directory for SqlStore {
     }
 
     async fn add_member(&self, room: &str, user: &str) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
         let result = membership::Entity::insert(membership_row(room, user))
             .on_conflict(
                 OnConflict::columns([membership::Column::Room, membership::Column::Username])
@@ -178,6 +194,7 @@ impl Directory for SqlStore {
     }
 
     async fn remove_member(&self, room: &str, user: &str) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
         membership::Entity::delete_many()
             .filter(membership::Column::Room.eq(room))
             .filter(membership::Column::Username.eq(user))
@@ -188,6 +205,7 @@ impl Directory for SqlStore {
     }
 
     async fn set_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
         membership::Entity::update_many()
             .col_expr(membership::Column::ReadSeq, Expr::value(seq as i64))
             .filter(membership::Column::Room.eq(room))
@@ -212,6 +230,7 @@ impl Directory for SqlStore {
 #[async_trait]
 impl History for SqlStore {
     async fn write(&self, messages: &[ChatMessage]) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
         if messages.is_empty() {
             return Ok(());
         }
@@ -287,6 +306,7 @@ impl CheckpointStore for SqlStore {
     }
 
     async fn save(&self, c: &Checkpoint) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
         let row = checkpoint::ActiveModel {
             room: Set(c.room.clone()),
             epoch: Set(c.epoch as i64),
@@ -330,12 +350,19 @@ impl MessageLog for SqlStore {
             body: Set(r.body.clone()),
             ts: Set(r.ts),
         });
-        // One statement: committed (and fsynced) as a whole, positions in row order.
-        let mut positions = log_record::Entity::insert_many(rows)
-            .exec_with_returning_keys(&self.db)
-            .await
-            .map_err(unavailable)?;
-        positions.sort_unstable();
+        let positions = match &self.sqlite {
+            // Batched with other rooms' appends into one transaction.
+            Some(writer) => writer.append(rows.collect()).await.map_err(unavailable)?,
+            // One statement: committed as a whole, positions in row order.
+            None => {
+                let mut positions = log_record::Entity::insert_many(rows)
+                    .exec_with_returning_keys(&self.db)
+                    .await
+                    .map_err(unavailable)?;
+                positions.sort_unstable();
+                positions
+            }
+        };
         Ok(positions.into_iter().map(|p| p as u64).collect())
     }
 
