@@ -42,6 +42,9 @@ pub struct NodeSection {
 pub struct DatabaseSection {
     /// `sqlite://...` or `postgres://...`; default: a SQLite file in `data_dir`.
     pub url: Option<String>,
+    /// SQLite only: `full` (fsync per commit, an ack survives power loss) or
+    /// `normal` (an ack survives a killed process, not a machine crash).
+    pub sqlite_synchronous: crate::db::SqliteDurability,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -21,6 +21,17 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// How hard SQLite works to keep a commit (`database.sqlite_synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteDurability {
+    /// fsync at every commit: an ack survives power loss.
+    #[default]
+    Full,
+    /// fsync at WAL checkpoints: an ack survives a crash of the process, not of the machine.
+    Normal,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database {url} unreachable: {source}")]
@@ -29,17 +40,21 @@ pub enum DbError {
     Migrate { url: String, source: sea_orm::DbErr },
 }
 
-/// Connects; for SQLite: WAL, and `synchronous = FULL` so an acked message
-/// survives power loss as well as a killed process.
-pub async fn connect(url: &str) -> Result<DatabaseConnection, DbError> {
+/// Connects; for SQLite: WAL, and `synchronous` as configured: `full` (the
+/// default) makes an acked message survive power loss as well as a killed
+/// process; `normal` survives a killed process and skips the fsync per commit.
+pub async fn connect(url: &str, durable: SqliteDurability) -> Result<DatabaseConnection, DbError> {
     let mut options = ConnectOptions::new(url.to_string());
     options
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
-        .map_sqlx_sqlite_opts(|o| {
+        .map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
+                .synchronous(match durable {
+                    SqliteDurability::Full => SqliteSynchronous::Full,
+                    SqliteDurability::Normal => SqliteSynchronous::Normal,
+                })
                 .busy_timeout(Duration::from_secs(10))
         });
     if url.starts_with("sqlite:") {

@@ -416,7 +416,7 @@ async fn write_loop(
     let stopped = done.cancelled();
     let shutting_down = shutdown.cancelled();
     tokio::pin!(overflowed, stopped, shutting_down);
-    let mut frames = Vec::with_capacity(256);
+    let mut frames = Vec::new();
     loop {
         let step = tokio::select! {
             biased;

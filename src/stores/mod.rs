@@ -50,7 +50,7 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     }
-    let conn = db::connect(&url).await?;
+    let conn = db::connect(&url, config.database.sqlite_synchronous).await?;
     db::migrate(&conn, &url).await?;
     let sql = sql::SqlStore::new(conn);
     let sql_arc = Arc::new(sql.clone());

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    SqlErr, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, SqlErr, TransactionTrait,
 };
 use troupe_actors::frames::{ChatMessage, HistoryQuery};
 use troupe_actors::limits::now_ms;
@@ -230,30 +230,25 @@ impl Directory for SqlStore {
 #[async_trait]
 impl History for SqlStore {
     async fn write(&self, messages: &[ChatMessage]) -> StoreResult<()> {
-        let _turn = self.write_turn().await;
         if messages.is_empty() {
             return Ok(());
         }
-        let rows = messages.iter().map(|m| message::ActiveModel {
-            room: Set(m.room.clone()),
-            seq: Set(m.seq as i64),
-            sender: Set(m.from.clone()),
-            client_id: Set(m.client_id.clone()),
-            body: Set(m.body.clone()),
-            ts: Set(m.ts),
-        });
-        let result = message::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::columns([message::Column::Room, message::Column::Seq])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await;
-        match result {
-            Ok(_) | Err(DbErr::RecordNotInserted) => Ok(()),
-            Err(e) => Err(unavailable(e)),
+        let rows: Vec<message::ActiveModel> = messages
+            .iter()
+            .map(|m| message::ActiveModel {
+                room: Set(m.room.clone()),
+                seq: Set(m.seq as i64),
+                sender: Set(m.from.clone()),
+                client_id: Set(m.client_id.clone()),
+                body: Set(m.body.clone()),
+                ts: Set(m.ts),
+            })
+            .collect();
+        match &self.sqlite {
+            Some(writer) => writer.history(rows).await,
+            None => insert_history(&self.db, rows).await,
         }
+        .map_err(unavailable)
     }
 
     async fn page(
@@ -306,7 +301,6 @@ impl CheckpointStore for SqlStore {
     }
 
     async fn save(&self, c: &Checkpoint) -> StoreResult<()> {
-        let _turn = self.write_turn().await;
         let row = checkpoint::ActiveModel {
             room: Set(c.room.clone()),
             epoch: Set(c.epoch as i64),
@@ -315,22 +309,11 @@ impl CheckpointStore for SqlStore {
             history_seq: Set(c.history_seq as i64),
             updated_at: Set(now_ms()),
         };
-        checkpoint::Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(checkpoint::Column::Room)
-                    .update_columns([
-                        checkpoint::Column::Epoch,
-                        checkpoint::Column::LastSeq,
-                        checkpoint::Column::LogPosition,
-                        checkpoint::Column::HistorySeq,
-                        checkpoint::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        match &self.sqlite {
+            Some(writer) => writer.checkpoint(row).await,
+            None => upsert_checkpoint(&self.db, row).await,
+        }
+        .map_err(unavailable)
     }
 }
 
@@ -350,19 +333,13 @@ impl MessageLog for SqlStore {
             body: Set(r.body.clone()),
             ts: Set(r.ts),
         });
+        let rows: Vec<log_record::ActiveModel> = rows.collect();
         let positions = match &self.sqlite {
             // Batched with other rooms' appends into one transaction.
-            Some(writer) => writer.append(rows.collect()).await.map_err(unavailable)?,
-            // One statement: committed as a whole, positions in row order.
-            None => {
-                let mut positions = log_record::Entity::insert_many(rows)
-                    .exec_with_returning_keys(&self.db)
-                    .await
-                    .map_err(unavailable)?;
-                positions.sort_unstable();
-                positions
-            }
-        };
+            Some(writer) => writer.append(rows).await,
+            None => insert_log(&self.db, rows).await,
+        }
+        .map_err(unavailable)?;
         Ok(positions.into_iter().map(|p| p as u64).collect())
     }
 
@@ -398,4 +375,72 @@ impl MessageLog for SqlStore {
             })
             .collect())
     }
+}
+
+/// Most rows in one INSERT (SQLite allows 32,766 bound variables).
+const ROWS_PER_STATEMENT: usize = 2_000;
+
+/// Inserts log rows; their positions in row order.
+pub(super) async fn insert_log<C: ConnectionTrait>(
+    db: &C,
+    rows: Vec<log_record::ActiveModel>,
+) -> Result<Vec<i64>, DbErr> {
+    let mut positions = Vec::with_capacity(rows.len());
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
+        positions.extend(
+            log_record::Entity::insert_many(chunk)
+                .exec_with_returning_keys(db)
+                .await?,
+        );
+    }
+    positions.sort_unstable();
+    Ok(positions)
+}
+
+/// Inserts history rows; a (room, seq) already there stays as it is.
+pub(super) async fn insert_history<C: ConnectionTrait>(
+    db: &C,
+    rows: Vec<message::ActiveModel>,
+) -> Result<(), DbErr> {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
+        let result = message::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::columns([message::Column::Room, message::Column::Seq])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await;
+        match result {
+            Ok(_) | Err(DbErr::RecordNotInserted) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Inserts or replaces a room's checkpoint.
+pub(super) async fn upsert_checkpoint<C: ConnectionTrait>(
+    db: &C,
+    row: checkpoint::ActiveModel,
+) -> Result<(), DbErr> {
+    checkpoint::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(checkpoint::Column::Room)
+                .update_columns([
+                    checkpoint::Column::Epoch,
+                    checkpoint::Column::LastSeq,
+                    checkpoint::Column::LogPosition,
+                    checkpoint::Column::HistorySeq,
+                    checkpoint::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
 }
