@@ -56,6 +56,9 @@ pub async fn connect(url: &str, durable: SqliteDurability) -> Result<DatabaseCon
                     SqliteDurability::Normal => SqliteSynchronous::Normal,
                 })
                 .busy_timeout(Duration::from_secs(10))
+                // No checkpoint inside a commit (it stalls that commit for tens
+                // of ms); the node checkpoints in the background instead.
+                .pragma("wal_autocheckpoint", "0")
         });
     if url.starts_with("sqlite:") {
         // One writer at a time in SQLite anyway; a few readers beside it.

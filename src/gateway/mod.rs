@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -38,6 +39,13 @@ pub fn router(app: App) -> Router {
 /// Serves until the app's shutdown token fires; then stops accepting.
 pub async fn serve(listener: TcpListener, app: App) -> std::io::Result<()> {
     let shutdown = app.shutdown.clone();
+    // Chat frames are small and latency matters: no Nagle (with the peer's
+    // delayed ACK it holds small writes back by ~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         router(app).into_make_service_with_connect_info::<SocketAddr>(),

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use tokio::sync::{mpsc, oneshot, Mutex, MutexGuard};
 use troupe_entity::{checkpoint, log_record, message};
 
@@ -61,6 +61,7 @@ impl SqliteWriter {
     pub fn start(db: DatabaseConnection) -> SqliteWriter {
         let lock = Arc::new(Mutex::new(()));
         let (jobs, queue) = mpsc::channel(4096);
+        tokio::spawn(checkpoint_wal(db.clone()));
         tokio::spawn(write_loop(db, lock.clone(), queue));
         SqliteWriter { lock, jobs }
     }
@@ -148,6 +149,21 @@ async fn commit(db: &DatabaseConnection, batch: &mut [Job]) -> Result<Vec<Vec<i6
     }
     txn.commit().await?;
     Ok(answers)
+}
+
+/// Copies the write-ahead log into the database file now and then, beside the
+/// writer rather than inside one of its commits (PASSIVE: it never blocks it).
+async fn checkpoint_wal(db: DatabaseConnection) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        if let Err(e) = db
+            .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+            .await
+        {
+            tracing::debug!(error = %e, "WAL checkpoint");
+        }
+    }
 }
 
 /// Whether `db` is SQLite.
