@@ -89,14 +89,7 @@ async fn sigterm_closes_sockets_with_1012_keeps_everything_and_exits_0() {
     assert!(node.log_text().contains("stopped"));
 
     node.restart().await;
-    let token = common::login(&node, "ann", common::PASSWORD)
-        .await
-        .json::<serde_json::Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = common::login_token(&node, "ann").await;
     let mut ann = Client::connect(&node, "ann", &token).await;
     ann.send(json!({"type": "history", "room": "lobby", "limit": 200}))
         .await;

@@ -69,14 +69,7 @@ async fn kill_9_mid_traffic_loses_no_acked_message_and_retries_create_each_once(
     node.restart().await;
 
     // Tokens lived in memory: log in again, and retry every unacked send.
-    let token = common::login(&node, "ann", common::PASSWORD)
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = common::login_token(&node, "ann").await;
     let mut ann = Client::connect(&node, "ann", &token).await;
     let mut retried: HashMap<String, u64> = HashMap::new();
     for i in 0..TOTAL {
@@ -106,14 +99,7 @@ async fn kill_9_mid_traffic_loses_no_acked_message_and_retries_create_each_once(
     }
 
     // Bob resumes from what he saw and gets exactly the rest, in order, then `resumed`.
-    let token = common::login(&node, "bob", common::PASSWORD)
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = common::login_token(&node, "bob").await;
     let old_resume = bob.resume_token();
     let mut bob = Client::connect(&node, "bob", &token).await;
     bob.send(json!({"type": "resume", "resume_token": old_resume, "rooms": {"lobby": bob_seen}}))
@@ -398,14 +384,7 @@ async fn kill_9_with_several_rooms_and_senders_keeps_every_acked_message() {
     // Everyone retries everything with the same client_ids.
     let mut final_seq: HashMap<(String, String), u64> = HashMap::new();
     for (s, name) in ["ann", "cyd"].into_iter().enumerate() {
-        let token = common::login(&node, name, common::PASSWORD)
-            .await
-            .json::<Value>()
-            .await
-            .unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let token = common::login_token(&node, name).await;
         let mut c = Client::connect(&node, name, &token).await;
         for i in 0..PER_ROOM {
             for room in ROOMS {
@@ -422,14 +401,7 @@ async fn kill_9_with_several_rooms_and_senders_keeps_every_acked_message() {
             "{key:?} changed its seq across the crash"
         );
     }
-    let token = common::login(&node, "ann", common::PASSWORD)
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = common::login_token(&node, "ann").await;
     let mut ann = Client::connect(&node, "ann", &token).await;
     for room in ROOMS {
         let history = history_all(&mut ann, room).await;

@@ -236,6 +236,14 @@ pub async fn login(node: &Node, user: &str, password: &str) -> reqwest::Response
 
 pub const PASSWORD: &str = "correct horse";
 
+/// Logs `user` (password [`PASSWORD`]) in; the token.
+pub async fn login_token(node: &Node, user: &str) -> String {
+    let r = login(node, user, PASSWORD).await;
+    assert_eq!(r.status(), 200, "login {user}");
+    let v: Value = r.json().await.expect("login JSON");
+    v["token"].as_str().expect("a token").to_string()
+}
+
 /// Registers `user` and returns a login token.
 pub async fn account(node: &Node, user: &str) -> String {
     let r = register(node, user, PASSWORD).await;
