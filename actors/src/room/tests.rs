@@ -153,6 +153,19 @@ async fn next_frame(rx: &mut OutboxReceiver) -> Value {
     }
 }
 
+/// The room's newest 50 messages, as ann sees them.
+async fn history(room: &ActorRef<RoomMsg>) -> Vec<ChatMessage> {
+    crate::ask(room, |reply| RoomMsg::History {
+        user: "ann".into(),
+        query: HistoryQuery::default(),
+        limit: 50,
+        reply,
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
 fn send(outbox: &Outbox, client_id: &str) -> RoomMsg {
     RoomMsg::Send(SendRequest {
         user: "ann".into(),
@@ -225,15 +238,7 @@ async fn a_restarted_room_restores_seq_dedupe_and_history_from_the_stores() {
     );
     room.cast(send(&outbox, "c10")).unwrap();
     assert_eq!(next_frame(&mut rx).await["seq"], 11);
-    let page = crate::ask(&room, |reply| RoomMsg::History {
-        user: "ann".into(),
-        query: HistoryQuery::default(),
-        limit: 50,
-        reply,
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let page = history(&room).await;
     assert_eq!(
         page.iter().map(|m| m.seq).collect::<Vec<_>>(),
         (1..=11).collect::<Vec<_>>()
@@ -268,15 +273,7 @@ async fn a_late_landing_append_never_replaces_an_acked_message_on_replay() {
     room.kill();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let room = f.room("lobby").await;
-    let page = crate::ask(&room, |reply| RoomMsg::History {
-        user: "ann".into(),
-        query: HistoryQuery::default(),
-        limit: 50,
-        reply,
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let page = history(&room).await;
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].client_id, "kept");
 }
