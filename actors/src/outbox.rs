@@ -5,6 +5,8 @@
 //! fails, the overflow token fires and the socket writer closes with 4008, so
 //! a slow client never slows its rooms.
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +17,8 @@ use crate::frames::ServerFrame;
 #[derive(Debug, Clone)]
 pub enum Outbound {
     Text(Utf8Bytes),
+    /// Several frames in order (a room's commit batch), queued at once.
+    Batch(Arc<[Utf8Bytes]>),
     /// Close the socket with this code and reason.
     Close(u16, &'static str),
 }
@@ -50,6 +54,10 @@ impl Outbox {
     /// Queues an encoded frame; false when the connection is gone or too slow.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
         self.push_outbound(Outbound::Text(frame))
+    }
+
+    pub fn push_batch(&self, frames: Arc<[Utf8Bytes]>) -> bool {
+        self.push_outbound(Outbound::Batch(frames))
     }
 
     pub fn push_frame(&self, frame: &ServerFrame) -> bool {

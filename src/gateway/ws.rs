@@ -479,18 +479,14 @@ async fn write_frames(
     frames: &mut Vec<Outbound>,
     text_mode: &AtomicBool,
 ) -> Result<(), Option<(u16, &'static str)>> {
+    let text_mode = text_mode.load(Ordering::Relaxed);
     for frame in frames.drain(..) {
         match frame {
-            Outbound::Text(text) => {
-                let text = if text_mode.load(Ordering::Relaxed) {
-                    match lines::render(text.as_str()) {
-                        Some(line) => Utf8Bytes::from(line),
-                        None => continue,
-                    }
-                } else {
-                    text
-                };
-                sink.feed(Message::Text(text)).await.map_err(|_| None)?;
+            Outbound::Text(text) => feed(sink, text, text_mode).await?,
+            Outbound::Batch(batch) => {
+                for text in batch.iter() {
+                    feed(sink, text.clone(), text_mode).await?;
+                }
             }
             Outbound::Close(code, reason) => {
                 sink.flush().await.map_err(|_| None)?;
@@ -499,6 +495,23 @@ async fn write_frames(
         }
     }
     sink.flush().await.map_err(|_| None)
+}
+
+/// Queues one frame on the socket (as a text line in text mode).
+async fn feed(
+    sink: &mut SplitSink<Socket, Message>,
+    text: Utf8Bytes,
+    text_mode: bool,
+) -> Result<(), Option<(u16, &'static str)>> {
+    let text = if text_mode {
+        match lines::render(text.as_str()) {
+            Some(line) => Utf8Bytes::from(line),
+            None => return Ok(()),
+        }
+    } else {
+        text
+    };
+    sink.feed(Message::Text(text)).await.map_err(|_| None)
 }
 
 async fn close(sink: &mut SplitSink<Socket, Message>, code: u16, reason: &'static str) {

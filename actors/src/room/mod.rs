@@ -375,6 +375,23 @@ impl RoomState {
 
     /// Pushes a frame to every live subscriber; drops the ones that are gone.
     fn fan_out(&mut self, frame: &Utf8Bytes, except_user: Option<&str>) {
+        self.fan_out_with(except_user, |outbox| outbox.push(frame.clone()));
+    }
+
+    /// Pushes a batch of message frames to every live subscriber at once: one
+    /// queue operation per subscriber per batch, not per message.
+    fn fan_out_messages(&mut self, frames: Vec<Utf8Bytes>) {
+        match frames.len() {
+            0 => {}
+            1 => self.fan_out(&frames[0], None),
+            _ => {
+                let batch: Arc<[Utf8Bytes]> = frames.into();
+                self.fan_out_with(None, |outbox| outbox.push_batch(batch.clone()));
+            }
+        }
+    }
+
+    fn fan_out_with(&mut self, except_user: Option<&str>, push: impl Fn(&Outbox) -> bool) {
         let mut gone = Vec::new();
         for (id, sub) in &self.subscribers {
             if !matches!(sub.state, SubState::Live { .. })
@@ -382,7 +399,7 @@ impl RoomState {
             {
                 continue;
             }
-            if !sub.session.outbox.push(frame.clone()) {
+            if !push(&sub.session.outbox) {
                 gone.push(*id);
             }
         }
@@ -739,6 +756,7 @@ impl RoomState {
         self.appending = false;
         match result {
             Ok(positions) => {
+                let mut frames = Vec::with_capacity(batch.len());
                 for (p, position) in batch.into_iter().zip(positions) {
                     let message = ChatMessage {
                         room: self.name.clone(),
@@ -748,8 +766,10 @@ impl RoomState {
                         ts: p.ts,
                         client_id: p.client_id,
                     };
-                    self.commit(message, position);
+                    frames.push(self.commit(message, position));
                 }
+                // Every ack of the batch is queued before the messages go out.
+                self.fan_out_messages(frames);
                 self.write_history(myself);
                 self.append_next(myself);
             }
@@ -768,9 +788,9 @@ impl RoomState {
         }
     }
 
-    /// Applies one durable message: ack its waiters, fan it out, cache it,
-    /// queue it for history.
-    fn commit(&mut self, message: ChatMessage, position: LogPosition) {
+    /// Applies one durable message: ack its waiters, cache it, queue it for
+    /// history; its `message` frame, for the caller to fan out.
+    fn commit(&mut self, message: ChatMessage, position: LogPosition) -> Utf8Bytes {
         self.last_seq = message.seq;
         self.log_position = position + 1;
         let key = (message.from.clone(), message.client_id.clone());
@@ -786,12 +806,15 @@ impl RoomState {
         }
         self.remember(key, message.seq, message.ts);
         let frame = ServerFrame::Message(message.clone()).encode();
-        self.fan_out(&frame, None);
         self.unflushed.push_back((message.clone(), position));
-        self.recent.push_back(Cached { message, frame });
+        self.recent.push_back(Cached {
+            message,
+            frame: frame.clone(),
+        });
         if self.recent.len() > self.ctx.tuning.recent {
             self.recent.pop_front();
         }
+        frame
     }
 
     /// Reads the log after our position to learn what a failed append wrote.
@@ -820,14 +843,16 @@ impl RoomState {
         match result {
             Ok(records) => {
                 self.needs_reconcile = false;
+                let mut frames = Vec::new();
                 for (position, record) in records {
-                    if record.seq == self.last_seq + 1 {
-                        self.commit(record.to_message(), position);
-                    } else if record.seq > self.last_seq + 1 {
+                    if record.seq > self.last_seq + 1 {
                         tracing::warn!(room = %self.name, expected = self.last_seq + 1, got = record.seq, "gap in the log");
-                        self.commit(record.to_message(), position);
+                    }
+                    if record.seq > self.last_seq {
+                        frames.push(self.commit(record.to_message(), position));
                     }
                 }
+                self.fan_out_messages(frames);
                 // What the failed append did not write was not written at all.
                 for p in std::mem::take(&mut self.failed_batch) {
                     self.fail((p.user, p.client_id), &unavailable);

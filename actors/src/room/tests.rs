@@ -149,6 +149,9 @@ async fn next_frame(rx: &mut OutboxReceiver) -> Value {
         .expect("the outbox is open");
     match frame {
         Outbound::Text(t) => serde_json::from_str(&t).unwrap(),
+        Outbound::Batch(frames) => {
+            panic!("a message batch where an answer was expected: {frames:?}")
+        }
         Outbound::Close(code, _) => panic!("closed {code}"),
     }
 }
