@@ -1271,6 +1271,24 @@ fn acked_while_down(chatters: &[Chatter], from: Instant, to: Instant) -> Vec<Str
         .collect()
 }
 
+/// Checks the outage window [from, to]: sends were made in it, and none of
+/// them was acked before the outage ended. The number of such sends.
+fn nothing_acked_while_down(chatters: &[Chatter], from: Instant, to: Instant, what: &str) -> usize {
+    let false_acks = acked_while_down(chatters, from, to);
+    assert!(
+        false_acks.is_empty(),
+        "acked while {what}:\n{}",
+        false_acks.join("\n")
+    );
+    let sent = chatters
+        .iter()
+        .flat_map(|c| c.sends.values())
+        .filter(|s| s.first_sent > from && s.first_sent < to)
+        .count();
+    assert!(sent > 0, "no send was made while {what}");
+    sent
+}
+
 /// `/ready`'s status, or `None` when it does not answer within 5 s.
 async fn ready(node: &Node) -> Option<u16> {
     common::http()
@@ -1373,21 +1391,8 @@ async fn fault_broker_paused_then_resumed() {
         !statuses.contains(&Some(200)),
         "/ready answered 200 while the broker was paused: {statuses:?}"
     );
-    let false_acks = acked_while_down(&chatters, paused_at, resumed_at);
-    assert!(
-        false_acks.is_empty(),
-        "acked while the broker was frozen:\n{}",
-        false_acks.join("\n")
-    );
-    let sent_in_pause = chatters
-        .iter()
-        .flat_map(|c| c.sends.values())
-        .filter(|s| s.first_sent > paused_at && s.first_sent < resumed_at)
-        .count();
-    assert!(
-        sent_in_pause > 0,
-        "no send was made while the broker was paused"
-    );
+    let sent_in_pause =
+        nothing_acked_while_down(&chatters, paused_at, resumed_at, "the broker was frozen");
 
     // The node recovers by itself: retries converge, new sends are acked.
     let chatters = settle_all(chatters, Duration::from_secs(30)).await;
@@ -1471,21 +1476,7 @@ async fn fault_broker_restarted() {
     stop.store(true, Ordering::Relaxed);
     let chatters = join_chat(tasks).await;
 
-    let false_acks = acked_while_down(&chatters, killed_at, restarted_at);
-    assert!(
-        false_acks.is_empty(),
-        "acked while the broker was dead:\n{}",
-        false_acks.join("\n")
-    );
-    let sent_while_down = chatters
-        .iter()
-        .flat_map(|c| c.sends.values())
-        .filter(|s| s.first_sent > killed_at && s.first_sent < restarted_at)
-        .count();
-    assert!(
-        sent_while_down > 0,
-        "no send was made while the broker was down"
-    );
+    nothing_acked_while_down(&chatters, killed_at, restarted_at, "the broker was dead");
     // The last seq acked per room before the broker died.
     let mut before: BTreeMap<String, u64> = BTreeMap::new();
     for c in &chatters {
@@ -1715,21 +1706,8 @@ async fn fault_postgres_restarted() {
         !statuses.contains(&Some(200)),
         "/ready answered 200 while Postgres was down: {statuses:?}"
     );
-    let false_acks = acked_while_down(&chatters, stopped_at, started_at);
-    assert!(
-        false_acks.is_empty(),
-        "acked while Postgres was down:\n{}",
-        false_acks.join("\n")
-    );
-    let sent_while_down = chatters
-        .iter()
-        .flat_map(|c| c.sends.values())
-        .filter(|s| s.first_sent > stopped_at && s.first_sent < started_at)
-        .count();
-    assert!(
-        sent_while_down > 0,
-        "no send was made while Postgres was down"
-    );
+    let sent_while_down =
+        nothing_acked_while_down(&chatters, stopped_at, started_at, "Postgres was down");
 
     let chatters = settle_all(chatters, Duration::from_secs(30)).await;
     ready_within(&node, Duration::from_secs(20)).await;
