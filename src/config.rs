@@ -29,6 +29,46 @@ pub struct Config {
     pub limits: Limits,
     pub rooms: RoomsSection,
     pub session: SessionSection,
+    pub cluster: ClusterSection,
+}
+
+/// The cluster: unset `listen` = a node on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The ractor_cluster listener, `ip:port`; peers connect to exactly this
+    /// address, so it must be one they can reach (not 0.0.0.0).
+    pub listen: Option<SocketAddr>,
+    /// Nodes to join through, `host:port`; a TOML array or `a:4700,b:4700`.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub seeds: Vec<String>,
+    /// The shared secret of the cluster (a secret: environment or `cookie_file`).
+    pub cookie: Option<String>,
+    /// A file holding the cookie (its first line).
+    pub cookie_file: Option<PathBuf>,
+    /// How often each peer is pinged.
+    pub heartbeat_ms: u64,
+    /// A peer silent for this long is out of the view (its rooms move).
+    pub deadline_ms: u64,
+    /// A peer gone for this long no longer counts towards the majority.
+    pub forget_after_s: u64,
+    /// With no seed answering for this long, the node serves alone.
+    pub join_timeout_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            seeds: Vec::new(),
+            cookie: None,
+            cookie_file: None,
+            heartbeat_ms: 500,
+            deadline_ms: 2_000,
+            forget_after_s: 30,
+            join_timeout_ms: 5_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +267,7 @@ impl Default for Config {
             limits: Limits::default(),
             rooms: RoomsSection::default(),
             session: SessionSection::default(),
+            cluster: ClusterSection::default(),
         }
     }
 }
@@ -237,6 +278,9 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub node_name: Option<String>,
+    pub cluster_listen: Option<String>,
+    /// `troupe join --seed`: replaces `cluster.seeds`.
+    pub seeds: Option<Vec<String>>,
 }
 
 /// A configuration problem, in one line naming the key.
@@ -267,13 +311,49 @@ impl Config {
         if let Some(name) = overrides.node_name {
             flags = flags.merge(("node.name", name));
         }
+        if let Some(listen) = overrides.cluster_listen {
+            flags = flags.merge(("cluster.listen", listen));
+        }
+        if let Some(seeds) = overrides.seeds {
+            flags = flags.merge(("cluster.seeds", seeds));
+        }
         figment = figment.merge(flags);
         let config: Config = figment.extract().map_err(|e| {
             let e = e.into_iter().next().map(one_line).unwrap_or_default();
             ConfigError(e)
         })?;
+        let mut config = config;
+        if let Some(file) = &config.cluster.cookie_file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                ConfigError(format!(
+                    "invalid config key cluster.cookie_file: cannot read {}: {e}",
+                    file.display()
+                ))
+            })?;
+            config.cluster.cookie = text.lines().next().map(|l| l.trim().to_string());
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Part of a cluster?
+    pub fn clustered(&self) -> bool {
+        self.cluster.listen.is_some()
+    }
+
+    /// The mesh settings of a clustered node.
+    pub fn mesh(&self) -> Option<troupe_actors::cluster::mesh::MeshConfig> {
+        let c = &self.cluster;
+        Some(troupe_actors::cluster::mesh::MeshConfig {
+            node: self.node.name.clone(),
+            listen: c.listen?,
+            seeds: c.seeds.clone(),
+            cookie: c.cookie.clone().unwrap_or_default(),
+            heartbeat: Duration::from_millis(c.heartbeat_ms),
+            deadline: Duration::from_millis(c.deadline_ms),
+            forget_after: Duration::from_secs(c.forget_after_s),
+            join_timeout: Duration::from_millis(c.join_timeout_ms),
+        })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -348,6 +428,66 @@ impl Config {
         }
         if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
             return bad("admin.token", "must be at least 16 characters");
+        }
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let bad =
+            |key: &str, why: &str| Err(ConfigError(format!("invalid config key {key}: {why}")));
+        let c = &self.cluster;
+        let Some(listen) = c.listen else {
+            if !c.seeds.is_empty() {
+                return bad(
+                    "cluster.listen",
+                    "seeds are set: a clustered node needs its own cluster listener",
+                );
+            }
+            return Ok(());
+        };
+        if listen.ip().is_unspecified() {
+            return bad(
+                "cluster.listen",
+                "peers connect to this address: give a reachable IP, not 0.0.0.0",
+            );
+        }
+        if c.cookie.as_deref().is_none_or(|k| k.len() < 8) {
+            return bad("cluster.cookie", "a clustered node needs a cookie of at least 8 characters (TROUPE_CLUSTER__COOKIE or cluster.cookie_file)");
+        }
+        let shared_db = self
+            .database
+            .url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
+        if !shared_db {
+            return bad(
+                "database.url",
+                "a cluster shares one Postgres database: set a postgres:// URL",
+            );
+        }
+        if self.log.kind != LogKind::Kafka {
+            return bad(
+                "log.kind",
+                "a cluster shares one Kafka log: set log.kind = \"kafka\"",
+            );
+        }
+        if self.redis.url.is_none() {
+            return bad(
+                "redis.url",
+                "a cluster shares presence and tokens in Redis: set redis.url",
+            );
+        }
+        if c.heartbeat_ms == 0 || c.deadline_ms < 2 * c.heartbeat_ms {
+            return bad(
+                "cluster.deadline_ms",
+                "must be at least twice cluster.heartbeat_ms (and both positive)",
+            );
+        }
+        if c.seeds
+            .iter()
+            .any(|s| s.parse::<SocketAddr>().is_err() && !s.contains(':'))
+        {
+            return bad("cluster.seeds", "each seed is host:port");
         }
         Ok(())
     }

@@ -39,8 +39,19 @@ enum LogFormat {
 enum Command {
     /// Run a node (with no configuration: the embedded default, one process, zero setup).
     Serve(ConfigArgs),
+    /// Run a node that joins a running cluster through `--seed`.
+    Join(JoinArgs),
     /// Run the database migrations and exit.
     Migrate(ConfigArgs),
+}
+
+#[derive(Args)]
+struct JoinArgs {
+    /// A member of the cluster: `host:port` of its cluster listener (repeatable).
+    #[arg(long, required = true)]
+    seed: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Args)]
@@ -57,16 +68,25 @@ struct ConfigArgs {
     /// This node's name.
     #[arg(long)]
     node_name: Option<String>,
+    /// The cluster listener, `ip:port` (`cluster.listen`).
+    #[arg(long)]
+    cluster_listen: Option<String>,
 }
 
 impl ConfigArgs {
     fn load(self) -> Result<Config, config::ConfigError> {
+        self.load_with_seeds(None)
+    }
+
+    fn load_with_seeds(self, seeds: Option<Vec<String>>) -> Result<Config, config::ConfigError> {
         Config::load(
             self.config.as_deref(),
             Overrides {
                 listen: self.listen,
                 data_dir: self.data_dir,
                 node_name: self.node_name,
+                cluster_listen: self.cluster_listen,
+                seeds,
             },
         )
     }
@@ -100,6 +120,13 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args.load()?).await,
+            Command::Join(args) => {
+                let config = args.config.load_with_seeds(Some(args.seed))?;
+                if !config.clustered() {
+                    anyhow::bail!("troupe join needs cluster.listen (config file, TROUPE_CLUSTER__LISTEN or --cluster-listen)");
+                }
+                serve(config).await
+            }
             Command::Migrate(args) => migrate(args.load()?).await,
         }
     });
@@ -137,6 +164,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         admins: config.admin.users.clone(),
         activate_grace: Duration::from_millis(config.session.resume_grace_ms),
         resume_ttl: config.token_ttl(),
+        mesh: config.mesh(),
     };
     let node::RunningNode {
         node,
@@ -161,6 +189,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         node = %config.node.name,
         listen = %config.listen,
         database = %db::redact(&config.database_url()),
+        cluster = ?config.cluster.listen,
         "troupe serving"
     );
     let server = tokio::spawn(gateway::serve(listener, app.clone()));
@@ -172,6 +201,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             app.shutdown.cancel();
             anyhow::bail!("the node's actor tree stopped unexpectedly; see the log above");
         }
+    }
+    if config.clustered() {
+        // Rooms go to their new owners while the connections are still open.
+        tracing::info!("leaving the cluster: handing rooms off");
+        let _ = troupe_actors::ask(&node, |reply| NodeMsg::Leave { reply }).await;
     }
     tracing::info!("shutting down: closing connections (1012), flushing rooms");
     app.shutdown.cancel();

@@ -24,7 +24,7 @@ pub enum ErrorCode {
 }
 
 /// An error answered to one request; the connection stays open.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{code:?}: {message}")]
 pub struct ChatError {
     pub code: ErrorCode,
@@ -53,7 +53,7 @@ impl ChatError {
 }
 
 /// Query of a page of history, shared by the `history` frame and REST.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryQuery {
     pub before: Option<u64>,
     pub after: Option<u64>,

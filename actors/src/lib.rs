@@ -8,6 +8,7 @@
 //!  `- SessionSupervisor -> Session*    one per authenticated connection
 //! ```
 
+pub mod cluster;
 pub mod frames;
 pub mod limits;
 pub mod node;

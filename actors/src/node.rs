@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use crate::cluster::mesh::{Mesh, MeshArgs, MeshConfig, MeshMsg};
+use crate::cluster::router::{Router, RouterArgs, RouterMsg};
 use crate::limits::Limits;
 use crate::presence::{Presence, PresenceArgs, PresenceMsg};
 
@@ -28,6 +30,8 @@ pub struct NodeConfig {
     pub admins: Vec<String>,
     pub activate_grace: Duration,
     pub resume_ttl: Duration,
+    /// Set for a clustered node.
+    pub mesh: Option<MeshConfig>,
 }
 
 /// The refs the gateway uses.
@@ -36,11 +40,17 @@ pub struct NodeRefs {
     pub presence: ActorRef<PresenceMsg>,
     pub rooms: ActorRef<RoomSupervisorMsg>,
     pub sessions: ActorRef<SessionSupervisorMsg>,
+    pub router: ActorRef<RouterMsg>,
+    pub mesh: Option<ActorRef<MeshMsg>>,
 }
 
 pub enum NodeMsg {
     Refs {
         reply: RpcReplyPort<NodeRefs>,
+    },
+    /// Leaves the cluster: every room is handed to its new owner.
+    Leave {
+        reply: RpcReplyPort<()>,
     },
     /// Closes every connection (1012), stops the rooms, then the node.
     Shutdown {
@@ -73,6 +83,15 @@ impl Actor for NodeSupervisor {
             cell.clone(),
         )
         .await?;
+        let (router, _) = Actor::spawn_linked(
+            Some("router".into()),
+            Router,
+            RouterArgs {
+                me: config.node.clone(),
+            },
+            cell.clone(),
+        )
+        .await?;
         let room_ctx = RoomContext {
             node: config.node.clone(),
             stores: config.stores.clone(),
@@ -80,10 +99,12 @@ impl Actor for NodeSupervisor {
             tuning: config.tuning.clone(),
             admins: Arc::new(config.admins.clone()),
             presence: presence.clone(),
+            router: Some(router.clone()),
         };
         let (rooms, _) =
             Actor::spawn_linked(Some("rooms".into()), RoomSupervisor, room_ctx, cell.clone())
                 .await?;
+        router.cast(RouterMsg::Rooms(rooms.clone()))?;
         let session_ctx = SessionContext {
             node: config.node.clone(),
             stores: config.stores.clone(),
@@ -92,18 +113,33 @@ impl Actor for NodeSupervisor {
             presence: presence.clone(),
             activate_grace: config.activate_grace,
             resume_ttl: config.resume_ttl,
+            router: Some(router.clone()),
         };
         let (sessions, _) = Actor::spawn_linked(
             Some("sessions".into()),
             SessionSupervisor,
             session_ctx,
-            cell,
+            cell.clone(),
         )
         .await?;
+        let mesh = match config.mesh {
+            Some(mesh_config) => {
+                let args = MeshArgs {
+                    config: mesh_config,
+                    rooms: rooms.clone(),
+                    router: router.clone(),
+                };
+                let (mesh, _) = Actor::spawn_linked(Some("mesh".into()), Mesh, args, cell).await?;
+                Some(mesh)
+            }
+            None => None,
+        };
         Ok(NodeRefs {
             presence,
             rooms,
             sessions,
+            router,
+            mesh,
         })
     }
 
@@ -116,6 +152,12 @@ impl Actor for NodeSupervisor {
         match msg {
             NodeMsg::Refs { reply } => {
                 let _ = reply.send(state.clone());
+            }
+            NodeMsg::Leave { reply } => {
+                if let Some(mesh) = &state.mesh {
+                    hand_off_rooms(mesh, &state.rooms).await;
+                }
+                let _ = reply.send(());
             }
             NodeMsg::Shutdown { reply } => {
                 let _ = crate::ask(&state.sessions, |reply| SessionSupervisorMsg::Shutdown {
@@ -147,6 +189,31 @@ impl Actor for NodeSupervisor {
     }
 }
 
+/// Leaves the cluster: peers are told, every room here is handed to its new
+/// owner (checkpointed, lease released, subscribers sent on), and only then
+/// are the connections closed.
+async fn hand_off_rooms(mesh: &ActorRef<MeshMsg>, rooms: &ActorRef<RoomSupervisorMsg>) {
+    let started = std::time::Instant::now();
+    let _ = crate::ask(mesh, |reply| MeshMsg::Leave { reply }).await;
+    let deadline = started + Duration::from_secs(10);
+    loop {
+        let running = crate::ask(rooms, |reply| RoomSupervisorMsg::Count { reply })
+            .await
+            .unwrap_or(0);
+        if running == 0 || std::time::Instant::now() >= deadline {
+            tracing::info!(
+                rooms_left = running,
+                took_ms = started.elapsed().as_millis() as u64,
+                "rooms handed off"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the links carry the last frames and `moved` notices out.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
 /// A running node's actor tree.
 pub struct RunningNode {
     pub node: ActorRef<NodeMsg>,
@@ -167,3 +234,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, ActorProcessingErr
         stopped,
     })
 }
+
+// Local-only: never sent to another node.
+impl ractor::Message for NodeMsg {}

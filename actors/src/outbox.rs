@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::link::{Frames, RemoteSession};
 use crate::frames::ServerFrame;
 
 /// What the socket writer sends.
@@ -23,11 +24,22 @@ pub enum Outbound {
     Close(u16, &'static str),
 }
 
-/// The sending side, held by the connection's Session and by its rooms.
+/// The sending side, held by the connection's Session and by its rooms. A
+/// room owned by another node than the connection's holds a remote outbox:
+/// what it pushes travels over the link to that node, whose router pushes it
+/// into the connection's real outbox.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Outbound>,
-    overflow: CancellationToken,
+    target: Target,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Local {
+        tx: mpsc::Sender<Outbound>,
+        overflow: CancellationToken,
+    },
+    Remote(RemoteSession),
 }
 
 /// The receiving side, owned by the socket writer.
@@ -44,20 +56,43 @@ impl Outbox {
         let overflow = CancellationToken::new();
         (
             Outbox {
-                tx,
-                overflow: overflow.clone(),
+                target: Target::Local {
+                    tx,
+                    overflow: overflow.clone(),
+                },
             },
             OutboxReceiver { frames, overflow },
         )
     }
 
+    /// The outbox of a session on another node, reached through `link`.
+    pub fn remote(session: RemoteSession) -> Outbox {
+        Outbox {
+            target: Target::Remote(session),
+        }
+    }
+
+    /// The remote session behind this outbox, if it is one.
+    pub fn remote_session(&self) -> Option<&RemoteSession> {
+        match &self.target {
+            Target::Remote(r) => Some(r),
+            Target::Local { .. } => None,
+        }
+    }
+
     /// Queues an encoded frame; false when the connection is gone or too slow.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
-        self.push_outbound(Outbound::Text(frame))
+        match &self.target {
+            Target::Remote(r) => r.send(Frames::One(frame)),
+            Target::Local { .. } => self.push_outbound(Outbound::Text(frame)),
+        }
     }
 
     pub fn push_batch(&self, frames: Arc<[Utf8Bytes]>) -> bool {
-        self.push_outbound(Outbound::Batch(frames))
+        match &self.target {
+            Target::Remote(r) => r.send(Frames::Many(frames)),
+            Target::Local { .. } => self.push_outbound(Outbound::Batch(frames)),
+        }
     }
 
     pub fn push_frame(&self, frame: &ServerFrame) -> bool {
@@ -67,17 +102,22 @@ impl Outbox {
     /// Asks the writer to close the socket (queued after what is already there).
     pub fn close(&self, code: u16, reason: &'static str) {
         // A full queue means the writer closes with 4008 anyway.
-        let _ = self.tx.try_send(Outbound::Close(code, reason));
+        if let Target::Local { tx, .. } = &self.target {
+            let _ = tx.try_send(Outbound::Close(code, reason));
+        }
     }
 
     fn push_outbound(&self, out: Outbound) -> bool {
-        if self.overflow.is_cancelled() {
+        let Target::Local { tx, overflow } = &self.target else {
+            return false;
+        };
+        if overflow.is_cancelled() {
             return false;
         }
-        match self.tx.try_send(out) {
+        match tx.try_send(out) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.overflow.cancel();
+                overflow.cancel();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -86,12 +126,18 @@ impl Outbox {
 
     /// Completes when a push found the queue full.
     pub async fn overflowed(&self) {
-        self.overflow.cancelled().await
+        match &self.target {
+            Target::Local { overflow, .. } => overflow.cancelled().await,
+            Target::Remote(_) => std::future::pending().await,
+        }
     }
 
     /// The connection is gone, or was declared a slow consumer.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed() || self.overflow.is_cancelled()
+        match &self.target {
+            Target::Local { tx, overflow } => tx.is_closed() || overflow.is_cancelled(),
+            Target::Remote(r) => r.link.is_closed(),
+        }
     }
 }
 

@@ -125,7 +125,7 @@ impl Actor for Presence {
             }
             PresenceMsg::Forget { user, actor } => {
                 if let Some((sessions, _)) = state.users.get_mut(&user) {
-                    sessions.retain(|s| s.actor.get_id() != actor);
+                    sessions.retain(|s| s.actor.local_id() != Some(actor.clone()));
                     if sessions.is_empty() {
                         state.users.remove(&user);
                         state.spawn_offline(user.clone(), now_ms());
@@ -260,3 +260,6 @@ impl PresenceState {
         });
     }
 }
+
+// Local-only: never sent to another node.
+impl ractor::Message for PresenceMsg {}

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use troupe_actors::ask;
+use troupe_actors::cluster::mesh::MeshMsg;
 use troupe_actors::frames::{ChatError, ErrorCode, HistoryQuery};
 use troupe_actors::presence::PresenceMsg;
 use troupe_actors::store::TokenInfo;
@@ -200,8 +201,24 @@ pub async fn ready(State(app): State<App>) -> Response {
         )
             .into_response();
     }
+    let mut cluster = Value::Null;
+    if let Some(mesh) = &app.refs.mesh {
+        let status = ask(mesh, |reply| MeshMsg::Status { reply }).await;
+        let joined = status.as_ref().is_ok_and(|s| s.ready);
+        if let Ok(s) = &status {
+            cluster = json!({"live": s.membership.live, "quorum": s.membership.quorum});
+        }
+        if !joined {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "joining", "node": app.node_name(), "cluster": cluster})),
+            )
+                .into_response();
+        }
+    }
     match app.probes.check().await {
-        Ok(()) => Json(json!({"status": "ready", "node": app.node_name()})).into_response(),
+        Ok(()) => Json(json!({"status": "ready", "node": app.node_name(), "cluster": cluster}))
+            .into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "unavailable", "node": app.node_name(), "reason": reason})),

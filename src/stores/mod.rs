@@ -73,8 +73,11 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
         log,
         checkpoints: sql_arc.clone(),
         directory: sql_arc.clone(),
-        history: sql_arc,
+        history: sql_arc.clone(),
         ephemeral,
+        leases: config
+            .clustered()
+            .then(|| sql_arc as Arc<dyn troupe_actors::store::LeaseStore>),
     };
     Ok(NodeStores {
         stores,

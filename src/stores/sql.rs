@@ -2,17 +2,17 @@
 //! on SQLite or Postgres through sea-orm.
 
 use async_trait::async_trait;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Alias, Expr, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, SqlErr, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
 };
 use troupe_actors::frames::{ChatMessage, HistoryQuery};
 use troupe_actors::limits::now_ms;
 use troupe_actors::store::{
-    Checkpoint, CheckpointStore, Directory, History, LogPosition, LogRecord, MemberRecord,
-    MessageLog, RoomRecord, StoreError, StoreResult, UserRecord,
+    Checkpoint, CheckpointStore, Directory, History, LeaseStore, LogPosition, LogRecord,
+    MemberRecord, MessageLog, RoomRecord, StoreError, StoreResult, UserRecord,
 };
 use troupe_entity::{checkpoint, log_record, membership, message, room, user};
 
@@ -428,6 +428,7 @@ pub(super) async fn upsert_checkpoint<C: ConnectionTrait>(
     db: &C,
     row: checkpoint::ActiveModel,
 ) -> Result<(), DbErr> {
+    use sea_orm::sea_query::ExprTrait;
     checkpoint::Entity::insert(row)
         .on_conflict(
             OnConflict::column(checkpoint::Column::Room)
@@ -438,9 +439,139 @@ pub(super) async fn upsert_checkpoint<C: ConnectionTrait>(
                     checkpoint::Column::HistorySeq,
                     checkpoint::Column::UpdatedAt,
                 ])
+                // A fenced owner's late checkpoint never replaces a newer owner's.
+                .action_and_where(
+                    Expr::col((checkpoint::Entity, checkpoint::Column::Epoch)).lte(Expr::col((
+                        Alias::new("excluded"),
+                        checkpoint::Column::Epoch,
+                    ))),
+                )
                 .to_owned(),
         )
         .exec_without_returning(db)
         .await?;
     Ok(())
+}
+
+/// `$1, $2, ...` placeholders for Postgres; `?` for SQLite (each parameter
+/// appears once, in order).
+fn statement(db: &DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Sqlite => {
+            let mut out = String::with_capacity(sql.len());
+            let mut chars = sql.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                    while chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                        chars.next();
+                    }
+                    out.push('?');
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+        _ => sql.to_string(),
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+#[async_trait]
+impl LeaseStore for SqlStore {
+    async fn acquire(&self, room: &str, node: &str, min_epoch: u64) -> StoreResult<u64> {
+        let sql =
+            "INSERT INTO room_leases (room, owner, epoch, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (room) DO UPDATE SET owner = excluded.owner, \
+             epoch = CASE WHEN room_leases.epoch + 1 > excluded.epoch \
+                     THEN room_leases.epoch + 1 ELSE excluded.epoch END, \
+             updated_at = excluded.updated_at \
+             RETURNING epoch";
+        let values = vec![
+            room.into(),
+            node.into(),
+            (min_epoch.max(1) as i64).into(),
+            now_ms().into(),
+        ];
+        let _turn = self.write_turn().await;
+        let row = self
+            .db
+            .query_one_raw(statement(&self.db, sql, values))
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| StoreError::Unavailable {
+                store: "database",
+                message: "lease upsert returned nothing".into(),
+            })?;
+        let epoch: i64 = row.try_get("", "epoch").map_err(unavailable)?;
+        Ok(epoch as u64)
+    }
+
+    async fn holds(&self, room: &str, node: &str, epoch: u64) -> StoreResult<bool> {
+        let sql = "SELECT owner, epoch FROM room_leases WHERE room = $1";
+        let row = self
+            .db
+            .query_one_raw(statement(&self.db, sql, vec![room.into()]))
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else { return Ok(false) };
+        let owner: Option<String> = row.try_get("", "owner").map_err(unavailable)?;
+        let held: i64 = row.try_get("", "epoch").map_err(unavailable)?;
+        Ok(owner.as_deref() == Some(node) && held as u64 == epoch)
+    }
+
+    async fn raise(&self, room: &str, node: &str, epoch: u64, new_epoch: u64) -> StoreResult<bool> {
+        let sql = "UPDATE room_leases SET epoch = $1, updated_at = $2 \
+                   WHERE room = $3 AND owner = $4 AND epoch = $5";
+        let values = vec![
+            (new_epoch as i64).into(),
+            now_ms().into(),
+            room.into(),
+            node.into(),
+            (epoch as i64).into(),
+        ];
+        let _turn = self.write_turn().await;
+        let done = self
+            .db
+            .execute_raw(statement(&self.db, sql, values))
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release(&self, room: &str, node: &str, epoch: u64) -> StoreResult<()> {
+        let sql = "UPDATE room_leases SET owner = NULL, updated_at = $1 \
+                   WHERE room = $2 AND owner = $3 AND epoch = $4";
+        let values = vec![
+            now_ms().into(),
+            room.into(),
+            node.into(),
+            (epoch as i64).into(),
+        ];
+        let _turn = self.write_turn().await;
+        self.db
+            .execute_raw(statement(&self.db, sql, values))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn owners(&self) -> StoreResult<Vec<(String, String, u64)>> {
+        let sql =
+            "SELECT room, owner, epoch FROM room_leases WHERE owner IS NOT NULL ORDER BY room";
+        let rows = self
+            .db
+            .query_all_raw(statement(&self.db, sql, vec![]))
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|row| {
+                let room: String = row.try_get("", "room").map_err(unavailable)?;
+                let owner: String = row.try_get("", "owner").map_err(unavailable)?;
+                let epoch: i64 = row.try_get("", "epoch").map_err(unavailable)?;
+                Ok((room, owner, epoch as u64))
+            })
+            .collect()
+    }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::cluster::router::RouterMsg;
 use crate::frames::{ChatError, ChatMessage, HistoryQuery, ServerFrame};
 use crate::limits::{now_ms, Limits};
 use crate::outbox::Outbox;
@@ -21,7 +22,7 @@ use crate::session::{SessionHandle, SessionMsg};
 use crate::store::{select_page, Checkpoint, LogPosition, LogRecord, StoreError, Stores};
 
 pub use state::RoomKind;
-use state::{Cached, PendingSend, RoomState, SubState, Subscriber};
+use state::{Cached, Leaving, PendingSend, RoomState, SubState, Subscriber};
 
 /// The room every user is in: `broadcast` frames go there.
 pub const BROADCAST_ROOM: &str = "!broadcast";
@@ -79,10 +80,12 @@ pub struct RoomContext {
     pub tuning: RoomTuning,
     pub admins: Arc<Vec<String>>,
     pub presence: ActorRef<PresenceMsg>,
+    /// The node's router: tells other nodes when a user joins a room here.
+    pub router: Option<ActorRef<RouterMsg>>,
 }
 
 /// How to create a room that does not exist yet.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CreateSpec {
     pub private: bool,
     pub creator: String,
@@ -96,7 +99,7 @@ pub struct RoomArgs {
 }
 
 /// A summary for REST listings.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RoomInfo {
     pub name: String,
     pub private: bool,
@@ -109,6 +112,8 @@ pub struct SendRequest {
     pub user: String,
     pub client_id: String,
     pub body: String,
+    /// The sending session (its node's router finds it by this id).
+    pub session_id: u64,
     /// Where the ack or the error goes.
     pub outbox: Outbox,
 }
@@ -146,11 +151,13 @@ pub enum RoomMsg {
     Typing {
         user: String,
         active: bool,
+        session_id: u64,
         outbox: Outbox,
     },
     Read {
         user: String,
         seq: u64,
+        session_id: u64,
         outbox: Outbox,
     },
     History {
@@ -175,6 +182,9 @@ pub enum RoomMsg {
     },
     /// Writes history and the checkpoint, then stops.
     Shutdown,
+    /// The room now belongs to another node: finish the append in flight,
+    /// checkpoint, release the lease, tell the subscribers where to go, stop.
+    Handoff,
     // ---- internal ----
     Appended {
         batch: Vec<PendingSend>,
@@ -198,6 +208,40 @@ pub enum RoomMsg {
 }
 
 pub struct Room;
+
+/// The answer to a send the room can no longer take.
+fn moving() -> ChatError {
+    ChatError::unavailable("the room is moving to another node; resend (same client_id)")
+}
+
+/// Answers a message that will never reach its room (it stopped, or this
+/// node does not own it): callers waiting on a reply see it dropped, a
+/// sender gets an `unavailable` error for its `client_id`.
+pub fn refuse(msg: RoomMsg, error: &ChatError) {
+    match msg {
+        RoomMsg::Send(request) => {
+            request
+                .outbox
+                .push_frame(&ServerFrame::error(error, Some(request.client_id)));
+        }
+        RoomMsg::Join { reply, .. }
+        | RoomMsg::Leave { reply, .. }
+        | RoomMsg::Invite { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        RoomMsg::History { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        RoomMsg::Members { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        RoomMsg::Info { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        // Dropping the reply port tells the caller the room is gone.
+        _ => {}
+    }
+}
 
 impl Actor for Room {
     type Msg = RoomMsg;
@@ -231,6 +275,9 @@ impl Actor for Room {
         state: &mut RoomState,
     ) -> Result<(), ActorProcessingErr> {
         state.flush_for_stop().await;
+        if let Some(leaving) = state.leaving {
+            state.moved_away(leaving).await;
+        }
         Ok(())
     }
 
@@ -270,8 +317,12 @@ impl Actor for Room {
                 user,
                 active,
                 outbox,
+                ..
             } => state.typing(&user, active, &outbox),
-            RoomMsg::Read { user, seq, outbox } => state.read(&user, seq, &outbox),
+            RoomMsg::Read {
+                user, seq, outbox, ..
+            } => state.read(&user, seq, &outbox),
+            RoomMsg::Handoff => state.leave_node(&myself, Leaving::Handoff),
             RoomMsg::History {
                 user,
                 query,
@@ -409,6 +460,16 @@ impl RoomState {
     }
 
     fn subscribe(&mut self, session: SessionHandle, pending: bool) {
+        // Already live on the same path (the room re-attached it after a
+        // restart): it keeps what it was sent; its activation replays only
+        // what came before it went live.
+        if let Some(existing) = self.subscribers.get(&session.id) {
+            if matches!(existing.state, SubState::Live { .. })
+                && existing.session.same_path(&session)
+            {
+                return;
+            }
+        }
         let state = if pending {
             SubState::Pending {
                 from_seq: self.last_seq,
@@ -558,6 +619,15 @@ impl RoomState {
             });
             self.subscribe(session, false);
         }
+        // The user's connections on other nodes subscribe through their own.
+        if let Some(router) = &self.ctx.router {
+            let _ = router.cast(RouterMsg::AttachUser {
+                room: self.name.clone(),
+                user: user.to_string(),
+                joined: joined.as_str().to_string(),
+                last_seq: self.last_seq,
+            });
+        }
     }
 
     async fn join(&mut self, myself: &ActorRef<RoomMsg>, user: &str) -> Result<(), ChatError> {
@@ -682,7 +752,11 @@ impl RoomState {
     }
 
     fn accept_send(&mut self, myself: &ActorRef<RoomMsg>, request: SendRequest) {
-        if let Err(e) = self.check_writer(&request.user) {
+        let check = match self.leaving {
+            Some(_) => Err(moving()),
+            None => self.check_writer(&request.user),
+        };
+        if let Err(e) = check {
             request
                 .outbox
                 .push_frame(&ServerFrame::error(&e, Some(request.client_id)));
@@ -739,10 +813,20 @@ impl RoomState {
             .collect();
         self.appending = true;
         let log = self.ctx.stores.log.clone();
-        let room = self.name.clone();
+        let leases = self.ctx.stores.leases.clone();
+        let (room, node, epoch) = (self.name.clone(), self.ctx.node.clone(), self.epoch);
         let myself = myself.clone();
         tokio::spawn(async move {
-            let result = log.append(&room, &records).await;
+            let mut result = log.append(&room, &records).await;
+            if let (Ok(_), Some(leases)) = (&result, leases) {
+                // Durable is not enough to ack: another node may have taken
+                // the room meanwhile, and its restore may not have seen this.
+                result = match leases.holds(&room, &node, epoch).await {
+                    Ok(true) => result,
+                    Ok(false) => Err(StoreError::Fenced(room.clone())),
+                    Err(e) => Err(e),
+                };
+            }
             let _ = myself.cast(RoomMsg::Appended { batch, result });
         });
     }
@@ -772,6 +856,14 @@ impl RoomState {
                 self.fan_out_messages(frames);
                 self.write_history(myself);
                 self.append_next(myself);
+                self.stop_if_leaving(myself);
+            }
+            Err(StoreError::Fenced(_)) => {
+                tracing::warn!(room = %self.name, node = %self.ctx.node, epoch = self.epoch, "fenced: another node took this room");
+                for p in batch {
+                    self.fail((p.user, p.client_id), &moving());
+                }
+                self.leave_node(myself, Leaving::Fenced);
             }
             Err(e) => {
                 // The append may still have landed (a timeout after the broker
@@ -782,6 +874,7 @@ impl RoomState {
                 self.needs_reconcile = true;
                 // Whatever we append from now on outranks a late copy of this
                 // batch with the same seqs (replay keeps the newest epoch).
+                self.raise_from.get_or_insert(self.epoch);
                 self.epoch += 1;
                 self.reconcile(myself);
             }
@@ -824,9 +917,27 @@ impl RoomState {
         }
         self.reconciling = true;
         let log = self.ctx.stores.log.clone();
+        let leases = self.ctx.stores.leases.clone();
         let (room, from) = (self.name.clone(), self.log_position);
+        let (node, epoch, raise_from) = (self.ctx.node.clone(), self.epoch, self.raise_from);
         let myself = myself.clone();
         tokio::spawn(async move {
+            if let Some(leases) = leases {
+                // The bumped epoch must be the lease's before anything is acked under it.
+                let held = match raise_from {
+                    Some(old) => leases.raise(&room, &node, old, epoch).await,
+                    None => leases.holds(&room, &node, epoch).await,
+                };
+                let fenced = match held {
+                    Ok(true) => None,
+                    Ok(false) => Some(StoreError::Fenced(room.clone())),
+                    Err(e) => Some(e),
+                };
+                if let Some(e) = fenced {
+                    let _ = myself.cast(RoomMsg::Reconciled(Err(e)));
+                    return;
+                }
+            }
             let result = log.read_from(&room, from, 100_000).await;
             let _ = myself.cast(RoomMsg::Reconciled(result));
         });
@@ -843,6 +954,7 @@ impl RoomState {
         match result {
             Ok(records) => {
                 self.needs_reconcile = false;
+                self.raise_from = None;
                 let mut frames = Vec::new();
                 for (position, record) in records {
                     if record.seq > self.last_seq + 1 {
@@ -859,6 +971,14 @@ impl RoomState {
                 }
                 self.write_history(myself);
                 self.append_next(myself);
+                self.stop_if_leaving(myself);
+            }
+            Err(StoreError::Fenced(_)) => {
+                tracing::warn!(room = %self.name, node = %self.ctx.node, epoch = self.epoch, "fenced while reconciling: another node took this room");
+                for p in std::mem::take(&mut self.failed_batch) {
+                    self.fail((p.user, p.client_id), &moving());
+                }
+                self.leave_node(myself, Leaving::Fenced);
             }
             Err(e) => {
                 tracing::warn!(room = %self.name, error = %e, "the log is still unavailable");
@@ -970,6 +1090,63 @@ impl RoomState {
                 tracing::warn!(room = %checkpoint.room, error = %e, "checkpoint failed");
             }
         });
+    }
+
+    /// Stops taking sends and stops once the append in flight is answered.
+    fn leave_node(&mut self, myself: &ActorRef<RoomMsg>, why: Leaving) {
+        if self.leaving != Some(Leaving::Fenced) {
+            self.leaving = Some(why);
+        }
+        tracing::info!(room = %self.name, node = %self.ctx.node, epoch = self.epoch, reason = ?why, "room leaving this node");
+        // Queued sends never reached the log: their senders resend to the new owner.
+        for p in std::mem::take(&mut self.pending) {
+            self.fail((p.user, p.client_id), &moving());
+        }
+        if !self.reconciling {
+            for p in std::mem::take(&mut self.failed_batch) {
+                self.fail((p.user, p.client_id), &moving());
+            }
+        }
+        self.stop_if_leaving(myself);
+    }
+
+    fn stop_if_leaving(&mut self, myself: &ActorRef<RoomMsg>) {
+        if let Some(why) = self.leaving {
+            if !self.appending && !self.reconciling {
+                myself.stop(Some(format!("{why:?}")));
+            }
+        }
+    }
+
+    /// After the final checkpoint: gives the lease up and sends every
+    /// subscriber to the new owner, from the last seq it was sent.
+    async fn moved_away(&mut self, why: Leaving) {
+        if why == Leaving::Handoff {
+            if let Some(leases) = &self.ctx.stores.leases {
+                if let Err(e) = leases.release(&self.name, &self.ctx.node, self.epoch).await {
+                    tracing::warn!(room = %self.name, error = %e, "lease release failed; the next owner takes it anyway");
+                }
+            }
+        }
+        for sub in self.subscribers.values() {
+            let after = match sub.state {
+                SubState::Live { .. } => Some(self.last_seq),
+                SubState::Pending { .. } => None,
+            };
+            let _ = sub.session.actor.cast(SessionMsg::Moved {
+                room: self.name.clone(),
+                after,
+            });
+        }
+        tracing::info!(
+            room = %self.name,
+            node = %self.ctx.node,
+            epoch = self.epoch,
+            last_seq = self.last_seq,
+            subscribers = self.subscribers.len(),
+            reason = ?why,
+            "room handed off"
+        );
     }
 
     async fn flush_for_stop(&mut self) {
@@ -1145,3 +1322,6 @@ async fn read_range(
 
 #[cfg(test)]
 mod tests;
+
+// Local-only: never sent to another node.
+impl ractor::Message for RoomMsg {}

@@ -92,6 +92,18 @@ pub struct RoomState {
     /// The batch whose append failed, waiting for the reconciliation.
     pub(crate) failed_batch: Vec<PendingSend>,
     pub(crate) idle_since: Option<Instant>,
+    /// The epoch was bumped after a failed append: the lease must follow.
+    pub(crate) raise_from: Option<u64>,
+    /// Why the room is stopping, once it is: moved away or fenced.
+    pub(crate) leaving: Option<Leaving>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leaving {
+    /// Membership moved the room to another node (or this node leaves).
+    Handoff,
+    /// Another node took the lease.
+    Fenced,
 }
 
 fn unavailable(e: StoreError) -> ActorProcessingErr {
@@ -154,6 +166,17 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
     let (private, members) = load_record(&args, kind).await?;
     let stores = args.ctx.stores.clone();
     let name = args.name.clone();
+    // Take the lease before reading anything: from here on the previous
+    // owner can no longer ack, so the log read below is complete.
+    let lease_epoch = match &stores.leases {
+        Some(leases) => Some(
+            leases
+                .acquire(&name, &args.ctx.node, 1)
+                .await
+                .map_err(unavailable)?,
+        ),
+        None => None,
+    };
     let checkpoint = stores
         .checkpoints
         .load(&name)
@@ -198,6 +221,8 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
         reconciling: false,
         failed_batch: Vec::new(),
         idle_since: Some(Instant::now()),
+        raise_from: None,
+        leaving: None,
     };
     for m in &tail {
         state.remember((m.from.clone(), m.client_id.clone()), m.seq, m.ts);
@@ -234,6 +259,22 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
         }
     }
     state.epoch = max_epoch + 1;
+    if let (Some(leases), Some(lease_epoch)) = (&stores.leases, lease_epoch) {
+        if state.epoch > lease_epoch {
+            // Records of a newer epoch than the lease knew (a store from
+            // before the cluster): the lease follows the log.
+            if !leases
+                .raise(&name, &state.ctx.node, lease_epoch, state.epoch)
+                .await
+                .map_err(unavailable)?
+            {
+                return Err(unavailable(StoreError::Fenced(name)));
+            }
+        } else {
+            state.epoch = lease_epoch;
+        }
+        tracing::info!(room = %name, node = %state.ctx.node, epoch = state.epoch, "room lease taken");
+    }
     state.log_position = state.log_position.max(position);
     let mut replayed = Vec::new();
     for (seq, (pos, record)) in winners {

@@ -1,5 +1,9 @@
 //! The RoomSupervisor starts rooms on first use, finds them by name, and
 //! restarts a room that crashed (it restores from its checkpoint and the log).
+//! In a cluster it asks placement first: a room owned here is a local Room;
+//! a room owned by another node is a RoomProxy to that node. When the
+//! membership changes, rooms that now belong elsewhere are handed off and
+//! proxies to a former owner are stopped.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -9,6 +13,9 @@ use ractor::{
 };
 
 use super::{CreateSpec, Room, RoomArgs, RoomContext, RoomMsg};
+use crate::cluster::proxy::{self, ProxyArgs, RoomProxy};
+use crate::cluster::router::peer_router;
+use crate::cluster::Membership;
 use crate::frames::ChatError;
 
 /// More restarts than this within [`RESTART_WINDOW`] and the room is left
@@ -23,6 +30,14 @@ pub enum RoomSupervisorMsg {
         create: Option<CreateSpec>,
         reply: RpcReplyPort<Result<ActorRef<RoomMsg>, ChatError>>,
     },
+    /// The room's actor only if this node owns it (requests from other nodes).
+    GetOwned {
+        name: String,
+        create: Option<CreateSpec>,
+        reply: RpcReplyPort<Result<ActorRef<RoomMsg>, ChatError>>,
+    },
+    /// The cluster's live members changed.
+    Membership(Membership),
     /// Stops every room (each writes history and its checkpoint).
     Shutdown { reply: RpcReplyPort<()> },
     /// How many rooms run.
@@ -37,9 +52,83 @@ pub struct RoomSupervisorState {
     names: HashMap<ActorId, String>,
     restarts: HashMap<String, VecDeque<Instant>>,
     stopping: bool,
+    membership: Membership,
+    /// Rooms owned elsewhere: (owner, proxy).
+    proxies: HashMap<String, (String, ActorRef<RoomMsg>)>,
+    proxy_names: HashMap<ActorId, String>,
 }
 
 impl RoomSupervisorState {
+    /// Drops the entry of `name` if it is still that actor (a handed-off
+    /// room's name may already belong to a newer actor).
+    fn forget(&mut self, name: &str, id: &ActorId) {
+        if self.rooms.get(name).is_some_and(|r| r.get_id() == *id) {
+            self.rooms.remove(name);
+        }
+    }
+
+    /// A local room, if this node owns `name` and may serve it.
+    async fn owned(
+        &mut self,
+        myself: &ActorRef<RoomSupervisorMsg>,
+        name: &str,
+        create: Option<CreateSpec>,
+    ) -> Result<ActorRef<RoomMsg>, ChatError> {
+        if !self.membership.owns(name) {
+            let owner = self.membership.owner(name).unwrap_or("no node");
+            return Err(ChatError::unavailable(format!(
+                "room {name} is served by {owner} now; retry"
+            )));
+        }
+        if let Some(room) = self.rooms.get(name) {
+            return Ok(room.clone());
+        }
+        if self.membership.clustered && !self.membership.quorum {
+            // A node cut off from most of the cluster takes no room over:
+            // the majority side may be serving it.
+            return Err(ChatError::unavailable(
+                "this node cannot reach a majority of the cluster; retry on another node",
+            ));
+        }
+        self.start(myself, name, create).await
+    }
+
+    /// The proxy to the owner of `name` (another node).
+    async fn proxy(
+        &mut self,
+        myself: &ActorRef<RoomSupervisorMsg>,
+        name: &str,
+        owner: &str,
+    ) -> Result<ActorRef<RoomMsg>, ChatError> {
+        if let Some((known, proxy)) = self.proxies.get(name) {
+            if known == owner && proxy.get_status() != ractor::ActorStatus::Stopped {
+                return Ok(proxy.clone());
+            }
+        }
+        let (Some(owner_router), Some(local_router)) =
+            (peer_router(owner), self.ctx.router.clone())
+        else {
+            return Err(ChatError::unavailable(format!(
+                "node {owner} (serving room {name}) is unreachable; retry"
+            )));
+        };
+        let args = ProxyArgs {
+            room: name.to_string(),
+            me: self.ctx.node.clone(),
+            owner: owner.to_string(),
+            owner_router,
+            local_router,
+        };
+        // Spawning a proxy does no I/O: its pre_start only builds state.
+        let (proxy, _) = Actor::spawn_linked(None, RoomProxy, args, myself.get_cell())
+            .await
+            .map_err(|e| ChatError::unavailable(format!("proxy for {name} failed: {e}")))?;
+        self.proxy_names.insert(proxy.get_id(), name.to_string());
+        self.proxies
+            .insert(name.to_string(), (owner.to_string(), proxy.clone()));
+        Ok(proxy)
+    }
+
     async fn start(
         &mut self,
         myself: &ActorRef<RoomSupervisorMsg>,
@@ -81,6 +170,9 @@ impl Actor for RoomSupervisor {
         ctx: RoomContext,
     ) -> Result<RoomSupervisorState, ActorProcessingErr> {
         Ok(RoomSupervisorState {
+            membership: Membership::alone(&ctx.node),
+            proxies: HashMap::new(),
+            proxy_names: HashMap::new(),
             ctx,
             rooms: HashMap::new(),
             names: HashMap::new(),
@@ -105,14 +197,85 @@ impl Actor for RoomSupervisor {
                     let _ = reply.send(Err(ChatError::unavailable("the node is shutting down")));
                     return Ok(());
                 }
-                let answer = match state.rooms.get(&name) {
-                    Some(room) => Ok(room.clone()),
-                    None => state.start(&myself, &name, create).await,
+                let owner = state.membership.owner(&name).map(str::to_string);
+                match owner {
+                    None => {
+                        let _ = reply.send(Err(ChatError::unavailable(
+                            "this node is leaving the cluster; reconnect to another",
+                        )));
+                    }
+                    Some(owner) if *owner == *state.membership.me => {
+                        let _ = reply.send(state.owned(&myself, &name, create).await);
+                    }
+                    Some(owner) => match state.proxy(&myself, &name, &owner).await {
+                        Ok(proxy) => match create {
+                            // Creating is the owner's job; wait for it off this actor.
+                            Some(create) => {
+                                let me = state.ctx.node.clone();
+                                let router = peer_router(&owner);
+                                tokio::spawn(async move {
+                                    let answer = match router {
+                                        Some(router) => {
+                                            proxy::open(&router, &me, &name, Some(create))
+                                                .await
+                                                .map(|()| proxy)
+                                        }
+                                        None => Err(ChatError::unavailable(
+                                            "the room's node is unreachable, retry",
+                                        )),
+                                    };
+                                    let _ = reply.send(answer);
+                                });
+                            }
+                            None => {
+                                let _ = reply.send(Ok(proxy));
+                            }
+                        },
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    },
+                }
+            }
+            RoomSupervisorMsg::GetOwned {
+                name,
+                create,
+                reply,
+            } => {
+                let answer = if state.stopping {
+                    Err(ChatError::unavailable("the node is shutting down"))
+                } else {
+                    state.owned(&myself, &name, create).await
                 };
                 let _ = reply.send(answer);
             }
+            RoomSupervisorMsg::Membership(m) => {
+                let moving: Vec<String> = state
+                    .rooms
+                    .keys()
+                    .filter(|name| !m.owns(name))
+                    .cloned()
+                    .collect();
+                for name in moving {
+                    if let Some(room) = state.rooms.remove(&name) {
+                        tracing::info!(room = %name, to = ?m.owner(&name), "handing the room off");
+                        let _ = room.cast(RoomMsg::Handoff);
+                    }
+                }
+                state.proxies.retain(|name, (owner, proxy)| {
+                    let keep = m.owner(name) == Some(owner.as_str());
+                    if !keep {
+                        proxy.stop(Some("owner changed".into()));
+                    }
+                    keep
+                });
+                state.membership = m;
+            }
             RoomSupervisorMsg::Shutdown { reply } => {
                 state.stopping = true;
+                for (_, (_, proxy)) in state.proxies.drain() {
+                    proxy.stop(None);
+                }
                 let rooms: Vec<ActorRef<RoomMsg>> = state.rooms.drain().map(|(_, r)| r).collect();
                 for room in &rooms {
                     let _ = room.cast(RoomMsg::Shutdown);
@@ -126,7 +289,7 @@ impl Actor for RoomSupervisor {
                 let _ = reply.send(());
             }
             RoomSupervisorMsg::Count { reply } => {
-                let _ = reply.send(state.rooms.len());
+                let _ = reply.send(state.names.len());
             }
         }
         Ok(())
@@ -142,16 +305,30 @@ impl Actor for RoomSupervisor {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 if let Some(name) = state.names.remove(&cell.get_id()) {
                     tracing::debug!(room = %name, ?reason, "room stopped");
-                    state.rooms.remove(&name);
+                    state.forget(&name, &cell.get_id());
+                }
+                if let Some(name) = state.proxy_names.remove(&cell.get_id()) {
+                    if state
+                        .proxies
+                        .get(&name)
+                        .is_some_and(|(_, p)| p.get_id() == cell.get_id())
+                    {
+                        state.proxies.remove(&name);
+                    }
                 }
             }
             SupervisionEvent::ActorFailed(cell, error) => {
+                if let Some(name) = state.proxy_names.remove(&cell.get_id()) {
+                    tracing::warn!(room = %name, %error, "room proxy failed");
+                    state.proxies.remove(&name);
+                    return Ok(());
+                }
                 let Some(name) = state.names.remove(&cell.get_id()) else {
                     return Ok(());
                 };
-                state.rooms.remove(&name);
+                state.forget(&name, &cell.get_id());
                 tracing::error!(room = %name, %error, "room crashed");
-                if state.stopping {
+                if state.stopping || !state.membership.owns(&name) {
                     return Ok(());
                 }
                 let history = state.restarts.entry(name.clone()).or_default();
@@ -173,3 +350,6 @@ impl Actor for RoomSupervisor {
         Ok(())
     }
 }
+
+// Local-only: never sent to another node.
+impl ractor::Message for RoomSupervisorMsg {}

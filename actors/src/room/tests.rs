@@ -118,6 +118,7 @@ async fn fixture_with(log: Arc<dyn MessageLog>, history_down: bool) -> Fixture {
         tuning: RoomTuning::default(),
         admins: Arc::new(Vec::new()),
         presence,
+        router: None,
     };
     let (rooms, _) = Actor::spawn(None, RoomSupervisor, ctx).await.unwrap();
     Fixture { rooms }
@@ -174,6 +175,7 @@ fn send(outbox: &Outbox, client_id: &str) -> RoomMsg {
         user: "ann".into(),
         client_id: client_id.into(),
         body: format!("body of {client_id}"),
+        session_id: 1,
         outbox: outbox.clone(),
     })
 }

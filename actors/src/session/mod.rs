@@ -12,6 +12,9 @@ use base64::Engine;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use rand::RngCore;
 
+use crate::cluster::link::RemoteSession;
+use crate::cluster::router::RouterMsg;
+use crate::cluster::wire::SessionEvent;
 use crate::frames::{ChatError, ClientFrame, ErrorCode, MemberStatus, ServerFrame};
 use crate::limits::{check_room_name, check_room_ref, check_username, now_ms, Limits};
 use crate::outbox::Outbox;
@@ -33,11 +36,66 @@ pub const RESUME_PREFIX: &str = "resume:";
 /// How rooms and presence reach a session.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
-    /// Unique on this node.
+    /// Unique in the cluster (random high bits per node start).
     pub id: u64,
     pub user: String,
-    pub actor: ActorRef<SessionMsg>,
+    pub actor: SessionActor,
     pub outbox: Outbox,
+}
+
+impl SessionHandle {
+    /// Both reach the session the same way (locally, or through the same
+    /// remote subscription).
+    pub fn same_path(&self, other: &SessionHandle) -> bool {
+        match (self.outbox.remote_session(), other.outbox.remote_session()) {
+            (None, None) => self.id == other.id,
+            (Some(a), Some(b)) => a.session == b.session && a.gen == b.gen,
+            _ => false,
+        }
+    }
+}
+
+/// A session's actor as a room sees it: here, or on another node (reached
+/// through the link to that node's router).
+#[derive(Debug, Clone)]
+pub enum SessionActor {
+    Local(ActorRef<SessionMsg>),
+    Remote(RemoteSession),
+}
+
+impl SessionActor {
+    pub fn cast(&self, msg: SessionMsg) -> Result<(), ChatError> {
+        let gone = || ChatError::unavailable("the session is gone");
+        match self {
+            SessionActor::Local(actor) => actor.cast(msg).map_err(|_| gone()),
+            SessionActor::Remote(remote) => {
+                let event = match msg {
+                    SessionMsg::Moved { after, .. } => SessionEvent::Moved { after },
+                    SessionMsg::Detached { .. } => SessionEvent::Detached,
+                    SessionMsg::Presence {
+                        user,
+                        online,
+                        last_seen,
+                    } => SessionEvent::Presence {
+                        user,
+                        online,
+                        last_seen,
+                    },
+                    // Attaching a remote session goes through its own node.
+                    _ => return Ok(()),
+                };
+                remote.event(event).then_some(()).ok_or_else(gone)
+            }
+        }
+    }
+
+    /// The local actor's id (None for a remote session).
+    pub fn local_id(&self) -> Option<ractor::ActorId> {
+        match self {
+            SessionActor::Local(actor) => Some(actor.get_id()),
+            SessionActor::Remote(_) => None,
+        }
+    }
 }
 
 /// What every session of a node shares.
@@ -48,6 +106,8 @@ pub struct SessionContext {
     pub limits: Limits,
     pub rooms: ActorRef<RoomSupervisorMsg>,
     pub presence: ActorRef<PresenceMsg>,
+    /// Delivers what rooms of other nodes send to this node's sessions.
+    pub router: Option<ActorRef<RouterMsg>>,
     /// How long a new session waits for a `resume` before delivering live.
     pub activate_grace: Duration,
     pub resume_ttl: Duration,
@@ -76,6 +136,11 @@ pub enum SessionMsg {
     },
     /// The user left the room.
     Detached { room: String },
+    /// The room moved to another node (or its node died): subscribe again
+    /// wherever it is now and replay from `after`.
+    Moved { room: String, after: Option<u64> },
+    /// The user joined `room` on another connection: subscribe to it.
+    Attach { room: String, after: u64 },
     Presence {
         user: String,
         online: bool,
@@ -87,7 +152,9 @@ pub enum SessionMsg {
     },
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Session ids are unique across the cluster: random high bits per process.
+static NEXT_ID: std::sync::LazyLock<AtomicU64> =
+    std::sync::LazyLock::new(|| AtomicU64::new((rand::random::<u32>() as u64) << 32 | 1));
 
 pub struct Session;
 
@@ -113,7 +180,7 @@ impl Actor for Session {
         let handle = SessionHandle {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             user: args.user.clone(),
-            actor: myself.clone(),
+            actor: SessionActor::Local(myself.clone()),
             outbox: args.outbox.clone(),
         };
         let ctx = args.ctx;
@@ -129,6 +196,12 @@ impl Actor for Session {
             .put_token(&format!("{RESUME_PREFIX}{resume_token}"), &info)
             .await
             .map_err(|e| Box::new(ChatError::unavailable(e.to_string())) as ActorProcessingErr)?;
+        if let Some(router) = &ctx.router {
+            let _ = router.cast(RouterMsg::Register {
+                handle: handle.clone(),
+                resume_token: resume_token.clone(),
+            });
+        }
         let first = crate::ask(&ctx.presence, |reply| PresenceMsg::Register {
             session: handle.clone(),
             reply,
@@ -170,6 +243,11 @@ impl Actor for Session {
                 session_id: state.handle.id,
             });
         }
+        if let Some(router) = &state.ctx.router {
+            let _ = router.cast(RouterMsg::Unregister {
+                session: state.handle.id,
+            });
+        }
         let last = crate::ask(&state.ctx.presence, |reply| PresenceMsg::Unregister {
             session_id: state.handle.id,
             user: state.handle.user.clone(),
@@ -186,7 +264,7 @@ impl Actor for Session {
 
     async fn handle(
         &self,
-        _myself: ActorRef<SessionMsg>,
+        myself: ActorRef<SessionMsg>,
         msg: SessionMsg,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
@@ -221,6 +299,12 @@ impl Actor for Session {
             }
             SessionMsg::Detached { room } => {
                 state.rooms.remove(&room);
+            }
+            SessionMsg::Moved { room, after } => state.follow(&myself, room, after).await,
+            SessionMsg::Attach { room, after } => {
+                if !state.rooms.contains_key(&room) {
+                    state.follow(&myself, room, Some(after)).await;
+                }
             }
             SessionMsg::Presence {
                 user,
@@ -351,11 +435,57 @@ impl SessionState {
             // This connection is already authenticated as the user, so replaying
             // their rooms needs no proof: an expired token, or one lost when an
             // embedded node restarted, still resumes.
-            Ok(_) => self.activate(Some(rooms)).await,
+            Ok(found) => {
+                if found.is_some() {
+                    // The older connection with this token, on any node, is closed.
+                    if let Some(router) = &self.ctx.router {
+                        let _ = router.cast(RouterMsg::TakeOver {
+                            resume_token: token,
+                            keep: self.handle.id,
+                        });
+                    }
+                }
+                self.activate(Some(rooms)).await
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "resume token store unavailable; resuming as the authenticated user");
                 self.activate(Some(rooms)).await
             }
+        }
+    }
+
+    /// Subscribes again to a room that moved (or that the user joined
+    /// elsewhere) and replays from `after`; retried until it works.
+    async fn follow(&mut self, myself: &ActorRef<SessionMsg>, room: String, after: Option<u64>) {
+        self.rooms.remove(&room);
+        let attached = match self.room(&room, None).await {
+            Ok(actor) => {
+                self.rooms.insert(room.clone(), actor.clone());
+                let _ = actor.cast(RoomMsg::Subscribe {
+                    session: self.handle.clone(),
+                    pending: true,
+                });
+                if self.active {
+                    let id = self.handle.id;
+                    self.call_room(&room, None, move |reply| RoomMsg::Activate {
+                        session_id: id,
+                        after,
+                        reply,
+                    })
+                    .await
+                    .map(|_| ())
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = attached {
+            tracing::debug!(room = %room, error = %e, "room not reachable yet; following again shortly");
+            myself.send_after(Duration::from_millis(250), move || SessionMsg::Moved {
+                room,
+                after,
+            });
         }
     }
 
@@ -520,6 +650,7 @@ impl SessionState {
                             RoomMsg::Typing {
                                 user,
                                 active,
+                                session_id: self.handle.id,
                                 outbox,
                             },
                         )
@@ -535,8 +666,18 @@ impl SessionState {
                 let outbox = self.handle.outbox.clone();
                 let result = match check_room_ref(&room) {
                     Ok(()) => {
-                        self.cast_room(&room, None, RoomMsg::Read { user, seq, outbox })
-                            .await
+                        let session_id = self.handle.id;
+                        self.cast_room(
+                            &room,
+                            None,
+                            RoomMsg::Read {
+                                user,
+                                seq,
+                                session_id,
+                                outbox,
+                            },
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 };
@@ -620,6 +761,7 @@ impl SessionState {
             user: self.user().to_string(),
             client_id: client_id.clone(),
             body,
+            session_id: self.handle.id,
             outbox: self.handle.outbox.clone(),
         };
         if let Err(e) = self.cast_room(&room, create, RoomMsg::Send(request)).await {
@@ -656,3 +798,6 @@ impl SessionState {
         Ok(out)
     }
 }
+
+// Local-only: never sent to another node.
+impl ractor::Message for SessionMsg {}

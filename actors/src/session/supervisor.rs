@@ -128,3 +128,6 @@ impl Actor for SessionSupervisor {
         Ok(())
     }
 }
+
+// Local-only: never sent to another node.
+impl ractor::Message for SessionSupervisorMsg {}

@@ -23,6 +23,9 @@ pub enum StoreError {
     /// A unique key already exists.
     #[error("already exists: {0}")]
     Conflict(String),
+    /// Another node took the room's lease: this one must stop writing it.
+    #[error("room {0} is now owned by another node")]
+    Fenced(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -186,6 +189,27 @@ pub struct Stores {
     pub directory: Arc<dyn Directory>,
     pub history: Arc<dyn History>,
     pub ephemeral: Arc<dyn EphemeralStore>,
+    /// Room ownership leases; only a clustered node has them (alone, a node
+    /// owns every room and nobody can fence it).
+    pub leases: Option<Arc<dyn LeaseStore>>,
+}
+
+/// A room's ownership lease with its fencing epoch. A node appends to a
+/// room's log and acks only while it holds the lease under the epoch it
+/// writes with; taking the lease raises the epoch, which fences the holder.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Takes the lease for `node`, with an epoch above every earlier one and
+    /// at least `min_epoch`; returns that epoch.
+    async fn acquire(&self, room: &str, node: &str, min_epoch: u64) -> StoreResult<u64>;
+    /// Does `node` still hold the room under `epoch`?
+    async fn holds(&self, room: &str, node: &str, epoch: u64) -> StoreResult<bool>;
+    /// Moves the lease from `epoch` to `new_epoch` if `node` still holds it.
+    async fn raise(&self, room: &str, node: &str, epoch: u64, new_epoch: u64) -> StoreResult<bool>;
+    /// Gives the lease up after a handoff (no-op if another node took it).
+    async fn release(&self, room: &str, node: &str, epoch: u64) -> StoreResult<()>;
+    /// Every held lease: (room, owner, epoch).
+    async fn owners(&self) -> StoreResult<Vec<(String, String, u64)>>;
 }
 
 impl Stores {
@@ -199,6 +223,7 @@ impl Stores {
             directory: db.clone(),
             history: db,
             ephemeral: Arc::new(memory::MemoryEphemeral::default()),
+            leases: None,
         }
     }
 }

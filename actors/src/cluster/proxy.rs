@@ -1,0 +1,301 @@
+//! The RoomProxy: stands in for a room owned by another node. Sessions here
+//! talk to it exactly as to a local room; it forwards every request to the
+//! owner's router (casts stay casts, calls wait with a timeout off the actor)
+//! and tells the local router which subscriptions to expect frames for.
+//! It serves one owner: when the owner changes, the room supervisor stops it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::router::{call_peer, RouterMsg};
+use super::wire::{self, RoomCall, RoomCast, WireCall, WireCast, WireReply};
+use crate::frames::{ChatError, ServerFrame};
+use crate::room::{CreateSpec, RoomMsg};
+
+static NEXT_GEN: AtomicU64 = AtomicU64::new(1);
+
+pub struct RoomProxy;
+
+pub struct ProxyArgs {
+    pub room: String,
+    pub me: String,
+    pub owner: String,
+    pub owner_router: ActorRef<RouterMsg>,
+    pub local_router: ActorRef<RouterMsg>,
+}
+
+pub struct ProxyState {
+    args: ProxyArgs,
+    /// Subscription generation per local session.
+    gens: HashMap<u64, u64>,
+}
+
+/// Asks the owner to start (and create) `room`.
+pub async fn open(
+    owner_router: &ActorRef<RouterMsg>,
+    me: &str,
+    room: &str,
+    create: Option<CreateSpec>,
+) -> Result<(), ChatError> {
+    let call = WireCall::Room {
+        room: room.to_string(),
+        from: me.to_string(),
+        req: RoomCall::Open { create },
+    };
+    match call_peer(owner_router, &call).await? {
+        WireReply::Done(result) => result,
+        WireReply::Failed(e) => Err(e),
+        _ => Err(ChatError::unavailable(
+            "unexpected answer from another node",
+        )),
+    }
+}
+
+impl ProxyState {
+    fn cast(&self, req: RoomCast) -> bool {
+        let cast = WireCast::Room {
+            room: self.args.room.clone(),
+            from: self.args.me.clone(),
+            req,
+        };
+        self.args
+            .owner_router
+            .cast(RouterMsg::Cast(wire::encode_cast(&cast)))
+            .is_ok()
+    }
+
+    /// Calls the owner off the actor and answers `reply` with `map`'s result.
+    fn call<T: Send + 'static>(
+        &self,
+        req: RoomCall,
+        reply: RpcReplyPort<T>,
+        map: impl FnOnce(WireReply) -> Option<T> + Send + 'static,
+        after: impl FnOnce(&T) + Send + 'static,
+    ) {
+        let call = WireCall::Room {
+            room: self.args.room.clone(),
+            from: self.args.me.clone(),
+            req,
+        };
+        let router = self.args.owner_router.clone();
+        tokio::spawn(async move {
+            // A failed call drops `reply`: the caller sees `unavailable`.
+            if let Ok(answer) = call_peer(&router, &call).await {
+                if let Some(value) = map(answer) {
+                    after(&value);
+                    let _ = reply.send(value);
+                }
+            }
+        });
+    }
+}
+
+impl Actor for RoomProxy {
+    type Msg = RoomMsg;
+    type State = ProxyState;
+    type Arguments = ProxyArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RoomMsg>,
+        args: ProxyArgs,
+    ) -> Result<ProxyState, ActorProcessingErr> {
+        Ok(ProxyState {
+            args,
+            gens: HashMap::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<RoomMsg>,
+        state: &mut ProxyState,
+    ) -> Result<(), ActorProcessingErr> {
+        for (session, gen) in state.gens.drain() {
+            let _ = state.args.local_router.cast(RouterMsg::Untrack {
+                room: state.args.room.clone(),
+                session,
+                gen,
+            });
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RoomMsg>,
+        msg: RoomMsg,
+        state: &mut ProxyState,
+    ) -> Result<(), ActorProcessingErr> {
+        let unreachable = || ChatError::unavailable("the room's node is unreachable, retry");
+        match msg {
+            RoomMsg::Subscribe { session, pending } => {
+                let gen = NEXT_GEN.fetch_add(1, Ordering::Relaxed);
+                state.gens.insert(session.id, gen);
+                // The router learns the generation before any frame of it can arrive.
+                let _ = state.args.local_router.cast(RouterMsg::Track {
+                    room: state.args.room.clone(),
+                    session: session.id,
+                    gen,
+                    owner: state.args.owner.clone(),
+                });
+                state.cast(RoomCast::Subscribe {
+                    session: session.id,
+                    user: session.user.clone(),
+                    gen,
+                    pending,
+                });
+            }
+            RoomMsg::Unsubscribe { session_id } => {
+                if let Some(gen) = state.gens.remove(&session_id) {
+                    let _ = state.args.local_router.cast(RouterMsg::Untrack {
+                        room: state.args.room.clone(),
+                        session: session_id,
+                        gen,
+                    });
+                }
+                state.cast(RoomCast::Unsubscribe {
+                    session: session_id,
+                });
+            }
+            RoomMsg::Activate {
+                session_id,
+                after,
+                reply,
+            } => {
+                let gen = state.gens.get(&session_id).copied().unwrap_or(0);
+                let router = state.args.local_router.clone();
+                let room = state.args.room.clone();
+                state.call(
+                    RoomCall::Activate {
+                        session: session_id,
+                        after,
+                    },
+                    reply,
+                    |answer| match answer {
+                        WireReply::Activated(seq) => Some(seq),
+                        _ => None,
+                    },
+                    move |seq| {
+                        let _ = router.cast(RouterMsg::Position {
+                            room,
+                            session: session_id,
+                            gen,
+                            seq: *seq,
+                        });
+                    },
+                );
+            }
+            RoomMsg::Send(request) => {
+                let gen = state.gens.get(&request.session_id).copied().unwrap_or(0);
+                let outbox = request.outbox.clone();
+                let client_id = request.client_id.clone();
+                let sent = state.cast(RoomCast::Send {
+                    session: request.session_id,
+                    gen,
+                    user: request.user,
+                    client_id: request.client_id,
+                    body: request.body,
+                });
+                if !sent {
+                    outbox.push_frame(&ServerFrame::error(&unreachable(), Some(client_id)));
+                }
+            }
+            RoomMsg::Typing {
+                user,
+                active,
+                session_id,
+                ..
+            } => {
+                state.cast(RoomCast::Typing {
+                    session: session_id,
+                    gen: 0,
+                    user,
+                    active,
+                });
+            }
+            RoomMsg::Read {
+                user,
+                seq,
+                session_id,
+                ..
+            } => {
+                state.cast(RoomCast::Read {
+                    session: session_id,
+                    gen: 0,
+                    user,
+                    seq,
+                });
+            }
+            RoomMsg::PresenceChanged {
+                user,
+                online,
+                last_seen,
+            } => {
+                state.cast(RoomCast::PresenceChanged {
+                    user,
+                    online,
+                    last_seen,
+                });
+            }
+            RoomMsg::Join { user, reply } => {
+                state.call(RoomCall::Join { user }, reply, done, |_| {})
+            }
+            RoomMsg::Leave { user, reply } => {
+                state.call(RoomCall::Leave { user }, reply, done, |_| {})
+            }
+            RoomMsg::Invite { by, user, reply } => {
+                state.call(RoomCall::Invite { by, user }, reply, done, |_| {})
+            }
+            RoomMsg::History {
+                user,
+                query,
+                limit,
+                reply,
+            } => state.call(
+                RoomCall::History { user, query, limit },
+                reply,
+                |a| match a {
+                    WireReply::History(r) => Some(r),
+                    WireReply::Failed(e) => Some(Err(e)),
+                    _ => None,
+                },
+                |_| {},
+            ),
+            RoomMsg::Members { user, reply } => state.call(
+                RoomCall::Members { user },
+                reply,
+                |a| match a {
+                    WireReply::Members(r) => Some(r),
+                    WireReply::Failed(e) => Some(Err(e)),
+                    _ => None,
+                },
+                |_| {},
+            ),
+            RoomMsg::Info { user, reply } => state.call(
+                RoomCall::Info { user },
+                reply,
+                |a| match a {
+                    WireReply::Info(r) => Some(r),
+                    WireReply::Failed(e) => Some(Err(e)),
+                    _ => None,
+                },
+                |_| {},
+            ),
+            RoomMsg::Shutdown | RoomMsg::Handoff => myself.stop(None),
+            // The rest is a local room's own bookkeeping.
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn done(answer: WireReply) -> Option<Result<(), ChatError>> {
+    match answer {
+        WireReply::Done(r) => Some(r),
+        WireReply::Failed(e) => Some(Err(e)),
+        _ => None,
+    }
+}

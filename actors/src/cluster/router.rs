@@ -1,0 +1,751 @@
+//! The Router: the one actor of a node that other nodes talk to. It takes
+//! requests for rooms owned here (starting the room when needed, queueing
+//! what arrives meanwhile so a session's requests keep their order), and
+//! delivers what remote rooms push to the sessions of this node.
+//!
+//! It also keeps, per (room owned elsewhere, local session), the last seq
+//! delivered: when that room's owner leaves the view, the session is told to
+//! re-subscribe with the new owner from exactly there.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::link::{Link, RemoteSession};
+use super::mesh::MeshMsg;
+use super::wire::{
+    self, Deliver, Incoming, RoomCall, RoomCast, SessionEvent, WireCall, WireCast, WireReply,
+};
+use super::{router_group, Membership};
+use crate::frames::ChatError;
+use crate::outbox::Outbox;
+use crate::room::supervisor::RoomSupervisorMsg;
+use crate::room::{refuse, RoomMsg, SendRequest};
+use crate::session::{SessionActor, SessionHandle, SessionMsg};
+
+/// How long a node waits for a peer's answer.
+pub const REMOTE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub enum RouterMsg {
+    // ---- from other nodes (the only variants that cross the wire) ----
+    Cast(Vec<u8>),
+    Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    // ---- local ----
+    Register {
+        handle: SessionHandle,
+        resume_token: String,
+    },
+    Unregister {
+        session: u64,
+    },
+    /// A local session subscribed (generation `gen`) to a room owned by `owner`.
+    Track {
+        room: String,
+        session: u64,
+        gen: u64,
+        owner: String,
+    },
+    Untrack {
+        room: String,
+        session: u64,
+        gen: u64,
+    },
+    /// The session's activation at the owner returned `seq`.
+    Position {
+        room: String,
+        session: u64,
+        gen: u64,
+        seq: u64,
+    },
+    Membership(Membership),
+    /// The room supervisor (started after the router).
+    Rooms(ActorRef<RoomSupervisorMsg>),
+    /// Where the mesh is, and what to answer to pings.
+    Book {
+        mesh: ActorRef<MeshMsg>,
+        addr: String,
+        peers: Vec<(String, String)>,
+    },
+    RoomStarted {
+        room: String,
+        result: Result<ActorRef<RoomMsg>, ChatError>,
+    },
+    /// `user` joined `room` (owned here): attach their sessions on other nodes.
+    AttachUser {
+        room: String,
+        user: String,
+        joined: String,
+        last_seq: u64,
+    },
+    /// A connection resumed with `resume_token`: close older ones everywhere.
+    TakeOver {
+        resume_token: String,
+        keep: u64,
+    },
+    /// Tells every peer this node is leaving.
+    Leaving,
+}
+
+// Only `Cast` and `Call` are serializable: the others never leave the node.
+impl ractor::Message for RouterMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        match self {
+            RouterMsg::Cast(args) => Ok(SerializedMessage::Cast {
+                variant: "cast".into(),
+                args,
+                metadata: None,
+            }),
+            RouterMsg::Call(args, reply) => Ok(SerializedMessage::Call {
+                variant: "call".into(),
+                args,
+                reply,
+                metadata: None,
+            }),
+            _ => Err(BoxedDowncastErr),
+        }
+    }
+
+    fn deserialize(bytes: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        match bytes {
+            SerializedMessage::Cast { args, .. } => Ok(RouterMsg::Cast(args)),
+            SerializedMessage::Call { args, reply, .. } => Ok(RouterMsg::Call(args, reply)),
+            SerializedMessage::CallReply(..) => Err(BoxedDowncastErr),
+        }
+    }
+}
+
+/// The router of `node`, if this node sees it.
+pub fn peer_router(node: &str) -> Option<ActorRef<RouterMsg>> {
+    ractor::pg::get_members(&router_group(node))
+        .into_iter()
+        .find(|cell| !cell.get_id().is_local())
+        .map(ActorRef::from)
+}
+
+/// Sends a request to a peer's router and decodes its answer.
+pub async fn call_peer(
+    router: &ActorRef<RouterMsg>,
+    call: &WireCall,
+) -> Result<WireReply, ChatError> {
+    let bytes = wire::encode_json(call);
+    match router
+        .call(|reply| RouterMsg::Call(bytes, reply), Some(REMOTE_TIMEOUT))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(answer)) => wire::decode_json(&answer),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(ChatError::unavailable(
+            "another node did not answer in time, retry",
+        )),
+        _ => Err(ChatError::unavailable("another node is unreachable, retry")),
+    }
+}
+
+pub struct RouterArgs {
+    pub me: String,
+}
+
+pub struct Router;
+
+enum Slot {
+    Ready(ActorRef<RoomMsg>),
+    Starting(Vec<RoomMsg>),
+}
+
+struct Track {
+    gen: u64,
+    owner: String,
+    delivered: Option<u64>,
+}
+
+pub struct RouterState {
+    me: String,
+    rooms: Option<ActorRef<RoomSupervisorMsg>>,
+    sessions: HashMap<u64, (SessionHandle, String)>,
+    slots: HashMap<String, Slot>,
+    links: HashMap<String, Link>,
+    tracks: HashMap<String, HashMap<u64, Track>>,
+    membership: Membership,
+    mesh: Option<ActorRef<MeshMsg>>,
+    addr: String,
+    peers: Vec<(String, String)>,
+}
+
+impl Actor for Router {
+    type Msg = RouterMsg;
+    type State = RouterState;
+    type Arguments = RouterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RouterMsg>,
+        args: RouterArgs,
+    ) -> Result<RouterState, ActorProcessingErr> {
+        ractor::pg::join(router_group(&args.me), vec![myself.get_cell()]);
+        Ok(RouterState {
+            membership: Membership::alone(&args.me),
+            me: args.me,
+            rooms: None,
+            sessions: HashMap::new(),
+            slots: HashMap::new(),
+            links: HashMap::new(),
+            tracks: HashMap::new(),
+            mesh: None,
+            addr: String::new(),
+            peers: Vec::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RouterMsg>,
+        msg: RouterMsg,
+        state: &mut RouterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RouterMsg::Cast(bytes) => match wire::decode_cast(&bytes) {
+                Ok(Incoming::Deliver(d)) => state.deliver(d),
+                Ok(Incoming::Cast(cast)) => state.incoming(&myself, cast),
+                Err(e) => tracing::warn!(error = %e, "unreadable message from a peer dropped"),
+            },
+            RouterMsg::Call(bytes, reply) => match wire::decode_json::<WireCall>(&bytes) {
+                Ok(call) => state.call(&myself, call, reply),
+                Err(e) => {
+                    let _ = reply.send(wire::encode_json(&WireReply::Failed(e)));
+                }
+            },
+            RouterMsg::Register {
+                handle,
+                resume_token,
+            } => {
+                state.sessions.insert(handle.id, (handle, resume_token));
+            }
+            RouterMsg::Unregister { session } => {
+                state.sessions.remove(&session);
+                for tracks in state.tracks.values_mut() {
+                    tracks.remove(&session);
+                }
+                state.tracks.retain(|_, t| !t.is_empty());
+            }
+            RouterMsg::Track {
+                room,
+                session,
+                gen,
+                owner,
+            } => {
+                let tracks = state.tracks.entry(room).or_default();
+                let delivered = tracks.get(&session).and_then(|t| t.delivered);
+                tracks.insert(
+                    session,
+                    Track {
+                        gen,
+                        owner,
+                        delivered,
+                    },
+                );
+            }
+            RouterMsg::Untrack { room, session, gen } => {
+                if let Some(tracks) = state.tracks.get_mut(&room) {
+                    if tracks.get(&session).is_some_and(|t| t.gen == gen) {
+                        tracks.remove(&session);
+                    }
+                }
+            }
+            RouterMsg::Position {
+                room,
+                session,
+                gen,
+                seq,
+            } => {
+                if let Some(t) = state
+                    .tracks
+                    .get_mut(&room)
+                    .and_then(|tracks| tracks.get_mut(&session))
+                {
+                    if t.gen == gen {
+                        t.delivered = Some(t.delivered.map_or(seq, |d| d.max(seq)));
+                    }
+                }
+            }
+            RouterMsg::Membership(m) => state.membership_changed(m),
+            RouterMsg::Rooms(rooms) => state.rooms = Some(rooms),
+            RouterMsg::Book { mesh, addr, peers } => {
+                state.mesh = Some(mesh);
+                state.addr = addr;
+                state.peers = peers;
+            }
+            RouterMsg::RoomStarted { room, result } => {
+                let queued = match state.slots.remove(&room) {
+                    Some(Slot::Starting(queued)) => queued,
+                    Some(ready) => {
+                        state.slots.insert(room, ready);
+                        return Ok(());
+                    }
+                    None => Vec::new(),
+                };
+                match result {
+                    Ok(actor) => {
+                        for msg in queued {
+                            if let Err(MessagingErr::SendErr(msg)) = actor.cast(msg) {
+                                refuse(msg, &ChatError::unavailable("the room stopped, retry"));
+                            }
+                        }
+                        state.slots.insert(room, Slot::Ready(actor));
+                    }
+                    Err(e) => {
+                        for msg in queued {
+                            refuse(msg, &e);
+                        }
+                    }
+                }
+            }
+            RouterMsg::AttachUser {
+                room,
+                user,
+                joined,
+                last_seq,
+            } => state.broadcast(&WireCast::AttachUser {
+                room,
+                user,
+                joined,
+                last_seq,
+            }),
+            RouterMsg::TakeOver { resume_token, keep } => {
+                state.take_over(&resume_token, keep);
+                state.broadcast(&WireCast::TakeOver { resume_token, keep });
+            }
+            RouterMsg::Leaving => {
+                let node = state.me.clone();
+                state.broadcast(&WireCast::Leaving { node });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RouterState {
+    /// The link to `node`, opened if needed.
+    fn link(&mut self, node: &str) -> Option<Link> {
+        if let Some(link) = self.links.get(node) {
+            if !link.is_closed() {
+                return Some(link.clone());
+            }
+        }
+        let router = peer_router(node)?;
+        let link = Link::open(self.me.clone(), node.to_string(), router);
+        self.links.insert(node.to_string(), link.clone());
+        Some(link)
+    }
+
+    /// Casts to every live peer.
+    fn broadcast(&self, cast: &WireCast) {
+        let bytes = wire::encode_cast(cast);
+        for node in &self.membership.live {
+            if *node != self.me {
+                if let Some(router) = peer_router(node) {
+                    let _ = router.cast(RouterMsg::Cast(bytes.clone()));
+                }
+            }
+        }
+    }
+
+    fn incoming(&mut self, myself: &ActorRef<RouterMsg>, cast: WireCast) {
+        match cast {
+            WireCast::Room { room, from, req } => self.room_cast(myself, room, &from, req),
+            WireCast::Event {
+                room,
+                session,
+                gen,
+                event,
+                ..
+            } => self.event(room, session, gen, event),
+            WireCast::AttachUser {
+                room,
+                user,
+                joined,
+                last_seq,
+            } => {
+                let joined = Utf8Bytes::from(joined);
+                for (handle, _) in self.sessions.values() {
+                    if handle.user == user {
+                        handle.outbox.push(joined.clone());
+                        let _ = handle.actor.cast(SessionMsg::Attach {
+                            room: room.clone(),
+                            after: last_seq,
+                        });
+                    }
+                }
+            }
+            WireCast::TakeOver { resume_token, keep } => self.take_over(&resume_token, keep),
+            WireCast::Leaving { node } => {
+                tracing::info!(peer = %node, "peer is leaving the cluster");
+                if let Some(mesh) = &self.mesh {
+                    let _ = mesh.cast(MeshMsg::PeerLeaving(node));
+                }
+            }
+        }
+    }
+
+    fn take_over(&self, resume_token: &str, keep: u64) {
+        for (handle, token) in self.sessions.values() {
+            if token == resume_token && handle.id != keep {
+                tracing::info!(user = %handle.user, "session resumed elsewhere; closing this connection");
+                handle
+                    .outbox
+                    .close(4009, "session resumed on another connection");
+            }
+        }
+    }
+
+    fn room_cast(&mut self, myself: &ActorRef<RouterMsg>, room: String, from: &str, req: RoomCast) {
+        let Some(link) = self.link(from) else {
+            tracing::warn!(peer = %from, room = %room, "request from a node this one cannot reach; dropped");
+            return;
+        };
+        let room_name: Arc<str> = room.as_str().into();
+        let target = |session: u64, gen: u64| RemoteSession {
+            link: link.clone(),
+            room: room_name.clone(),
+            session,
+            gen,
+        };
+        let msg = match req {
+            RoomCast::Subscribe {
+                session,
+                user,
+                gen,
+                pending,
+            } => {
+                let remote = target(session, gen);
+                RoomMsg::Subscribe {
+                    session: SessionHandle {
+                        id: session,
+                        user,
+                        outbox: Outbox::remote(remote.clone()),
+                        actor: SessionActor::Remote(remote),
+                    },
+                    pending,
+                }
+            }
+            RoomCast::Unsubscribe { session } => RoomMsg::Unsubscribe {
+                session_id: session,
+            },
+            RoomCast::Send {
+                session,
+                gen,
+                user,
+                client_id,
+                body,
+            } => RoomMsg::Send(SendRequest {
+                user,
+                client_id,
+                body,
+                session_id: session,
+                outbox: Outbox::remote(target(session, gen)),
+            }),
+            RoomCast::Typing {
+                session,
+                gen,
+                user,
+                active,
+            } => RoomMsg::Typing {
+                user,
+                active,
+                session_id: session,
+                outbox: Outbox::remote(target(session, gen)),
+            },
+            RoomCast::Read {
+                session,
+                gen,
+                user,
+                seq,
+            } => RoomMsg::Read {
+                user,
+                seq,
+                session_id: session,
+                outbox: Outbox::remote(target(session, gen)),
+            },
+            RoomCast::PresenceChanged {
+                user,
+                online,
+                last_seen,
+            } => RoomMsg::PresenceChanged {
+                user,
+                online,
+                last_seen,
+            },
+        };
+        self.to_room(myself, room, msg);
+    }
+
+    /// Hands `msg` to the local room, starting it if needed; messages that
+    /// arrive while it starts wait in order.
+    fn to_room(&mut self, myself: &ActorRef<RouterMsg>, room: String, msg: RoomMsg) {
+        let msg = match self.slots.get_mut(&room) {
+            Some(Slot::Starting(queued)) => {
+                queued.push(msg);
+                return;
+            }
+            Some(Slot::Ready(actor)) => match actor.cast(msg) {
+                Ok(()) => return,
+                Err(MessagingErr::SendErr(msg)) => msg,
+                Err(_) => return,
+            },
+            None => msg,
+        };
+        let Some(rooms) = self.rooms.clone() else {
+            refuse(msg, &ChatError::unavailable("the node is starting, retry"));
+            return;
+        };
+        self.slots.insert(room.clone(), Slot::Starting(vec![msg]));
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let name = room.clone();
+            let result = crate::ask(&rooms, |reply| RoomSupervisorMsg::GetOwned {
+                name,
+                create: None,
+                reply,
+            })
+            .await
+            .and_then(|r| r);
+            let _ = myself.cast(RouterMsg::RoomStarted { room, result });
+        });
+    }
+
+    fn call(&mut self, myself: &ActorRef<RouterMsg>, call: WireCall, reply: RpcReplyPort<Vec<u8>>) {
+        let (room, req) = match call {
+            WireCall::Ping { .. } => {
+                let pong = WireReply::Pong {
+                    node: self.me.clone(),
+                    addr: self.addr.clone(),
+                    peers: self.peers.clone(),
+                };
+                let _ = reply.send(wire::encode_json(&pong));
+                return;
+            }
+            WireCall::Room { room, req, .. } => (room, req),
+        };
+        match req {
+            RoomCall::Open { create } => {
+                let Some(rooms) = self.rooms.clone() else {
+                    let e = ChatError::unavailable("the node is starting, retry");
+                    let _ = reply.send(wire::encode_json(&WireReply::Failed(e)));
+                    return;
+                };
+                tokio::spawn(async move {
+                    let result = crate::ask(&rooms, |r| RoomSupervisorMsg::GetOwned {
+                        name: room,
+                        create,
+                        reply: r,
+                    })
+                    .await
+                    .and_then(|r| r)
+                    .map(|_| ());
+                    let _ = reply.send(wire::encode_json(&WireReply::Done(result)));
+                });
+            }
+            RoomCall::Activate { session, after } => self.ask_room(
+                myself,
+                room,
+                |r| RoomMsg::Activate {
+                    session_id: session,
+                    after,
+                    reply: r,
+                },
+                WireReply::Activated,
+                reply,
+            ),
+            RoomCall::Join { user } => self.ask_room(
+                myself,
+                room,
+                |r| RoomMsg::Join { user, reply: r },
+                WireReply::Done,
+                reply,
+            ),
+            RoomCall::Leave { user } => self.ask_room(
+                myself,
+                room,
+                |r| RoomMsg::Leave { user, reply: r },
+                WireReply::Done,
+                reply,
+            ),
+            RoomCall::Invite { by, user } => self.ask_room(
+                myself,
+                room,
+                |r| RoomMsg::Invite { by, user, reply: r },
+                WireReply::Done,
+                reply,
+            ),
+            RoomCall::History { user, query, limit } => self.ask_room(
+                myself,
+                room,
+                |r| RoomMsg::History {
+                    user,
+                    query,
+                    limit,
+                    reply: r,
+                },
+                WireReply::History,
+                reply,
+            ),
+            RoomCall::Members { user } => self.ask_room(
+                myself,
+                room,
+                |r| RoomMsg::Members { user, reply: r },
+                WireReply::Members,
+                reply,
+            ),
+            RoomCall::Info { user } => self.ask_room(
+                myself,
+                room,
+                |r| RoomMsg::Info { user, reply: r },
+                WireReply::Info,
+                reply,
+            ),
+        }
+    }
+
+    /// Puts a request with a local reply port in the room's queue and
+    /// answers the peer when the room answers (or fails to).
+    fn ask_room<T: Send + 'static>(
+        &mut self,
+        myself: &ActorRef<RouterMsg>,
+        room: String,
+        build: impl FnOnce(RpcReplyPort<T>) -> RoomMsg,
+        map: fn(T) -> WireReply,
+        reply: RpcReplyPort<Vec<u8>>,
+    ) {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        self.to_room(myself, room, build(tx.into()));
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(REMOTE_TIMEOUT, rx).await {
+                Ok(Ok(value)) => map(value),
+                Ok(Err(_)) => WireReply::Failed(ChatError::unavailable(
+                    "the room is moving or restarting, retry",
+                )),
+                Err(_) => WireReply::Failed(ChatError::unavailable("the room is busy, retry")),
+            };
+            let _ = reply.send(wire::encode_json(&answer));
+        });
+    }
+
+    fn deliver(&mut self, d: Deliver) {
+        let position = last_position(&d.frames);
+        let frames: Vec<Utf8Bytes> = d.frames.into_iter().map(Utf8Bytes::from).collect();
+        let batch: Option<Arc<[Utf8Bytes]>> = (frames.len() > 1).then(|| frames.clone().into());
+        let mut tracks = self.tracks.get_mut(&d.room);
+        for (session, gen) in d.targets {
+            if gen != 0 {
+                // A frame of an older subscription: the session re-subscribed
+                // and gets it again, in order, from the new one.
+                let Some(t) = tracks.as_mut().and_then(|t| t.get_mut(&session)) else {
+                    continue;
+                };
+                if t.gen != gen {
+                    continue;
+                }
+                if let Some(p) = position {
+                    t.delivered = Some(t.delivered.map_or(p, |d| d.max(p)));
+                }
+            }
+            let Some((handle, _)) = self.sessions.get(&session) else {
+                continue;
+            };
+            match &batch {
+                Some(batch) => handle.outbox.push_batch(batch.clone()),
+                None => handle.outbox.push(frames[0].clone()),
+            };
+        }
+    }
+
+    fn event(&mut self, room: String, session: u64, gen: u64, event: SessionEvent) {
+        if gen != 0 {
+            let current = self
+                .tracks
+                .get(&room)
+                .and_then(|t| t.get(&session))
+                .is_some_and(|t| t.gen == gen);
+            if !current {
+                return;
+            }
+        }
+        let Some((handle, _)) = self.sessions.get(&session) else {
+            return;
+        };
+        let msg = match event {
+            SessionEvent::Moved { after } => {
+                if let Some(t) = self.tracks.get_mut(&room) {
+                    t.remove(&session);
+                }
+                SessionMsg::Moved { room, after }
+            }
+            SessionEvent::Detached => {
+                if let Some(t) = self.tracks.get_mut(&room) {
+                    t.remove(&session);
+                }
+                SessionMsg::Detached { room }
+            }
+            SessionEvent::Presence {
+                user,
+                online,
+                last_seen,
+            } => SessionMsg::Presence {
+                user,
+                online,
+                last_seen,
+            },
+        };
+        let _ = handle.actor.cast(msg);
+    }
+
+    /// Sessions following a room whose owner left the view re-subscribe.
+    fn membership_changed(&mut self, m: Membership) {
+        let mut moved = Vec::new();
+        for (room, tracks) in &mut self.tracks {
+            tracks.retain(|session, t| {
+                if m.live.contains(&t.owner) {
+                    return true;
+                }
+                moved.push((room.clone(), *session, t.delivered));
+                false
+            });
+        }
+        self.tracks.retain(|_, t| !t.is_empty());
+        for (room, session, after) in moved {
+            if let Some((handle, _)) = self.sessions.get(&session) {
+                let _ = handle.actor.cast(SessionMsg::Moved { room, after });
+            }
+        }
+        self.links.retain(|node, _| m.live.contains(node));
+        // Rooms that moved away must be looked up again.
+        self.slots.retain(|room, _| m.owner(room) == Some(&*m.me));
+        self.membership = m;
+    }
+}
+
+/// The last seq among `message` frames, or the `last_seq` of a `joined` frame.
+fn last_position(frames: &[String]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "type")]
+        kind: String,
+        seq: Option<u64>,
+        last_seq: Option<u64>,
+    }
+    frames
+        .iter()
+        .filter_map(|f| serde_json::from_str::<Probe>(f).ok())
+        .filter_map(|p| match p.kind.as_str() {
+            "message" => p.seq,
+            "joined" => p.last_seq,
+            _ => None,
+        })
+        .max()
+}

@@ -1,0 +1,299 @@
+//! What nodes say to each other. Every remote message is bytes in one of two
+//! ractor variants (`RouterMsg::Cast`, `RouterMsg::Call`): JSON for requests
+//! and events, a compact binary form for deliveries (the hot path). Requests
+//! carry the sender's node name; the handlers are idempotent (a subscribe
+//! replaces, a send is de-duplicated by `client_id`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::frames::{ChatError, ChatMessage, HistoryQuery};
+use crate::room::{CreateSpec, RoomInfo};
+
+/// A request to a room from a session on node `from` (fire and forget).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RoomCast {
+    Subscribe {
+        session: u64,
+        user: String,
+        gen: u64,
+        pending: bool,
+    },
+    Unsubscribe {
+        session: u64,
+    },
+    Send {
+        session: u64,
+        gen: u64,
+        user: String,
+        client_id: String,
+        body: String,
+    },
+    Typing {
+        session: u64,
+        gen: u64,
+        user: String,
+        active: bool,
+    },
+    Read {
+        session: u64,
+        gen: u64,
+        user: String,
+        seq: u64,
+    },
+    PresenceChanged {
+        user: String,
+        online: bool,
+        last_seen: Option<i64>,
+    },
+}
+
+/// A request to a room that waits for its answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RoomCall {
+    /// Start (and create, with `create`) the room.
+    Open {
+        create: Option<CreateSpec>,
+    },
+    Activate {
+        session: u64,
+        after: Option<u64>,
+    },
+    Join {
+        user: String,
+    },
+    Leave {
+        user: String,
+    },
+    Invite {
+        by: String,
+        user: String,
+    },
+    History {
+        user: String,
+        query: HistoryQuery,
+        limit: usize,
+    },
+    Members {
+        user: String,
+    },
+    Info {
+        user: String,
+    },
+}
+
+/// What a room tells a session beside frames.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SessionEvent {
+    /// The room moved (handoff): re-subscribe with its new owner from `after`.
+    Moved { after: Option<u64> },
+    /// The user left the room.
+    Detached,
+    Presence {
+        user: String,
+        online: bool,
+        last_seen: Option<i64>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WireCast {
+    Room {
+        room: String,
+        from: String,
+        req: RoomCast,
+    },
+    Event {
+        room: String,
+        from: String,
+        session: u64,
+        gen: u64,
+        event: SessionEvent,
+    },
+    /// `user` joined `room`: attach that user's sessions on this node.
+    AttachUser {
+        room: String,
+        user: String,
+        joined: String,
+        last_seq: u64,
+    },
+    /// A connection resumed with `resume_token` elsewhere: close the older one.
+    TakeOver { resume_token: String, keep: u64 },
+    /// The sender leaves the cluster (graceful shutdown).
+    Leaving { node: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WireCall {
+    Room {
+        room: String,
+        from: String,
+        req: RoomCall,
+    },
+    /// A heartbeat; the answer names the peer and the members it sees.
+    Ping { from: String, addr: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WireReply {
+    Done(Result<(), ChatError>),
+    Activated(u64),
+    History(Result<Vec<ChatMessage>, ChatError>),
+    Members(Result<Vec<(String, u64)>, ChatError>),
+    Info(Result<RoomInfo, ChatError>),
+    Pong {
+        node: String,
+        addr: String,
+        /// (name, cluster address) of the nodes it sees.
+        peers: Vec<(String, String)>,
+    },
+    Failed(ChatError),
+}
+
+/// Frames from the owner of `room` for sessions (id, subscription gen) of this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deliver {
+    pub room: String,
+    pub from: String,
+    pub targets: Vec<(u64, u64)>,
+    pub frames: Vec<String>,
+}
+
+const TAG_JSON: u8 = 1;
+const TAG_DELIVER: u8 = 2;
+
+pub fn encode_cast(cast: &WireCast) -> Vec<u8> {
+    let mut out = vec![TAG_JSON];
+    serde_json::to_writer(&mut out, cast).expect("wire types serialize");
+    out
+}
+
+pub fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("wire types serialize")
+}
+
+pub fn decode_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ChatError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ChatError::unavailable(format!("a peer sent an unreadable message: {e}")))
+}
+
+pub fn encode_deliver(d: &Deliver) -> Vec<u8> {
+    let size = 16
+        + d.room.len()
+        + d.from.len()
+        + d.targets.len() * 16
+        + d.frames.iter().map(|f| f.len() + 4).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.push(TAG_DELIVER);
+    put_str(&mut out, &d.room);
+    put_str(&mut out, &d.from);
+    out.extend_from_slice(&(d.targets.len() as u32).to_le_bytes());
+    for (session, gen) in &d.targets {
+        out.extend_from_slice(&session.to_le_bytes());
+        out.extend_from_slice(&gen.to_le_bytes());
+    }
+    out.extend_from_slice(&(d.frames.len() as u32).to_le_bytes());
+    for f in &d.frames {
+        put_str(&mut out, f);
+    }
+    out
+}
+
+/// A cast from a peer: either a delivery or a JSON message.
+pub enum Incoming {
+    Deliver(Deliver),
+    Cast(WireCast),
+}
+
+pub fn decode_cast(bytes: &[u8]) -> Result<Incoming, String> {
+    match bytes.split_first() {
+        Some((&TAG_JSON, rest)) => serde_json::from_slice(rest)
+            .map(Incoming::Cast)
+            .map_err(|e| e.to_string()),
+        Some((&TAG_DELIVER, rest)) => decode_deliver(rest).map(Incoming::Deliver),
+        _ => Err("unknown message tag".into()),
+    }
+}
+
+fn decode_deliver(mut b: &[u8]) -> Result<Deliver, String> {
+    let room = get_str(&mut b)?;
+    let from = get_str(&mut b)?;
+    let n = get_u32(&mut b)? as usize;
+    let mut targets = Vec::with_capacity(n.min(65536));
+    for _ in 0..n {
+        targets.push((get_u64(&mut b)?, get_u64(&mut b)?));
+    }
+    let n = get_u32(&mut b)? as usize;
+    let mut frames = Vec::with_capacity(n.min(65536));
+    for _ in 0..n {
+        frames.push(get_str(&mut b)?);
+    }
+    if !b.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    Ok(Deliver {
+        room,
+        from,
+        targets,
+        frames,
+    })
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if b.len() < n {
+        return Err("truncated".into());
+    }
+    let (head, rest) = b.split_at(n);
+    *b = rest;
+    Ok(head)
+}
+
+fn get_u32(b: &mut &[u8]) -> Result<u32, String> {
+    Ok(u32::from_le_bytes(take(b, 4)?.try_into().expect("4 bytes")))
+}
+
+fn get_u64(b: &mut &[u8]) -> Result<u64, String> {
+    Ok(u64::from_le_bytes(take(b, 8)?.try_into().expect("8 bytes")))
+}
+
+fn get_str(b: &mut &[u8]) -> Result<String, String> {
+    let n = get_u32(b)? as usize;
+    String::from_utf8(take(b, n)?.to_vec()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_survives_the_wire() {
+        let d = Deliver {
+            room: "lobby".into(),
+            from: "n1".into(),
+            targets: vec![(1, 2), (u64::MAX, 7)],
+            frames: vec!["{\"type\":\"message\"}".into(), "é".into()],
+        };
+        match decode_cast(&encode_deliver(&d)) {
+            Ok(Incoming::Deliver(back)) => assert_eq!(back, d),
+            _ => panic!("not a delivery"),
+        }
+    }
+
+    #[test]
+    fn truncated_bytes_are_an_error_not_a_panic() {
+        let d = Deliver {
+            room: "lobby".into(),
+            from: "n1".into(),
+            targets: vec![(1, 2)],
+            frames: vec!["x".into()],
+        };
+        let bytes = encode_deliver(&d);
+        for cut in 0..bytes.len() {
+            assert!(decode_cast(&bytes[..cut]).is_err());
+        }
+    }
+}
