@@ -250,9 +250,9 @@ impl Actor for Mesh {
                         tracing::warn!(peer = %node, "cluster link closed");
                         if let Some(p) = state.peers.get_mut(&node) {
                             // A closed link is a dead peer until it answers again.
-                            p.last_ok = p
-                                .last_ok
-                                .map(|t| t.min(Instant::now() - state.config.deadline));
+                            if let Some(dead) = Instant::now().checked_sub(state.config.deadline) {
+                                p.last_ok = p.last_ok.map(|t| t.min(dead));
+                            }
                         }
                         state.publish(&myself);
                     }
@@ -390,7 +390,9 @@ impl MeshState {
                 live.insert(node.clone());
             }
         }
-        let quorum = !self.leaving && live.len() * 2 > known;
+        // Before it has joined, a node takes no room over: the cluster it is
+        // about to join may be serving them.
+        let quorum = self.ready && !self.leaving && live.len() * 2 > known;
         let next = Membership {
             me: self.config.node.as_str().into(),
             live,

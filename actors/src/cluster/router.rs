@@ -724,8 +724,22 @@ impl RouterState {
             }
         }
         self.links.retain(|node, _| m.live.contains(node));
-        // Rooms that moved away must be looked up again.
-        self.slots.retain(|room, _| m.owner(room) == Some(&*m.me));
+        // Rooms that moved away must be looked up again; what waited for one
+        // of them to start is refused (the senders look again).
+        let gone: Vec<String> = self
+            .slots
+            .keys()
+            .filter(|room| m.owner(room) != Some(&*m.me))
+            .cloned()
+            .collect();
+        for room in gone {
+            if let Some(Slot::Starting(queued)) = self.slots.remove(&room) {
+                let e = ChatError::unavailable(format!("room {room} moved to another node; retry"));
+                for msg in queued {
+                    refuse(msg, &e);
+                }
+            }
+        }
         self.membership = m;
     }
 }

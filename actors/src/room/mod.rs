@@ -96,6 +96,9 @@ pub struct RoomArgs {
     pub name: String,
     pub ctx: RoomContext,
     pub create: Option<CreateSpec>,
+    /// Restarted after a crash: re-attach the local sessions of its members
+    /// (after a move, sessions follow the room themselves).
+    pub restarted: bool,
 }
 
 /// A summary for REST listings.
@@ -253,8 +256,11 @@ impl Actor for Room {
         myself: ActorRef<RoomMsg>,
         args: RoomArgs,
     ) -> Result<RoomState, ActorProcessingErr> {
+        let restarted = args.restarted;
         let mut state = state::restore(args).await?;
-        state.attach_member_sessions(&myself).await;
+        if restarted {
+            state.attach_member_sessions(&myself).await;
+        }
         myself.send_interval(state.ctx.tuning.checkpoint_interval, || RoomMsg::Tick);
         Ok(state)
     }
@@ -1111,10 +1117,11 @@ impl RoomState {
     }
 
     fn stop_if_leaving(&mut self, myself: &ActorRef<RoomMsg>) {
-        if let Some(why) = self.leaving {
-            if !self.appending && !self.reconciling {
-                myself.stop(Some(format!("{why:?}")));
-            }
+        if self.leaving.is_some() && !self.appending && !self.reconciling && !self.draining {
+            // Whatever is already queued is answered (sends with `unavailable`);
+            // later messages are refused, so their senders look again.
+            self.draining = true;
+            let _ = myself.drain();
         }
     }
 

@@ -96,6 +96,7 @@ pub struct RoomState {
     pub(crate) raise_from: Option<u64>,
     /// Why the room is stopping, once it is: moved away or fenced.
     pub(crate) leaving: Option<Leaving>,
+    pub(crate) draining: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +224,7 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
         idle_since: Some(Instant::now()),
         raise_from: None,
         leaving: None,
+        draining: false,
     };
     for m in &tail {
         state.remember((m.from.clone(), m.client_id.clone()), m.seq, m.ts);

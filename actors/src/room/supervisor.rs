@@ -90,7 +90,7 @@ impl RoomSupervisorState {
                 "this node cannot reach a majority of the cluster; retry on another node",
             ));
         }
-        self.start(myself, name, create).await
+        self.start(myself, name, create, false).await
     }
 
     /// The proxy to the owner of `name` (another node).
@@ -134,11 +134,13 @@ impl RoomSupervisorState {
         myself: &ActorRef<RoomSupervisorMsg>,
         name: &str,
         create: Option<CreateSpec>,
+        restarted: bool,
     ) -> Result<ActorRef<RoomMsg>, ChatError> {
         let args = RoomArgs {
             name: name.to_string(),
             ctx: self.ctx.clone(),
             create,
+            restarted,
         };
         match Actor::spawn_linked(None, Room, args, myself.get_cell()).await {
             Ok((room, _)) => {
@@ -265,7 +267,9 @@ impl Actor for RoomSupervisor {
                 state.proxies.retain(|name, (owner, proxy)| {
                     let keep = m.owner(name) == Some(owner.as_str());
                     if !keep {
-                        proxy.stop(Some("owner changed".into()));
+                        // Queued requests still go out (or are refused); later
+                        // ones fail to send, and the session looks again.
+                        let _ = proxy.drain();
                     }
                     keep
                 });
@@ -338,7 +342,7 @@ impl Actor for RoomSupervisor {
                     return Ok(());
                 }
                 history.push_back(Instant::now());
-                match state.start(&myself, &name, None).await {
+                match state.start(&myself, &name, None, true).await {
                     Ok(_) => {
                         tracing::info!(room = %name, "room restarted from its checkpoint and log")
                     }
