@@ -375,7 +375,9 @@ impl RouterState {
                 let joined = Utf8Bytes::from(joined);
                 for (handle, _) in self.sessions.values() {
                     if handle.user == user {
-                        handle.outbox.push(joined.clone());
+                        if !joined.is_empty() {
+                            handle.outbox.push(joined.clone());
+                        }
                         let _ = handle.actor.cast(SessionMsg::Attach {
                             room: room.clone(),
                             after: last_seq,

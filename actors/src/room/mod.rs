@@ -96,8 +96,8 @@ pub struct RoomArgs {
     pub name: String,
     pub ctx: RoomContext,
     pub create: Option<CreateSpec>,
-    /// Restarted after a crash: re-attach the local sessions of its members
-    /// (after a move, sessions follow the room themselves).
+    /// Restarted after a crash: attached sessions are told to resend what
+    /// was not acked.
     pub restarted: bool,
 }
 
@@ -258,9 +258,7 @@ impl Actor for Room {
     ) -> Result<RoomState, ActorProcessingErr> {
         let restarted = args.restarted;
         let mut state = state::restore(args).await?;
-        if restarted {
-            state.attach_member_sessions(&myself).await;
-        }
+        state.attach_member_sessions(&myself, restarted).await;
         myself.send_interval(state.ctx.tuning.checkpoint_interval, || RoomMsg::Tick);
         Ok(state)
     }
@@ -622,6 +620,7 @@ impl RoomState {
             let _ = session.actor.cast(SessionMsg::Attached {
                 room: self.name.clone(),
                 actor: myself.clone(),
+                restarted: false,
             });
             self.subscribe(session, false);
         }

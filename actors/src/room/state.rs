@@ -97,6 +97,8 @@ pub struct RoomState {
     /// Why the room is stopping, once it is: moved away or fenced.
     pub(crate) leaving: Option<Leaving>,
     pub(crate) draining: bool,
+    /// The room was created by this start (its members' other nodes are told).
+    pub(crate) created: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,16 +113,17 @@ fn unavailable(e: StoreError) -> ActorProcessingErr {
     Box::new(ChatError::unavailable(e.to_string()))
 }
 
-/// Loads the room record, creating it when asked; `(private, members)`.
+/// Loads the room record, creating it when asked; `(private, members, created)`.
 async fn load_record(
     args: &RoomArgs,
     kind: RoomKind,
-) -> Result<(bool, HashMap<String, u64>), ActorProcessingErr> {
+) -> Result<(bool, HashMap<String, u64>, bool), ActorProcessingErr> {
     let directory = &args.ctx.stores.directory;
     let name = &args.name;
     if kind == RoomKind::Broadcast {
-        return Ok((false, HashMap::new()));
+        return Ok((false, HashMap::new(), false));
     }
+    let mut created = false;
     let record = match directory.find_room(name).await.map_err(unavailable)? {
         Some(record) => record,
         None => {
@@ -144,7 +147,8 @@ async fn load_record(
                 created_at: now_ms(),
             };
             match directory.create_room(&record, &spec.members).await {
-                Ok(()) | Err(StoreError::Conflict(_)) => {}
+                Ok(()) => created = true,
+                Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(unavailable(e)),
             }
             record
@@ -157,14 +161,14 @@ async fn load_record(
         .into_iter()
         .map(|m| (m.user, m.read_seq))
         .collect();
-    Ok((record.private, members))
+    Ok((record.private, members, created))
 }
 
 /// Restores a room: record and members, checkpoint, the history tail (for
 /// de-duplication and the cache), then the log from the checkpoint on.
 pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessingErr> {
     let kind = RoomKind::of(&args.name);
-    let (private, members) = load_record(&args, kind).await?;
+    let (private, members, created) = load_record(&args, kind).await?;
     let stores = args.ctx.stores.clone();
     let name = args.name.clone();
     // Take the lease before reading anything: from here on the previous
@@ -225,6 +229,7 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
         raise_from: None,
         leaving: None,
         draining: false,
+        created,
     };
     for m in &tail {
         state.remember((m.from.clone(), m.client_id.clone()), m.seq, m.ts);
@@ -313,7 +318,11 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
 impl RoomState {
     /// After a (re)start, subscribes the local sessions of every member, so a
     /// restarted room keeps delivering to connections that were attached.
-    pub(crate) async fn attach_member_sessions(&mut self, myself: &ActorRef<RoomMsg>) {
+    pub(crate) async fn attach_member_sessions(
+        &mut self,
+        myself: &ActorRef<RoomMsg>,
+        restarted: bool,
+    ) {
         let request = match self.kind {
             RoomKind::Broadcast => {
                 crate::ask(&self.ctx.presence, |reply| PresenceMsg::AllSessions {
@@ -334,8 +343,21 @@ impl RoomState {
             let _ = session.actor.cast(SessionMsg::Attached {
                 room: self.name.clone(),
                 actor: myself.clone(),
+                restarted,
             });
             self.subscribe_live(session);
+        }
+        // A new room (a DM, a private room with invitees): the members'
+        // connections on other nodes subscribe through their own node.
+        if let (true, Some(router)) = (self.created, &self.ctx.router) {
+            for user in self.members.keys() {
+                let _ = router.cast(crate::cluster::router::RouterMsg::AttachUser {
+                    room: self.name.clone(),
+                    user: user.clone(),
+                    joined: String::new(),
+                    last_seq: self.last_seq,
+                });
+            }
         }
     }
 

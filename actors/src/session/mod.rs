@@ -133,6 +133,8 @@ pub enum SessionMsg {
     Attached {
         room: String,
         actor: ActorRef<RoomMsg>,
+        /// The room restarted after a crash (unacked sends must be resent).
+        restarted: bool,
     },
     /// The user left the room.
     Detached { room: String },
@@ -284,12 +286,16 @@ impl Actor for Session {
                     state.activate(None).await;
                 }
             }
-            SessionMsg::Attached { room, actor } => {
-                let restarted = state
+            SessionMsg::Attached {
+                room,
+                actor,
+                restarted,
+            } => {
+                let replaced = state
                     .rooms
                     .insert(room.clone(), actor.clone())
                     .is_some_and(|old| old.get_id() != actor.get_id());
-                if restarted {
+                if restarted && replaced {
                     // Sends queued in the crashed actor's mailbox were never acked.
                     let e = ChatError::unavailable(format!(
                         "room {room} restarted; resend what was not acked (same client_id)"
