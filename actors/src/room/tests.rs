@@ -12,8 +12,8 @@ use super::supervisor::{RoomSupervisor, RoomSupervisorMsg};
 use super::*;
 use crate::outbox::{Outbound, OutboxReceiver};
 use crate::presence::Presence;
-use crate::store::memory::MemoryLog;
-use crate::store::{MessageLog, StoreResult};
+use crate::store::memory::{MemoryLeases, MemoryLog};
+use crate::store::{LeaseStore, MessageLog, StoreResult};
 
 /// Fails the first `failures` appends: after writing (`write_anyway`), before
 /// writing, or (`land_late`) writing the failed records only when the next
@@ -99,8 +99,17 @@ async fn fixture(log: Arc<dyn MessageLog>) -> Fixture {
 }
 
 async fn fixture_with(log: Arc<dyn MessageLog>, history_down: bool) -> Fixture {
+    fixture_full(log, history_down, None).await
+}
+
+async fn fixture_full(
+    log: Arc<dyn MessageLog>,
+    history_down: bool,
+    leases: Option<Arc<dyn LeaseStore>>,
+) -> Fixture {
     let mut stores = Stores::in_memory();
     stores.log = log;
+    stores.leases = leases;
     if history_down {
         stores.history = Arc::new(HistoryDown);
     }
@@ -281,4 +290,35 @@ async fn a_late_landing_append_never_replaces_an_acked_message_on_replay() {
     let page = history(&room).await;
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].client_id, "kept");
+}
+
+#[tokio::test]
+async fn a_room_whose_lease_another_node_took_acks_nothing_more_and_stops() {
+    let leases = Arc::new(MemoryLeases::default());
+    let log: Arc<dyn MessageLog> = Arc::new(MemoryLog::default());
+    let f = fixture_full(log.clone(), false, Some(leases.clone())).await;
+    let room = f.room("lobby").await;
+    let (outbox, mut rx) = Outbox::channel(16);
+    room.cast(send(&outbox, "a")).unwrap();
+    let ack = next_frame(&mut rx).await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["seq"].as_u64()),
+        (Some("ack"), Some(1))
+    );
+    // Another node takes the room over (a partition: this one did not notice).
+    let theirs = leases.acquire("lobby", "other", 1).await.unwrap();
+    room.cast(send(&outbox, "b")).unwrap();
+    let answer = next_frame(&mut rx).await;
+    assert_eq!(answer["type"], "error", "fenced room acked: {answer}");
+    assert_eq!(answer["code"], "unavailable");
+    assert_eq!(answer["ref"], "b");
+    for _ in 0..100 {
+        if room.get_status() == ractor::ActorStatus::Stopped {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(room.get_status(), ractor::ActorStatus::Stopped);
+    // The fenced room never wrote a checkpoint or a lease of the new epoch.
+    assert!(leases.holds("lobby", "other", theirs).await.unwrap());
 }

@@ -331,3 +331,59 @@ mod tests {
         assert!(e.token("live").await.unwrap().is_none());
     }
 }
+
+/// Room leases in memory: for unit tests of fencing.
+#[derive(Default)]
+pub struct MemoryLeases {
+    /// room -> (owner, epoch)
+    leases: Mutex<HashMap<String, (Option<String>, u64)>>,
+}
+
+#[async_trait]
+impl LeaseStore for MemoryLeases {
+    async fn acquire(&self, room: &str, node: &str, min_epoch: u64) -> StoreResult<u64> {
+        let mut leases = self.leases.lock().expect("lease lock");
+        let entry = leases.entry(room.to_string()).or_insert((None, 0));
+        entry.0 = Some(node.to_string());
+        entry.1 = (entry.1 + 1).max(min_epoch);
+        Ok(entry.1)
+    }
+
+    async fn holds(&self, room: &str, node: &str, epoch: u64) -> StoreResult<bool> {
+        let leases = self.leases.lock().expect("lease lock");
+        Ok(leases
+            .get(room)
+            .is_some_and(|(owner, e)| owner.as_deref() == Some(node) && *e == epoch))
+    }
+
+    async fn raise(&self, room: &str, node: &str, epoch: u64, new_epoch: u64) -> StoreResult<bool> {
+        let mut leases = self.leases.lock().expect("lease lock");
+        match leases.get_mut(room) {
+            Some((Some(owner), e)) if owner == node && *e == epoch => {
+                *e = new_epoch;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, room: &str, node: &str, epoch: u64) -> StoreResult<()> {
+        let mut leases = self.leases.lock().expect("lease lock");
+        if let Some((owner, e)) = leases.get_mut(room) {
+            if owner.as_deref() == Some(node) && *e == epoch {
+                *owner = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn owners(&self) -> StoreResult<Vec<(String, String, u64)>> {
+        let leases = self.leases.lock().expect("lease lock");
+        let mut out: Vec<_> = leases
+            .iter()
+            .filter_map(|(room, (owner, e))| Some((room.clone(), owner.clone()?, *e)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
