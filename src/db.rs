@@ -73,12 +73,26 @@ pub async fn connect(url: &str, durable: SqliteDurability) -> Result<DatabaseCon
 }
 
 pub async fn migrate(db: &DatabaseConnection, url: &str) -> Result<(), DbError> {
-    Migrator::up(db, None)
-        .await
-        .map_err(|source| DbError::Migrate {
-            url: redact(url),
-            source,
-        })
+    // Nodes of a cluster starting together migrate the same fresh database at
+    // once; the losers of that race find the schema there on a retry.
+    let mut attempt = 0;
+    loop {
+        match Migrator::up(db, None).await {
+            Ok(()) => return Ok(()),
+            Err(source) if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(error = %source, attempt, "migration raced another node; retrying");
+                let jitter = rand::random::<u64>() % 300;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt + jitter)).await;
+            }
+            Err(source) => {
+                return Err(DbError::Migrate {
+                    url: redact(url),
+                    source,
+                })
+            }
+        }
+    }
 }
 
 #[cfg(test)]

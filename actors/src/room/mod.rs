@@ -258,7 +258,13 @@ impl Actor for Room {
     ) -> Result<RoomState, ActorProcessingErr> {
         let restarted = args.restarted;
         let mut state = state::restore(args).await?;
-        state.attach_member_sessions(&myself, restarted).await;
+        // A room that moved here (handoff, failover) is not re-attached: its
+        // sessions follow it themselves and replay from where they were, and
+        // attaching them live first would deliver newer messages before that
+        // replay.
+        if restarted || state.created {
+            state.attach_member_sessions(&myself, restarted).await;
+        }
         myself.send_interval(state.ctx.tuning.checkpoint_interval, || RoomMsg::Tick);
         Ok(state)
     }
