@@ -108,21 +108,6 @@ impl Actor for RoomProxy {
         })
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<RoomMsg>,
-        state: &mut ProxyState,
-    ) -> Result<(), ActorProcessingErr> {
-        for (session, gen) in state.gens.drain() {
-            let _ = state.args.local_router.cast(RouterMsg::Untrack {
-                room: state.args.room.clone(),
-                session,
-                gen,
-            });
-        }
-        Ok(())
-    }
-
     async fn handle(
         &self,
         myself: ActorRef<RoomMsg>,

@@ -88,6 +88,10 @@ pub enum RouterMsg {
     },
     /// Tells every peer this node is leaving.
     Leaving,
+    /// A room owned here restarted after a crash: followers elsewhere re-subscribe.
+    RoomRestarted {
+        room: String,
+    },
 }
 
 // Only `Cast` and `Call` are serializable: the others never leave the node.
@@ -159,9 +163,12 @@ enum Slot {
     Starting(Vec<RoomMsg>),
 }
 
+/// A local session following a room owned by another node.
 struct Track {
-    gen: u64,
-    owner: String,
+    /// The current subscription (None between a move and the re-subscribe).
+    gen: Option<u64>,
+    owner: Option<String>,
+    /// The last seq delivered to the session: where it resumes after a move.
     delivered: Option<u64>,
 }
 
@@ -240,20 +247,22 @@ impl Actor for Router {
                 gen,
                 owner,
             } => {
-                let tracks = state.tracks.entry(room).or_default();
-                let delivered = tracks.get(&session).and_then(|t| t.delivered);
-                tracks.insert(
-                    session,
-                    Track {
-                        gen,
-                        owner,
-                        delivered,
-                    },
-                );
+                let t = state
+                    .tracks
+                    .entry(room)
+                    .or_default()
+                    .entry(session)
+                    .or_insert(Track {
+                        gen: None,
+                        owner: None,
+                        delivered: None,
+                    });
+                t.gen = Some(gen);
+                t.owner = Some(owner);
             }
             RouterMsg::Untrack { room, session, gen } => {
                 if let Some(tracks) = state.tracks.get_mut(&room) {
-                    if tracks.get(&session).is_some_and(|t| t.gen == gen) {
+                    if tracks.get(&session).is_some_and(|t| t.gen == Some(gen)) {
                         tracks.remove(&session);
                     }
                 }
@@ -269,7 +278,7 @@ impl Actor for Router {
                     .get_mut(&room)
                     .and_then(|tracks| tracks.get_mut(&session))
                 {
-                    if t.gen == gen {
+                    if t.gen == Some(gen) {
                         t.delivered = Some(t.delivered.map_or(seq, |d| d.max(seq)));
                     }
                 }
@@ -325,12 +334,37 @@ impl Actor for Router {
                 let node = state.me.clone();
                 state.broadcast(&WireCast::Leaving { node });
             }
+            RouterMsg::RoomRestarted { room } => {
+                state.broadcast(&WireCast::RoomRestarted { room });
+            }
         }
         Ok(())
     }
 }
 
 impl RouterState {
+    fn follow(&self, moved: Vec<(String, u64, Option<u64>)>) {
+        for (room, session, after) in moved {
+            if let Some((handle, _)) = self.sessions.get(&session) {
+                let _ = handle.actor.cast(SessionMsg::Moved { room, after });
+            }
+        }
+    }
+
+    /// The room restarted on its owner: its old subscriptions are gone.
+    fn room_restarted(&mut self, room: &str) {
+        let mut moved = Vec::new();
+        if let Some(tracks) = self.tracks.get_mut(room) {
+            for (session, t) in tracks.iter_mut() {
+                if t.gen.take().is_some() {
+                    t.owner = None;
+                    moved.push((room.to_string(), *session, t.delivered));
+                }
+            }
+        }
+        self.follow(moved);
+    }
+
     /// The link to `node`, opened if needed.
     fn link(&mut self, node: &str) -> Option<Link> {
         if let Some(link) = self.links.get(node) {
@@ -386,6 +420,7 @@ impl RouterState {
                 }
             }
             WireCast::TakeOver { resume_token, keep } => self.take_over(&resume_token, keep),
+            WireCast::RoomRestarted { room } => self.room_restarted(&room),
             WireCast::Leaving { node } => {
                 tracing::info!(peer = %node, "peer is leaving the cluster");
                 if let Some(mesh) = &self.mesh {
@@ -650,7 +685,7 @@ impl RouterState {
                 let Some(t) = tracks.as_mut().and_then(|t| t.get_mut(&session)) else {
                     continue;
                 };
-                if t.gen != gen {
+                if t.gen != Some(gen) {
                     continue;
                 }
                 if let Some(p) = position {
@@ -673,7 +708,7 @@ impl RouterState {
                 .tracks
                 .get(&room)
                 .and_then(|t| t.get(&session))
-                .is_some_and(|t| t.gen == gen);
+                .is_some_and(|t| t.gen == Some(gen));
             if !current {
                 return;
             }
@@ -682,12 +717,9 @@ impl RouterState {
             return;
         };
         let msg = match event {
-            SessionEvent::Moved { after } => {
-                if let Some(t) = self.tracks.get_mut(&room) {
-                    t.remove(&session);
-                }
-                SessionMsg::Moved { room, after }
-            }
+            // Moves of rooms owned elsewhere are this router's to announce
+            // (from membership, with the seq it delivered); nothing to do.
+            SessionEvent::Moved { .. } => return,
             SessionEvent::Detached => {
                 if let Some(t) = self.tracks.get_mut(&room) {
                     t.remove(&session);
@@ -707,24 +739,23 @@ impl RouterState {
         let _ = handle.actor.cast(msg);
     }
 
-    /// Sessions following a room whose owner left the view re-subscribe.
+    /// Sessions following a room whose owner changed (a node joined, left
+    /// or died) re-subscribe with the new owner from the last seq delivered.
+    /// Frames the old owner still sends for the old subscription are dropped
+    /// here: the new owner replays them, in order.
     fn membership_changed(&mut self, m: Membership) {
         let mut moved = Vec::new();
         for (room, tracks) in &mut self.tracks {
-            tracks.retain(|session, t| {
-                if m.live.contains(&t.owner) {
-                    return true;
+            let owner = m.owner(room);
+            for (session, t) in tracks.iter_mut() {
+                if t.gen.is_some() && t.owner.as_deref() != owner {
+                    t.gen = None;
+                    t.owner = None;
+                    moved.push((room.clone(), *session, t.delivered));
                 }
-                moved.push((room.clone(), *session, t.delivered));
-                false
-            });
-        }
-        self.tracks.retain(|_, t| !t.is_empty());
-        for (room, session, after) in moved {
-            if let Some((handle, _)) = self.sessions.get(&session) {
-                let _ = handle.actor.cast(SessionMsg::Moved { room, after });
             }
         }
+        self.follow(moved);
         self.links.retain(|node, _| m.live.contains(node));
         // Rooms that moved away must be looked up again; what waited for one
         // of them to start is refused (the senders look again).

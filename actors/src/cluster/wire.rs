@@ -120,6 +120,8 @@ pub enum WireCast {
     TakeOver { resume_token: String, keep: u64 },
     /// The sender leaves the cluster (graceful shutdown).
     Leaving { node: String },
+    /// A room of the sender restarted after a crash.
+    RoomRestarted { room: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

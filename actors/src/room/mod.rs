@@ -265,6 +265,13 @@ impl Actor for Room {
         if restarted || state.created {
             state.attach_member_sessions(&myself, restarted).await;
         }
+        if restarted {
+            if let Some(router) = &state.ctx.router {
+                let _ = router.cast(RouterMsg::RoomRestarted {
+                    room: state.name.clone(),
+                });
+            }
+        }
         myself.send_interval(state.ctx.tuning.checkpoint_interval, || RoomMsg::Tick);
         Ok(state)
     }
@@ -1140,7 +1147,13 @@ impl RoomState {
                 }
             }
         }
-        for sub in self.subscribers.values() {
+        // Sessions on other nodes follow from their own router, which saw
+        // the membership change and knows what it delivered.
+        for sub in self
+            .subscribers
+            .values()
+            .filter(|s| s.session.outbox.remote_session().is_none())
+        {
             let after = match sub.state {
                 SubState::Live { .. } => Some(self.last_seq),
                 SubState::Pending { .. } => None,

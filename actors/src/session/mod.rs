@@ -143,6 +143,12 @@ pub enum SessionMsg {
     Moved { room: String, after: Option<u64> },
     /// The user joined `room` on another connection: subscribe to it.
     Attach { room: String, after: u64 },
+    /// Another attempt at following `room` (superseded by a newer `Moved`).
+    Follow {
+        room: String,
+        after: Option<u64>,
+        attempt: u64,
+    },
     Presence {
         user: String,
         online: bool,
@@ -167,6 +173,9 @@ pub struct SessionState {
     active: bool,
     /// Presence last forwarded per user: the same news from several rooms goes out once.
     seen_presence: HashMap<String, bool>,
+    /// Rooms being followed after a move: room -> the attempt that counts.
+    following: HashMap<String, u64>,
+    follow_attempts: u64,
 }
 
 impl Actor for Session {
@@ -215,6 +224,8 @@ impl Actor for Session {
             rooms: HashMap::new(),
             active: false,
             seen_presence: HashMap::new(),
+            following: HashMap::new(),
+            follow_attempts: 0,
         };
         state.subscribe_all().await;
         state.push(&ServerFrame::Session {
@@ -306,10 +317,19 @@ impl Actor for Session {
             SessionMsg::Detached { room } => {
                 state.rooms.remove(&room);
             }
-            SessionMsg::Moved { room, after } => state.follow(&myself, room, after).await,
+            SessionMsg::Moved { room, after } => state.start_following(&myself, room, after).await,
             SessionMsg::Attach { room, after } => {
-                if !state.rooms.contains_key(&room) {
-                    state.follow(&myself, room, Some(after)).await;
+                if !state.rooms.contains_key(&room) && !state.following.contains_key(&room) {
+                    state.start_following(&myself, room, Some(after)).await;
+                }
+            }
+            SessionMsg::Follow {
+                room,
+                after,
+                attempt,
+            } => {
+                if state.following.get(&room) == Some(&attempt) {
+                    state.follow(&myself, room, after, attempt).await;
                 }
             }
             SessionMsg::Presence {
@@ -460,9 +480,28 @@ impl SessionState {
         }
     }
 
+    async fn start_following(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        room: String,
+        after: Option<u64>,
+    ) {
+        self.follow_attempts += 1;
+        let attempt = self.follow_attempts;
+        self.following.insert(room.clone(), attempt);
+        self.follow(myself, room, after, attempt).await;
+    }
+
     /// Subscribes again to a room that moved (or that the user joined
-    /// elsewhere) and replays from `after`; retried until it works.
-    async fn follow(&mut self, myself: &ActorRef<SessionMsg>, room: String, after: Option<u64>) {
+    /// elsewhere) and replays from `after`; retried until it works or a
+    /// newer move of the same room supersedes it.
+    async fn follow(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        room: String,
+        after: Option<u64>,
+        attempt: u64,
+    ) {
         self.rooms.remove(&room);
         let attached = match self.room(&room, None).await {
             Ok(actor) => {
@@ -486,12 +525,18 @@ impl SessionState {
             }
             Err(e) => Err(e),
         };
-        if let Err(e) = attached {
-            tracing::debug!(room = %room, error = %e, "room not reachable yet; following again shortly");
-            myself.send_after(Duration::from_millis(250), move || SessionMsg::Moved {
-                room,
-                after,
-            });
+        match attached {
+            Ok(()) => {
+                self.following.remove(&room);
+            }
+            Err(e) => {
+                tracing::debug!(room = %room, error = %e, "room not reachable yet; following again shortly");
+                myself.send_after(Duration::from_millis(250), move || SessionMsg::Follow {
+                    room,
+                    after,
+                    attempt,
+                });
+            }
         }
     }
 
