@@ -26,7 +26,7 @@ use troupe_actors::ask;
 use troupe_actors::frames::{ChatError, ClientFrame, ErrorCode, ServerFrame};
 use troupe_actors::outbox::{Outbound, Outbox, OutboxReceiver};
 use troupe_actors::session::supervisor::SessionSupervisorMsg;
-use troupe_actors::session::SessionMsg;
+use troupe_actors::session::{ResumeRequest, SessionMsg};
 use troupe_actors::store::TokenInfo;
 
 use super::lines::{self, Line};
@@ -273,7 +273,11 @@ impl Connection {
                 Ok(info) => {
                     // The new session's resume token hangs off the same login.
                     self.token = info.parent.clone();
-                    self.start_session(info, Some(rooms)).await
+                    let resume = ResumeRequest {
+                        token: resume_token,
+                        rooms,
+                    };
+                    self.start_session(info, Some(resume)).await
                 }
                 Err(e) => self.push_error(&e, Some("resume".into())),
             },
@@ -371,11 +375,7 @@ impl Connection {
             .map(|(user, _)| user)
     }
 
-    async fn start_session(
-        &mut self,
-        info: TokenInfo,
-        resume: Option<std::collections::BTreeMap<String, u64>>,
-    ) {
+    async fn start_session(&mut self, info: TokenInfo, resume: Option<ResumeRequest>) {
         let outbox = self.outbox.clone();
         let started = ask(&self.app.refs.sessions, |reply| {
             SessionSupervisorMsg::Start {

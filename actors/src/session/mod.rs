@@ -113,6 +113,13 @@ pub struct SessionContext {
     pub resume_ttl: Duration,
 }
 
+/// A connection that started with `resume`: its token and room positions.
+#[derive(Debug, Clone)]
+pub struct ResumeRequest {
+    pub token: String,
+    pub rooms: BTreeMap<String, u64>,
+}
+
 pub struct SessionArgs {
     pub user: String,
     pub user_id: i64,
@@ -120,7 +127,7 @@ pub struct SessionArgs {
     pub login_token: Option<String>,
     pub outbox: Outbox,
     /// Set when the connection started with `resume`: room -> last seq seen.
-    pub resume: Option<BTreeMap<String, u64>>,
+    pub resume: Option<ResumeRequest>,
     pub ctx: SessionContext,
 }
 
@@ -238,7 +245,16 @@ impl Actor for Session {
             state.announce(true, None);
         }
         match args.resume {
-            Some(rooms) => state.activate(Some(rooms)).await,
+            Some(resume) => {
+                // The older connection with this token, on any node, is closed.
+                if let Some(router) = &state.ctx.router {
+                    let _ = router.cast(RouterMsg::TakeOver {
+                        resume_token: resume.token,
+                        keep: state.handle.id,
+                    });
+                }
+                state.activate(Some(resume.rooms)).await
+            }
             None => {
                 myself.send_after(state.ctx.activate_grace, || SessionMsg::ActivateNow);
             }

@@ -2,7 +2,7 @@
 //! Session that crashes has its connection closed with 1011 so the client
 //! resumes (on this node or any other) without losing anything.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
@@ -17,7 +17,7 @@ pub enum SessionSupervisorMsg {
         user_id: i64,
         login_token: Option<String>,
         outbox: Outbox,
-        resume: Option<BTreeMap<String, u64>>,
+        resume: Option<super::ResumeRequest>,
         reply: RpcReplyPort<Result<ActorRef<SessionMsg>, ChatError>>,
     },
     /// Closes every connection with 1012 (service restart) and stops the sessions.
