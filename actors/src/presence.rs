@@ -125,7 +125,7 @@ impl Actor for Presence {
             }
             PresenceMsg::Forget { user, actor } => {
                 if let Some((sessions, _)) = state.users.get_mut(&user) {
-                    sessions.retain(|s| s.actor.local_id() != Some(actor.clone()));
+                    sessions.retain(|s| s.actor.local_id() != Some(actor));
                     if sessions.is_empty() {
                         state.users.remove(&user);
                         state.spawn_offline(user.clone(), now_ms());

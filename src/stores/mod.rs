@@ -77,7 +77,7 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
         ephemeral,
         leases: config
             .clustered()
-            .then(|| sql_arc as Arc<dyn troupe_actors::store::LeaseStore>),
+            .then_some(sql_arc as Arc<dyn troupe_actors::store::LeaseStore>),
     };
     Ok(NodeStores {
         stores,

@@ -519,12 +519,12 @@ impl RouterState {
                 last_seen,
             },
         };
-        self.to_room(myself, room, msg);
+        self.send_to_room(myself, room, msg);
     }
 
     /// Hands `msg` to the local room, starting it if needed; messages that
     /// arrive while it starts wait in order.
-    fn to_room(&mut self, myself: &ActorRef<RouterMsg>, room: String, msg: RoomMsg) {
+    fn send_to_room(&mut self, myself: &ActorRef<RouterMsg>, room: String, msg: RoomMsg) {
         let msg = match self.slots.get_mut(&room) {
             Some(Slot::Starting(queued)) => {
                 queued.push(msg);
@@ -660,7 +660,7 @@ impl RouterState {
         reply: RpcReplyPort<Vec<u8>>,
     ) {
         let (tx, rx) = ractor::concurrency::oneshot();
-        self.to_room(myself, room, build(tx.into()));
+        self.send_to_room(myself, room, build(tx.into()));
         tokio::spawn(async move {
             let answer = match tokio::time::timeout(REMOTE_TIMEOUT, rx).await {
                 Ok(Ok(value)) => map(value),
