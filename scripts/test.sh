@@ -41,7 +41,12 @@ export TEST_TANSU
 TEST_TANSU=$(scripts/install-tansu.sh)
 
 echo "== unit and integration tests, embedded default (and the fault tests)"
-cargo test --workspace --features test-hooks 2>&1 | tee -a "$log"
+cargo test --workspace --features test-hooks -- --skip cluster_ 2>&1 | tee -a "$log"
+
+# Several troupe processes each, on Postgres, Redis and a tansu of their own:
+# one scenario at a time (two cores).
+echo "== cluster tests"
+cargo test -p troupe --features test-hooks --test cluster -- --test-threads=1 2>&1 | tee -a "$log"
 
 echo "== integration tests, real servers"
 export TEST_POSTGRES="${TEST_POSTGRES:-postgres://root@127.0.0.1:5432}"
@@ -60,8 +65,8 @@ for _ in $(seq 100); do
 done
 (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "error: tansu did not start on port $port"; exit 1; }
 export TEST_STORES=real TEST_KAFKA="127.0.0.1:$port"
-# The fault tests already ran above, against their own servers.
-cargo test -p troupe --features test-hooks --tests -- --skip fault_ 2>&1 | tee -a "$log"
+# The fault and cluster tests already ran above, against servers of their own.
+cargo test -p troupe --features test-hooks --tests -- --skip fault_ --skip cluster_ 2>&1 | tee -a "$log"
 
 echo "== benchmarks: every scenario once at a tiny size (no timings judged)"
 benches/smoke.sh
