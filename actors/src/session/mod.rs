@@ -151,11 +151,7 @@ pub enum SessionMsg {
     /// The user joined `room` on another connection: subscribe to it.
     Attach { room: String, after: u64 },
     /// Another attempt at following `room` (superseded by a newer `Moved`).
-    Follow {
-        room: String,
-        after: Option<u64>,
-        attempt: u64,
-    },
+    Follow { room: String, attempt: u64 },
     Presence {
         user: String,
         online: bool,
@@ -181,7 +177,7 @@ pub struct SessionState {
     /// Presence last forwarded per user: the same news from several rooms goes out once.
     seen_presence: HashMap<String, bool>,
     /// Rooms being followed after a move: room -> the attempt that counts.
-    following: HashMap<String, u64>,
+    following: HashMap<String, (u64, Option<u64>)>,
     follow_attempts: u64,
 }
 
@@ -234,7 +230,7 @@ impl Actor for Session {
             following: HashMap::new(),
             follow_attempts: 0,
         };
-        state.subscribe_all().await;
+        state.subscribe_all(&myself).await;
         state.push(&ServerFrame::Session {
             session_id: new_token(9),
             resume_token,
@@ -339,13 +335,11 @@ impl Actor for Session {
                     state.start_following(&myself, room, Some(after)).await;
                 }
             }
-            SessionMsg::Follow {
-                room,
-                after,
-                attempt,
-            } => {
-                if state.following.get(&room) == Some(&attempt) {
-                    state.follow(&myself, room, after, attempt).await;
+            SessionMsg::Follow { room, attempt } => {
+                if let Some(&(current, after)) = state.following.get(&room) {
+                    if current == attempt {
+                        state.follow(&myself, room, after, attempt).await;
+                    }
                 }
             }
             SessionMsg::Presence {
@@ -392,7 +386,7 @@ impl SessionState {
     }
 
     /// Subscribes (pending) to every room of the user and to the broadcast room.
-    async fn subscribe_all(&mut self) {
+    async fn subscribe_all(&mut self, myself: &ActorRef<SessionMsg>) {
         let mut names = match self.ctx.stores.directory.rooms_of(self.user()).await {
             Ok(names) => names,
             Err(e) => {
@@ -414,7 +408,11 @@ impl SessionState {
                         pending: true,
                     });
                 }
-                Err(e) => tracing::warn!(room = %name, error = %e, "could not attach to room"),
+                Err(e) => {
+                    // Its node is moving or unreachable right now: keep trying.
+                    tracing::debug!(room = %name, error = %e, "room not reachable yet; following it");
+                    self.start_following(myself, name, None).await;
+                }
             }
         }
     }
@@ -435,6 +433,14 @@ impl SessionState {
     /// Turns pending subscriptions live, replaying from the resume positions.
     async fn activate(&mut self, resume: Option<BTreeMap<String, u64>>) {
         self.active = true;
+        // A room still being followed replays from the client's position too.
+        if let Some(positions) = &resume {
+            for (room, (_, after)) in self.following.iter_mut() {
+                if let Some(&p) = positions.get(room) {
+                    *after = Some(p);
+                }
+            }
+        }
         let names: Vec<String> = self.rooms.keys().cloned().collect();
         let mut positions = BTreeMap::new();
         for name in names {
@@ -504,7 +510,7 @@ impl SessionState {
     ) {
         self.follow_attempts += 1;
         let attempt = self.follow_attempts;
-        self.following.insert(room.clone(), attempt);
+        self.following.insert(room.clone(), (attempt, after));
         self.follow(myself, room, after, attempt).await;
     }
 
@@ -549,7 +555,6 @@ impl SessionState {
                 tracing::debug!(room = %room, error = %e, "room not reachable yet; following again shortly");
                 myself.send_after(Duration::from_millis(250), move || SessionMsg::Follow {
                     room,
-                    after,
                     attempt,
                 });
             }
