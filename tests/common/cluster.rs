@@ -1051,6 +1051,8 @@ pub struct UserState {
     pub resumes: Vec<ResumeRec>,
     pub sent: u64,
     pub resends: u64,
+    /// Resends because a send had no answer at all for [`RESEND_AFTER`].
+    pub timeouts: u64,
     pub unavailable: u64,
     pub ack_ms: Vec<u64>,
     /// Broken promises seen on the wire, and failed resumes.
@@ -1087,7 +1089,11 @@ impl UserState {
         for (id, p) in self.pending.iter_mut() {
             let due = match p.retry_at {
                 Some(at) => at <= now,
-                None => now.duration_since(p.last_sent) >= RESEND_AFTER,
+                None => {
+                    let silent = now.duration_since(p.last_sent) >= RESEND_AFTER;
+                    self.timeouts += u64::from(silent);
+                    silent
+                }
             };
             if due {
                 p.retry_at = None;
@@ -1590,6 +1596,7 @@ impl Load {
                 resumes: Vec::new(),
                 sent: 0,
                 resends: 0,
+                timeouts: 0,
                 unavailable: 0,
                 ack_ms: Vec::new(),
                 problems: Vec::new(),
@@ -1939,6 +1946,7 @@ fn check(
     let mut resumes = 0usize;
     let mut sent = 0u64;
     let mut resends = 0u64;
+    let mut timeouts = 0u64;
     let mut unavailable = 0u64;
     let mut unacked = 0usize;
     let mut ack_ms: Vec<u64> = Vec::new();
@@ -1951,6 +1959,7 @@ fn check(
         disconnects += s.disconnects.len();
         sent += s.sent;
         resends += s.resends;
+        timeouts += s.timeouts;
         unavailable += s.unavailable;
         ack_ms.extend(s.ack_ms.iter().copied());
         for p in &s.problems {
@@ -2152,7 +2161,7 @@ fn check(
     let history_total: usize = history.values().map(Vec::len).sum();
     let summary = format!(
         "scenario={scenario} acked={acked} delivered={delivered} lost={lost} duplicated={duplicated} resumes={resumes} \
-         (sent={sent} history={history_total} unacked={unacked} resends={resends} unavailable={unavailable} \
+         (sent={sent} history={history_total} unacked={unacked} resends={resends} unanswered_4s={timeouts} unavailable={unavailable} \
          disconnects={disconnects} lost_acked={lost_acked} missed_deliveries={missing_deliveries} \
          ack_p50_ms={} ack_p99_ms={} ack_max_ms={} violations={})",
         pct(0.5),
