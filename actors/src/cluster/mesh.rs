@@ -47,6 +47,7 @@ pub enum MeshMsg {
     Tick,
     Pong {
         node: String,
+        incarnation: u64,
         addr: String,
         peers: Vec<(String, String)>,
     },
@@ -54,7 +55,10 @@ pub enum MeshMsg {
         node: String,
     },
     Session(SessionNews),
-    PeerLeaving(String),
+    PeerLeaving {
+        node: String,
+        incarnation: u64,
+    },
     /// This node leaves: peers are told, and its rooms go to their new owners.
     Leave {
         reply: RpcReplyPort<()>,
@@ -114,6 +118,8 @@ struct Peer {
     addr: String,
     last_ok: Option<Instant>,
     leaving: bool,
+    /// The incarnation that said it was leaving: its pongs no longer count.
+    left: Option<u64>,
 }
 
 struct Retry {
@@ -207,14 +213,24 @@ impl Actor for Mesh {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             MeshMsg::Tick => state.tick(&myself).await,
-            MeshMsg::Pong { node, addr, peers } => {
+            MeshMsg::Pong {
+                node,
+                incarnation,
+                addr,
+                peers,
+            } => {
                 let was_live = state.membership.live.contains(&node);
                 let peer = state.peers.entry(node.clone()).or_insert(Peer {
                     addr: addr.clone(),
                     last_ok: None,
                     leaving: false,
+                    left: None,
                 });
                 peer.addr = addr;
+                if peer.left == Some(incarnation) {
+                    // A leaving node answers until it exits; it stays out.
+                    return Ok(());
+                }
                 peer.last_ok = Some(Instant::now());
                 peer.leaving = false;
                 for (name, addr) in peers {
@@ -223,6 +239,7 @@ impl Actor for Mesh {
                             addr,
                             last_ok: None,
                             leaving: false,
+                            left: None,
                         });
                     }
                 }
@@ -258,9 +275,10 @@ impl Actor for Mesh {
                     }
                 }
             },
-            MeshMsg::PeerLeaving(node) => {
+            MeshMsg::PeerLeaving { node, incarnation } => {
                 if let Some(p) = state.peers.get_mut(&node) {
                     p.leaving = true;
+                    p.left = Some(incarnation);
                 }
                 state.publish(&myself);
             }
@@ -342,8 +360,19 @@ impl MeshState {
             let deadline = self.config.deadline;
             tokio::spawn(async move {
                 let answer = tokio::time::timeout(deadline, call_peer(&router, &call)).await;
-                if let Ok(Ok(WireReply::Pong { node, addr, peers })) = answer {
-                    let _ = myself.cast(MeshMsg::Pong { node, addr, peers });
+                if let Ok(Ok(WireReply::Pong {
+                    node,
+                    incarnation,
+                    addr,
+                    peers,
+                })) = answer
+                {
+                    let _ = myself.cast(MeshMsg::Pong {
+                        node,
+                        incarnation,
+                        addr,
+                        peers,
+                    });
                 }
                 let _ = myself.cast(MeshMsg::PingDone { node });
             });

@@ -22,6 +22,13 @@ pub mod wire;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+/// This process's incarnation: a node restarted under the same name is a
+/// new incarnation, so news about the old one (it left) does not stick to it.
+pub fn incarnation() -> u64 {
+    static INCARNATION: std::sync::LazyLock<u64> = std::sync::LazyLock::new(rand::random);
+    *INCARNATION
+}
+
 /// The pg group of a node's router.
 pub fn router_group(node: &str) -> String {
     format!("troupe:router:{node}")

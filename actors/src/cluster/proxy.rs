@@ -151,27 +151,43 @@ impl Actor for RoomProxy {
                 reply,
             } => {
                 let gen = state.gens.get(&session_id).copied().unwrap_or(0);
-                let router = state.args.local_router.clone();
+                let local = state.args.local_router.clone();
+                let owner = state.args.owner_router.clone();
                 let room = state.args.room.clone();
-                state.call(
-                    RoomCall::Activate {
+                let barrier = NEXT_GEN.fetch_add(1, Ordering::Relaxed);
+                let call = WireCall::Room {
+                    room: room.clone(),
+                    from: state.args.me.clone(),
+                    req: RoomCall::Activate {
                         session: session_id,
                         after,
+                        barrier,
                     },
-                    reply,
-                    |answer| match answer {
-                        WireReply::Activated(seq) => Some(seq),
-                        _ => None,
-                    },
-                    move |seq| {
-                        let _ = router.cast(RouterMsg::Position {
-                            room,
-                            session: session_id,
-                            gen,
-                            seq: *seq,
-                        });
-                    },
-                );
+                };
+                tokio::spawn(async move {
+                    let Ok(WireReply::Activated(seq)) = call_peer(&owner, &call).await else {
+                        return; // `reply` dropped: the session sees `unavailable`
+                    };
+                    // The replay travels down the link, the answer does not:
+                    // wait for the barrier behind the replay before answering,
+                    // so `resumed` follows the replayed messages.
+                    let _ = local
+                        .call(
+                            |r| RouterMsg::AwaitBarrier {
+                                id: barrier,
+                                reply: r,
+                            },
+                            Some(super::router::REMOTE_TIMEOUT),
+                        )
+                        .await;
+                    let _ = local.cast(RouterMsg::Position {
+                        room,
+                        session: session_id,
+                        gen,
+                        seq,
+                    });
+                    let _ = reply.send(seq);
+                });
             }
             RoomMsg::Send(request) => {
                 let gen = state.gens.get(&request.session_id).copied().unwrap_or(0);

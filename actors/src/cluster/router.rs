@@ -7,7 +7,7 @@
 //! delivered: when that room's owner leaves the view, the session is told to
 //! re-subscribe with the new owner from exactly there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::link::{Link, RemoteSession};
+use super::link::{Link, LinkItem, RemoteSession};
 use super::mesh::MeshMsg;
 use super::wire::{
     self, Deliver, Incoming, RoomCall, RoomCast, SessionEvent, WireCall, WireCast, WireReply,
@@ -91,6 +91,12 @@ pub enum RouterMsg {
     /// A room owned here restarted after a crash: followers elsewhere re-subscribe.
     RoomRestarted {
         room: String,
+    },
+    /// Answers once the barrier `id` came down a link (a remote activation's
+    /// replay has been delivered).
+    AwaitBarrier {
+        id: u64,
+        reply: RpcReplyPort<()>,
     },
 }
 
@@ -183,6 +189,9 @@ pub struct RouterState {
     mesh: Option<ActorRef<MeshMsg>>,
     addr: String,
     peers: Vec<(String, String)>,
+    barriers: HashSet<u64>,
+    barrier_order: VecDeque<u64>,
+    barrier_waiters: HashMap<u64, RpcReplyPort<()>>,
 }
 
 impl Actor for Router {
@@ -207,6 +216,9 @@ impl Actor for Router {
             mesh: None,
             addr: String::new(),
             peers: Vec::new(),
+            barriers: HashSet::new(),
+            barrier_order: VecDeque::new(),
+            barrier_waiters: HashMap::new(),
         })
     }
 
@@ -332,7 +344,17 @@ impl Actor for Router {
             }
             RouterMsg::Leaving => {
                 let node = state.me.clone();
-                state.broadcast(&WireCast::Leaving { node });
+                state.broadcast(&WireCast::Leaving {
+                    node,
+                    incarnation: super::incarnation(),
+                });
+            }
+            RouterMsg::AwaitBarrier { id, reply } => {
+                if state.barriers.remove(&id) {
+                    let _ = reply.send(());
+                } else {
+                    state.barrier_waiters.insert(id, reply);
+                }
             }
             RouterMsg::RoomRestarted { room } => {
                 state.broadcast(&WireCast::RoomRestarted { room });
@@ -421,10 +443,10 @@ impl RouterState {
             }
             WireCast::TakeOver { resume_token, keep } => self.take_over(&resume_token, keep),
             WireCast::RoomRestarted { room } => self.room_restarted(&room),
-            WireCast::Leaving { node } => {
+            WireCast::Leaving { node, incarnation } => {
                 tracing::info!(peer = %node, "peer is leaving the cluster");
                 if let Some(mesh) = &self.mesh {
-                    let _ = mesh.cast(MeshMsg::PeerLeaving(node));
+                    let _ = mesh.cast(MeshMsg::PeerLeaving { node, incarnation });
                 }
             }
         }
@@ -561,13 +583,25 @@ impl RouterState {
             WireCall::Ping { .. } => {
                 let pong = WireReply::Pong {
                     node: self.me.clone(),
+                    incarnation: super::incarnation(),
                     addr: self.addr.clone(),
                     peers: self.peers.clone(),
                 };
                 let _ = reply.send(wire::encode_json(&pong));
                 return;
             }
-            WireCall::Room { room, req, .. } => (room, req),
+            WireCall::Room { room, req, from } => {
+                if let RoomCall::Activate {
+                    session,
+                    after,
+                    barrier,
+                } = req
+                {
+                    self.activate(myself, room, &from, session, after, barrier, reply);
+                    return;
+                }
+                (room, req)
+            }
         };
         match req {
             RoomCall::Open { create } => {
@@ -588,17 +622,7 @@ impl RouterState {
                     let _ = reply.send(wire::encode_json(&WireReply::Done(result)));
                 });
             }
-            RoomCall::Activate { session, after } => self.ask_room(
-                myself,
-                room,
-                |r| RoomMsg::Activate {
-                    session_id: session,
-                    after,
-                    reply: r,
-                },
-                WireReply::Activated,
-                reply,
-            ),
+            RoomCall::Activate { .. } => {}
             RoomCall::Join { user } => self.ask_room(
                 myself,
                 room,
@@ -646,6 +670,71 @@ impl RouterState {
                 WireReply::Info,
                 reply,
             ),
+        }
+    }
+
+    /// Activates a remote session's subscription; once the room answered,
+    /// a barrier goes down the same link as the replayed frames.
+    #[allow(clippy::too_many_arguments)]
+    fn activate(
+        &mut self,
+        myself: &ActorRef<RouterMsg>,
+        room: String,
+        from: &str,
+        session: u64,
+        after: Option<u64>,
+        barrier: u64,
+        reply: RpcReplyPort<Vec<u8>>,
+    ) {
+        let link = self.link(from);
+        let room_name: Arc<str> = room.as_str().into();
+        let (tx, rx) = ractor::concurrency::oneshot();
+        self.send_to_room(
+            myself,
+            room,
+            RoomMsg::Activate {
+                session_id: session,
+                after,
+                reply: tx.into(),
+            },
+        );
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(REMOTE_TIMEOUT, rx).await {
+                Ok(Ok(seq)) => {
+                    if let Some(link) = link {
+                        link.send(LinkItem::Event {
+                            room: room_name,
+                            session,
+                            gen: 0,
+                            event: SessionEvent::Barrier { id: barrier },
+                        });
+                    }
+                    WireReply::Activated(seq)
+                }
+                Ok(Err(_)) => WireReply::Failed(ChatError::unavailable(
+                    "the room is moving or restarting, retry",
+                )),
+                Err(_) => WireReply::Failed(ChatError::unavailable("the room is busy, retry")),
+            };
+            let _ = reply.send(wire::encode_json(&answer));
+        });
+    }
+
+    fn barrier_seen(&mut self, id: u64) {
+        match self.barrier_waiters.remove(&id) {
+            Some(waiter) => {
+                let _ = waiter.send(());
+            }
+            None => {
+                self.barriers.insert(id);
+                self.barrier_order.push_back(id);
+                // A waiter that gave up leaves its barrier behind: keep a bounded few.
+                while self.barrier_order.len() > 10_000 {
+                    if let Some(old) = self.barrier_order.pop_front() {
+                        self.barriers.remove(&old);
+                    }
+                }
+            }
         }
     }
 
@@ -703,6 +792,10 @@ impl RouterState {
     }
 
     fn event(&mut self, room: String, session: u64, gen: u64, event: SessionEvent) {
+        if let SessionEvent::Barrier { id } = event {
+            self.barrier_seen(id);
+            return;
+        }
         if gen != 0 {
             let current = self
                 .tracks
@@ -719,7 +812,7 @@ impl RouterState {
         let msg = match event {
             // Moves of rooms owned elsewhere are this router's to announce
             // (from membership, with the seq it delivered); nothing to do.
-            SessionEvent::Moved { .. } => return,
+            SessionEvent::Moved { .. } | SessionEvent::Barrier { .. } => return,
             SessionEvent::Detached => {
                 if let Some(t) = self.tracks.get_mut(&room) {
                     t.remove(&session);

@@ -54,9 +54,12 @@ pub enum RoomCall {
     Open {
         create: Option<CreateSpec>,
     },
+    /// `barrier`: sent back down the link after the replay, so the caller
+    /// answers only once every replayed frame has arrived.
     Activate {
         session: u64,
         after: Option<u64>,
+        barrier: u64,
     },
     Join {
         user: String,
@@ -88,6 +91,8 @@ pub enum SessionEvent {
     Moved { after: Option<u64> },
     /// The user left the room.
     Detached,
+    /// Everything the owner sent before this has been delivered.
+    Barrier { id: u64 },
     Presence {
         user: String,
         online: bool,
@@ -119,7 +124,7 @@ pub enum WireCast {
     /// A connection resumed with `resume_token` elsewhere: close the older one.
     TakeOver { resume_token: String, keep: u64 },
     /// The sender leaves the cluster (graceful shutdown).
-    Leaving { node: String },
+    Leaving { node: String, incarnation: u64 },
     /// A room of the sender restarted after a crash.
     RoomRestarted { room: String },
 }
@@ -144,6 +149,7 @@ pub enum WireReply {
     Info(Result<RoomInfo, ChatError>),
     Pong {
         node: String,
+        incarnation: u64,
         addr: String,
         /// (name, cluster address) of the nodes it sees.
         peers: Vec<(String, String)>,
