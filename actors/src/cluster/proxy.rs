@@ -193,6 +193,12 @@ impl Actor for RoomProxy {
                 let gen = state.gens.get(&request.session_id).copied().unwrap_or(0);
                 let outbox = request.outbox.clone();
                 let client_id = request.client_id.clone();
+                let _ = state.args.local_router.cast(RouterMsg::InFlight {
+                    room: state.args.room.clone(),
+                    session: request.session_id,
+                    client_id: client_id.clone(),
+                    owner: state.args.owner.clone(),
+                });
                 let sent = state.cast(RoomCast::Send {
                     session: request.session_id,
                     gen,

@@ -21,7 +21,7 @@ use super::wire::{
     self, Deliver, Incoming, RoomCall, RoomCast, SessionEvent, WireCall, WireCast, WireReply,
 };
 use super::{router_group, Membership};
-use crate::frames::ChatError;
+use crate::frames::{ChatError, ServerFrame};
 use crate::outbox::Outbox;
 use crate::room::supervisor::RoomSupervisorMsg;
 use crate::room::{refuse, RoomMsg, SendRequest};
@@ -91,6 +91,14 @@ pub enum RouterMsg {
     /// A room owned here restarted after a crash: followers elsewhere re-subscribe.
     RoomRestarted {
         room: String,
+    },
+    /// A local session sent `client_id` to `room`, owned by `owner`: if the
+    /// owner changes before the ack comes back, the sender is told to resend.
+    InFlight {
+        room: String,
+        session: u64,
+        client_id: String,
+        owner: String,
     },
     /// Answers once the barrier `id` came down a link (a remote activation's
     /// replay has been delivered).
@@ -192,6 +200,9 @@ pub struct RouterState {
     barriers: HashSet<u64>,
     barrier_order: VecDeque<u64>,
     barrier_waiters: HashMap<u64, RpcReplyPort<()>>,
+    /// Sends forwarded to another node, not yet answered:
+    /// room -> (session, client_id) -> owner it went to.
+    in_flight: HashMap<String, HashMap<(u64, String), String>>,
 }
 
 impl Actor for Router {
@@ -219,6 +230,7 @@ impl Actor for Router {
             barriers: HashSet::new(),
             barrier_order: VecDeque::new(),
             barrier_waiters: HashMap::new(),
+            in_flight: HashMap::new(),
         })
     }
 
@@ -248,6 +260,10 @@ impl Actor for Router {
             }
             RouterMsg::Unregister { session } => {
                 state.sessions.remove(&session);
+                for sends in state.in_flight.values_mut() {
+                    sends.retain(|(s, _), _| *s != session);
+                }
+                state.in_flight.retain(|_, s| !s.is_empty());
                 for tracks in state.tracks.values_mut() {
                     tracks.remove(&session);
                 }
@@ -349,6 +365,18 @@ impl Actor for Router {
                     incarnation: super::incarnation(),
                 });
             }
+            RouterMsg::InFlight {
+                room,
+                session,
+                client_id,
+                owner,
+            } => {
+                state
+                    .in_flight
+                    .entry(room)
+                    .or_default()
+                    .insert((session, client_id), owner);
+            }
             RouterMsg::AwaitBarrier { id, reply } => {
                 if state.barriers.remove(&id) {
                     let _ = reply.send(());
@@ -373,8 +401,19 @@ impl RouterState {
         }
     }
 
-    /// The room restarted on its owner: its old subscriptions are gone.
+    /// The room restarted on its owner: its old subscriptions are gone, and
+    /// so are the sends that sat in the crashed actor's mailbox.
     fn room_restarted(&mut self, room: &str) {
+        for ((session, client_id), _) in self.in_flight.remove(room).unwrap_or_default() {
+            if let Some((handle, _)) = self.sessions.get(&session) {
+                let e = ChatError::unavailable(format!(
+                    "room {room} restarted before this was answered; resend (same client_id)"
+                ));
+                handle
+                    .outbox
+                    .push_frame(&ServerFrame::error(&e, Some(client_id)));
+            }
+        }
         let mut moved = Vec::new();
         if let Some(tracks) = self.tracks.get_mut(room) {
             for (session, t) in tracks.iter_mut() {
@@ -763,7 +802,16 @@ impl RouterState {
     }
 
     fn deliver(&mut self, d: Deliver) {
-        let position = last_position(&d.frames);
+        let (position, answered) = scan(&d.frames);
+        if !answered.is_empty() {
+            if let Some(sends) = self.in_flight.get_mut(&d.room) {
+                for (session, _) in &d.targets {
+                    for id in &answered {
+                        sends.remove(&(*session, id.clone()));
+                    }
+                }
+            }
+        }
         let frames: Vec<Utf8Bytes> = d.frames.into_iter().map(Utf8Bytes::from).collect();
         let batch: Option<Arc<[Utf8Bytes]>> = (frames.len() > 1).then(|| frames.clone().into());
         let mut tracks = self.tracks.get_mut(&d.room);
@@ -849,6 +897,26 @@ impl RouterState {
             }
         }
         self.follow(moved);
+        // Sends whose room changed owner before they were answered: their
+        // answer (if any) is lost with the old subscription; resend.
+        for (room, sends) in &mut self.in_flight {
+            let owner = m.owner(room);
+            sends.retain(|(session, client_id), sent_to| {
+                if owner == Some(sent_to.as_str()) {
+                    return true;
+                }
+                if let Some((handle, _)) = self.sessions.get(session) {
+                    let e = ChatError::unavailable(format!(
+                        "room {room} moved to another node before this was answered; resend (same client_id)"
+                    ));
+                    handle
+                        .outbox
+                        .push_frame(&ServerFrame::error(&e, Some(client_id.clone())));
+                }
+                false
+            });
+        }
+        self.in_flight.retain(|_, s| !s.is_empty());
         self.links.retain(|node, _| m.live.contains(node));
         // Rooms that moved away must be looked up again; what waited for one
         // of them to start is refused (the senders look again).
@@ -870,22 +938,39 @@ impl RouterState {
     }
 }
 
-/// The last seq among `message` frames, or the `last_seq` of a `joined` frame.
-fn last_position(frames: &[String]) -> Option<u64> {
+/// The last seq among `message` frames (or the `last_seq` of a `joined`
+/// frame), and the client_ids answered by `ack` and `error` frames.
+fn scan(frames: &[String]) -> (Option<u64>, Vec<String>) {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(rename = "type")]
         kind: String,
         seq: Option<u64>,
         last_seq: Option<u64>,
+        client_id: Option<String>,
+        #[serde(rename = "ref")]
+        reference: Option<String>,
     }
-    frames
+    let mut position = None;
+    let mut answered = Vec::new();
+    for p in frames
         .iter()
         .filter_map(|f| serde_json::from_str::<Probe>(f).ok())
-        .filter_map(|p| match p.kind.as_str() {
+    {
+        let seq = match p.kind.as_str() {
             "message" => p.seq,
             "joined" => p.last_seq,
+            "ack" => {
+                answered.extend(p.client_id);
+                None
+            }
+            "error" => {
+                answered.extend(p.reference);
+                None
+            }
             _ => None,
-        })
-        .max()
+        };
+        position = position.max(seq);
+    }
+    (position, answered)
 }
