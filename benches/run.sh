@@ -7,18 +7,21 @@
 #   benches/run.sh fanout -s 100 -r 1000 -d 5
 #   benches/run.sh fanout -s 1000 -r 200 --find-max
 #   benches/run.sh connections -n 10000
+#   benches/run.sh cluster -s 1000 -r 100 -d 10      # a 3-node cluster: cross-node vs single-node
+#   benches/run.sh failover -m 10 -k 20 -r 2         # kill -9 of a node under traffic
 #
 # Environment: BENCH_OUT (where the JSON and Markdown go, default
 # benches/out/<time>-<scenario>), SERVER_CPUS (default 0), GEN_CPUS
 # (default 1), BENCH_TARGETS (default "troupe bare"), BENCH_NO_BUILD=1,
-# BARE_FLAGS (extra bare-broadcast flags), BENCH_RUST_LOG (troupe's RUST_LOG).
+# BARE_FLAGS (extra bare-broadcast flags), BENCH_RUST_LOG (troupe's RUST_LOG),
+# and for cluster/failover TEST_TANSU, TEST_POSTGRES, TEST_REDIS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
-[ $# -ge 1 ] || { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 scenario=$1
 shift
 
@@ -35,6 +38,27 @@ fi
 out=${BENCH_OUT:-benches/out/$(date +%Y%m%d-%H%M%S)-$scenario}
 mkdir -p "$out"
 status=0
+
+# The cluster scenarios: the generator starts the cluster itself (its nodes
+# and the tansu broker pinned to SERVER_CPUS, the generator to GEN_CPUS;
+# Postgres and Redis are the machine's own servers), with the same node
+# settings as a single troupe here (TROUPE_BENCH_ENV), and keeps the node logs.
+case $scenario in
+  cluster|failover)
+    if [ -z "${TEST_TANSU:-}" ]; then TEST_TANSU=$(scripts/install-tansu.sh); fi
+    export TEST_TANSU
+    server_cpus=()
+    [ ${#server_pin[@]} -gt 0 ] && server_cpus=(--server-cpus "${SERVER_CPUS:-0}")
+    echo "== $scenario against a troupe cluster (nodes and broker on CPUs ${SERVER_CPUS:-0}, generator on ${GEN_CPUS:-1})" >&2
+    env "${TROUPE_BENCH_ENV[@]}" "${gen_pin[@]}" "$BIN_DIR/troupe-bench" "$scenario" \
+      --troupe-bin "$BIN_DIR/troupe" "${server_cpus[@]}" --logs "$out/logs" \
+      --json "$out/troupe.json" --markdown "$out/troupe.md" "$@" \
+      || { status=1; echo "== the $scenario run failed or was not ok" >&2; }
+    [ -f "$out/troupe.md" ] && cat "$out/troupe.md"
+    echo "results (and node logs) in $out" >&2
+    exit $status
+    ;;
+esac
 for target in ${BENCH_TARGETS:-troupe bare}; do
   echo "== $scenario against $target (server on CPUs ${SERVER_CPUS:-0}, generator on ${GEN_CPUS:-1})" >&2
   case $target in

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# CI's check of the benchmarks: builds them and runs every working scenario
-# once, at a tiny size, against troupe and against the bare baseline. Fails on
-# any error, loss, duplicate or refused connection; never on timings.
+# CI's check of the benchmarks: builds them and runs every scenario once, at a
+# tiny size, against troupe and against the bare baseline, and the cluster
+# scenarios against a three-node troupe cluster they start. Fails on any
+# error, loss, duplicate or refused connection; never on timings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
-bench_build "${BENCH_PROFILE:-debug}"
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+  bench_build "${BENCH_PROFILE:-debug}"
+else
+  BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/${BENCH_PROFILE:-debug}"
+fi
 start_troupe
 troupe_pid=$SERVER_PID troupe_url=$SERVER_URL
 start_bare
@@ -41,14 +46,59 @@ done
 first=$(printf "%s" "${runs[0]}" | tr -c 'a-zA-Z0-9-' '_')
 "$BIN_DIR/troupe-bench" compare --troupe "$BENCH_TMP/$first-troupe.json" --bare "$BENCH_TMP/$first-bare.json" >/dev/null \
   || { echo "FAIL compare"; failed=1; }
-# The cluster scenarios are stubs until the cluster exists: they must say so and fail.
-if "$BIN_DIR/troupe-bench" cluster 2>/dev/null; then echo "FAIL cluster stub exited 0"; failed=1; fi
+# The cluster scenarios start a three-node cluster of their own on Postgres,
+# Redis (TEST_POSTGRES, TEST_REDIS; default 127.0.0.1:5432 as root, and
+# 127.0.0.1:6379) and a tansu broker (TEST_TANSU, as scripts/test.sh exports
+# it; else scripts/install-tansu.sh), each run in a fresh database and Redis
+# prefix that it drops at the end.
+if [ -z "${TEST_TANSU:-}" ]; then TEST_TANSU=$(scripts/install-tansu.sh); fi
+export TEST_TANSU
+cluster_runs=(
+  "cluster --nodes 3 -s 20 -p 1 -r 50 -d 2"
+  "failover --nodes 3 --rooms 3 --members 4 -r 4 --before-secs 2 --after-secs 3"
+)
+for run in "${cluster_runs[@]}"; do
+  name=$(printf "%s" "$run" | tr -c 'a-zA-Z0-9-' '_')
+  # shellcheck disable=SC2086 # the run's words are its options
+  if env "${TROUPE_BENCH_ENV[@]}" "$BIN_DIR/troupe-bench" $run --troupe-bin "$BIN_DIR/troupe" \
+      --logs "$BENCH_TMP/$name-logs" --settle-ms 300 --quiet \
+      --json "$BENCH_TMP/$name.json" --markdown "$BENCH_TMP/$name.md" \
+    && python3 - "$BENCH_TMP/$name.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+if s["scenario"] == "cluster":
+    rounds = s["rounds"]
+    assert len(rounds) == 2, "a spread and a single-node round"
+    for r in rounds:
+        assert r["lost"] == 0 and r["duplicated"] == 0 and r["delivered"] == r["expected_deliveries"] > 0, r
+    names = [g["name"] for g in rounds[0]["groups"]]
+    assert names == ["same-node", "cross-node"], names
+    assert s["cluster"]["cross_node"]["delivered"] > 0, "no cross-node delivery"
+else:
+    f = s["failover"]
+    assert f["lost"] == 0 and f["duplicated"] == 0 and f["duplicate_messages"] == 0, f
+    assert f["out_of_order"] == 0 and f["conflicts"] == 0 and f["unacked"] == 0, f
+    assert f["delivered"] == f["expected_deliveries"] > 0, f
+    assert f["resumed_clients"] == f["clients_on_victim"] > 0, f
+    assert f["first_ack_ms_all_rooms"] is not None, "a room of the killed node never served again"
+PY
+  then
+    echo "ok   $run (troupe cluster)"
+  else
+    echo "FAIL $run (troupe cluster)"
+    failed=1
+    for log in "$BENCH_TMP/$name-logs"/*.log; do
+      [ -f "$log" ] && { echo "     --- $log"; tail -15 "$log" | sed 's/^/     /'; }
+    done
+  fi
+  [ -f "$BENCH_TMP/$name.md" ] && sed 's/^/     /' "$BENCH_TMP/$name.md"
+done
 
 kill -0 "$troupe_pid" 2>/dev/null || { echo "FAIL troupe died"; failed=1; }
 kill -0 "$bare_pid" 2>/dev/null || { echo "FAIL bare-broadcast died"; failed=1; }
 if [ $failed -ne 0 ]; then
   echo "smoke: FAILED (server logs follow)"
-  tail -30 "$BENCH_TMP"/troupe-*.log "$BENCH_TMP"/bare-*.log || true
+  tail -n 30 "$BENCH_TMP"/troupe-*.log "$BENCH_TMP"/bare-*.log || true
   exit 1
 fi
 echo "smoke: all scenarios ran, nothing lost"

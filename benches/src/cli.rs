@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::net::{loopback_addr, Sources};
+use crate::sys::{proc_sample_sum, ProcSample};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,6 +80,9 @@ pub struct Env {
     pub addr: SocketAddr,
     pub sources: Arc<Sources>,
     pub run_id: String,
+    /// The server processes whose CPU and memory are reported (summed):
+    /// --server-pid, or the nodes of a cluster the generator started.
+    pub server_pids: Vec<u32>,
 }
 
 impl Env {
@@ -92,8 +96,14 @@ impl Env {
             sources: Arc::new(Sources::new(common.source_ips)),
             addr,
             run_id,
+            server_pids: common.server_pid.into_iter().collect(),
             common,
         })
+    }
+
+    /// The server processes now (summed over a cluster's nodes); None without any.
+    pub fn server_sample(&self) -> Option<ProcSample> {
+        proc_sample_sum(&self.server_pids)
     }
 
     pub fn progress(&self, line: impl AsRef<str>) {
@@ -104,7 +114,7 @@ impl Env {
 }
 
 /// `tb` and six base-36 characters from the clock and the pid.
-fn unique_run_id() -> String {
+pub fn unique_run_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)

@@ -15,7 +15,7 @@ use crate::load::run_limited;
 use crate::net::{client_config, connect_ws, Ws};
 use crate::proto;
 use crate::report::{new_histogram, ConnectionsResult, Latency};
-use crate::sys::{proc_sample, self_cpu};
+use crate::sys::self_cpu;
 
 pub struct ConnectionsSpec {
     pub connections: usize,
@@ -49,7 +49,7 @@ pub async fn run(
     };
     // Let the server's allocator settle after the logins before the baseline.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = env.common.server_pid.and_then(proc_sample);
+    let before = env.server_sample();
 
     env.progress(format!("connecting {n} idle connections"));
     let closed = Arc::new(AtomicU64::new(0));
@@ -121,7 +121,7 @@ pub async fn run(
         spec.hold_secs
     ));
     tokio::time::sleep(Duration::from_secs_f64(spec.hold_secs.max(0.0))).await;
-    let after = env.common.server_pid.and_then(proc_sample);
+    let after = env.server_sample();
     let closed_while_held = closed.load(Relaxed);
     let _ = stop.send(true);
     let mut closing = tokio::task::JoinSet::new();

@@ -3,7 +3,9 @@
 //! See `benches/README.md`.
 
 pub mod cli;
+pub mod cluster;
 pub mod connections;
+pub mod failover;
 pub mod load;
 pub mod net;
 pub mod proto;

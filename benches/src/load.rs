@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,8 +20,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::cli::{Env, Target};
 use crate::net::{client_config, connect_ws, Ws};
 use crate::proto::{self, Stamp};
-use crate::report::{new_histogram, Latency, RoundResult, ServerRound, Tick};
-use crate::sys::{proc_sample, self_cpu};
+use crate::report::{new_histogram, GroupResult, Latency, RoundResult, ServerRound, Tick};
+use crate::sys::self_cpu;
 
 /// Latency histograms are sharded by client so that recording stays cheap.
 const SHARDS: usize = 16;
@@ -37,6 +38,24 @@ pub struct ClientSpec {
     pub room: u32,
     pub publisher: Option<u32>,
     pub subscriber: bool,
+    /// Where it connects (and logs in): an index into [`LoadSpec::addrs`].
+    pub node: usize,
+    /// Which latency histogram its deliveries go to: an index into
+    /// [`LoadSpec::groups`] (0 when there are none).
+    pub group: usize,
+}
+
+impl ClientSpec {
+    /// A client of the one server at `--url`, in no latency group.
+    pub fn new(room: u32, publisher: Option<u32>, subscriber: bool) -> Self {
+        Self {
+            room,
+            publisher,
+            subscriber,
+            node: 0,
+            group: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +64,28 @@ pub struct LoadSpec {
     pub clients: Vec<ClientSpec>,
     /// Extra characters in every body.
     pub payload: usize,
+    /// The servers clients connect to (a cluster's nodes); empty: `--url` alone.
+    pub addrs: Vec<SocketAddr>,
+    /// Names of the latency groups reported apart (e.g. same-node and
+    /// cross-node subscribers); empty: only the overall latency.
+    pub groups: Vec<String>,
+    /// Prefix of the usernames (default `<run id>u`): two loads on one
+    /// server need different ones, or their users would share rooms.
+    pub user_prefix: Option<String>,
+}
+
+impl LoadSpec {
+    /// Clients of the one server at `--url`.
+    pub fn single(rooms: Vec<String>, clients: Vec<ClientSpec>, payload: usize) -> Self {
+        Self {
+            rooms,
+            clients,
+            payload,
+            addrs: Vec::new(),
+            groups: Vec::new(),
+            user_prefix: None,
+        }
+    }
 }
 
 /// Counters shared by every task of the load.
@@ -65,7 +106,10 @@ pub struct Shared {
     subscribers_in_room: Vec<u64>,
     /// Largest latency since the last progress tick, ns.
     window_max: AtomicU64,
-    hist: Vec<Mutex<Histogram<u64>>>,
+    /// Per latency group, per shard.
+    hist: Vec<Vec<Mutex<Histogram<u64>>>>,
+    /// Deliveries per latency group.
+    group_delivered: Vec<AtomicU64>,
     problems: Mutex<Vec<String>>,
     publishers_done: AtomicUsize,
     stopping: AtomicBool,
@@ -137,6 +181,7 @@ impl Track {
 
 struct ReaderInfo {
     client: usize,
+    group: usize,
     room: u32,
     subscriber: bool,
     publishers: usize,
@@ -237,7 +282,8 @@ fn on_text(sh: &Shared, info: &ReaderInfo, tracks: &mut [Track], shard: usize, t
         let latency = sh.now_ns().saturating_sub(stamp.t_ns);
         sh.delivered.fetch_add(1, Relaxed);
         sh.window_max.fetch_max(latency, Relaxed);
-        sh.hist[shard]
+        sh.group_delivered[info.group].fetch_add(1, Relaxed);
+        sh.hist[info.group][shard]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .saturating_record(latency);
@@ -364,6 +410,9 @@ enum Connected {
 /// A connected load, ready for rounds.
 pub struct Load {
     env: Env,
+    /// Names of the latency groups, and the subscribers in each.
+    groups: Vec<String>,
+    group_subscribers: Vec<usize>,
     sh: Arc<Shared>,
     clients: Vec<Client>,
     publishers: usize,
@@ -425,6 +474,29 @@ impl Load {
             }
         }
         let publishers = pub_room.len();
+        let groups = spec.groups.len().max(1);
+        let addrs: Vec<SocketAddr> = if spec.addrs.is_empty() {
+            vec![env.addr]
+        } else {
+            spec.addrs.clone()
+        };
+        for c in &spec.clients {
+            anyhow::ensure!(
+                c.node < addrs.len(),
+                "client of node #{} of {}",
+                c.node,
+                addrs.len()
+            );
+            anyhow::ensure!(
+                c.group < groups,
+                "client of latency group #{} of {groups}",
+                c.group
+            );
+        }
+        let user_prefix = spec
+            .user_prefix
+            .clone()
+            .unwrap_or_else(|| format!("{}u", env.run_id));
         let sh = Arc::new(Shared {
             target: env.common.target,
             start: Instant::now(),
@@ -438,7 +510,10 @@ impl Load {
             pub_room,
             subscribers_in_room,
             window_max: AtomicU64::new(0),
-            hist: (0..SHARDS).map(|_| Mutex::new(new_histogram())).collect(),
+            hist: (0..groups)
+                .map(|_| (0..SHARDS).map(|_| Mutex::new(new_histogram())).collect())
+                .collect(),
+            group_delivered: (0..groups).map(|_| AtomicU64::new(0)).collect(),
             problems: Mutex::new(Vec::new()),
             publishers_done: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -449,9 +524,10 @@ impl Load {
                 env.progress(format!("setup: {n} users register and log in"));
                 run_limited(env, "login", n, |i| {
                     let env = env.clone();
+                    let addr = addrs[spec.clients[i].node];
+                    let user = format!("{user_prefix}{i}");
                     async move {
-                        let user = format!("{}u{i}", env.run_id);
-                        proto::register_and_login(env.addr, env.sources.pick(), &user)
+                        proto::register_and_login(addr, env.sources.pick(), &user)
                             .await
                             .map(Some)
                     }
@@ -472,24 +548,23 @@ impl Load {
             let token = tokens[i].clone();
             let stop_rx = stop_rx.clone();
             let room_publishers = publishers_in_room[spec_client.room as usize];
+            let addr = addrs[spec_client.node];
             async move {
                 let config = client_config(read_buffer);
                 let source = env.sources.pick();
                 let ws = match &token {
                     Some(token) => {
                         let mut ws =
-                            connect_ws(env.addr, source, &format!("/ws?token={token}"), config)
-                                .await?;
+                            connect_ws(addr, source, &format!("/ws?token={token}"), config).await?;
                         proto::await_session(&mut ws).await?;
                         proto::join(&mut ws, &room).await?;
                         ws
                     }
-                    None => {
-                        connect_ws(env.addr, source, &format!("/ws?room={room}"), config).await?
-                    }
+                    None => connect_ws(addr, source, &format!("/ws?room={room}"), config).await?,
                 };
                 let info = ReaderInfo {
                     client: i,
+                    group: spec_client.group,
                     room: spec_client.room,
                     subscriber: spec_client.subscriber,
                     publishers: room_publishers,
@@ -532,8 +607,14 @@ impl Load {
         let settle = Duration::from_millis(env.common.settle_ms);
         env.progress(format!("setup: {n} clients ready; settling for {settle:?}"));
         tokio::time::sleep(settle).await;
+        let mut group_subscribers = vec![0usize; groups];
+        for c in spec.clients.iter().filter(|c| c.subscriber) {
+            group_subscribers[c.group] += 1;
+        }
         Ok(Load {
             env: env.clone(),
+            groups: spec.groups.clone(),
+            group_subscribers,
             sh,
             clients,
             publishers,
@@ -557,16 +638,17 @@ impl Load {
     ) -> RoundResult {
         let sh = self.sh.clone();
         let env = &self.env;
-        for h in &sh.hist {
+        for h in sh.hist.iter().flatten() {
             h.lock().unwrap_or_else(|e| e.into_inner()).reset();
         }
+        let group0: Vec<u64> = sh.group_delivered.iter().map(|d| d.load(Relaxed)).collect();
         sh.problems
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         sh.publishers_done.store(0, Relaxed);
         let c0 = Counts::take(&sh);
-        let server0 = env.common.server_pid.and_then(proc_sample);
+        let server0 = env.server_sample();
         let cpu0 = self_cpu();
         let rate = total_rate / self.publishers.max(1) as f64;
         let start = Instant::now() + Duration::from_millis(20);
@@ -643,11 +725,24 @@ impl Load {
         }
         let elapsed = (end - start).as_secs_f64().max(1e-9);
         let cpu = (self_cpu() - cpu0).as_secs_f64();
-        let server1 = env.common.server_pid.and_then(proc_sample);
+        let server1 = env.server_sample();
         let c1 = Counts::take(&sh);
         let mut hist = new_histogram();
-        for h in &sh.hist {
-            let _ = hist.add(&*h.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut groups = Vec::new();
+        for (g, shards) in sh.hist.iter().enumerate() {
+            let mut group = new_histogram();
+            for h in shards {
+                let _ = group.add(&*h.lock().unwrap_or_else(|e| e.into_inner()));
+            }
+            let _ = hist.add(&group);
+            if let Some(name) = self.groups.get(g) {
+                groups.push(GroupResult {
+                    name: name.clone(),
+                    subscribers: self.group_subscribers[g],
+                    delivered: sh.group_delivered[g].load(Relaxed) - group0[g],
+                    latency: Latency::from_ns(&group),
+                });
+            }
         }
         let latency = Latency::from_ns(&hist);
 
@@ -728,6 +823,7 @@ impl Load {
             unacked,
             closed,
             latency,
+            groups,
             generator_cpu_pct: cpu / elapsed * 100.0,
             server,
             fell_behind,

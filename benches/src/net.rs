@@ -120,13 +120,39 @@ pub async fn post_json(
     body: &str,
     timeout: Duration,
 ) -> anyhow::Result<(u16, String)> {
+    request(target, source, "POST", path, Some(body), timeout).await
+}
+
+/// `GET path`; answers (status, body). One connection, bounded by `timeout`.
+pub async fn get(
+    target: SocketAddr,
+    source: Ipv4Addr,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
+    request(target, source, "GET", path, None, timeout).await
+}
+
+async fn request(
+    target: SocketAddr,
+    source: Ipv4Addr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
     let exchange = async {
         let mut stream = connect_tcp(target, source).await?;
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
+        let request = match body {
+            Some(body) => format!(
+                "{method} {path} HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+            None => {
+                format!("{method} {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")
+            }
+        };
         stream.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await?;
@@ -134,7 +160,7 @@ pub async fn post_json(
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| anyhow!("POST {path}: no answer within {timeout:?}"))?
+        .map_err(|_| anyhow!("{method} {path}: no answer within {timeout:?}"))?
 }
 
 fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {

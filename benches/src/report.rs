@@ -102,6 +102,10 @@ pub struct RoundResult {
     pub closed: u64,
     /// Send-to-deliver latency of every distinct delivery.
     pub latency: Latency,
+    /// The same, per group of subscribers (cluster: same node as the
+    /// publishers, other nodes); empty when the load has no groups.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupResult>,
     /// The generator's CPU time over wall time, percent of one core.
     pub generator_cpu_pct: f64,
     pub server: Option<ServerRound>,
@@ -113,6 +117,15 @@ pub struct RoundResult {
     pub held: bool,
     pub problems: Vec<String>,
     pub timeline: Vec<Tick>,
+}
+
+/// The deliveries of one group of subscribers during a round.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupResult {
+    pub name: String,
+    pub subscribers: usize,
+    pub delivered: u64,
+    pub latency: Latency,
 }
 
 /// The JSON summary of a run.
@@ -131,9 +144,44 @@ pub struct Summary {
     pub rounds: Vec<RoundResult>,
     /// The `connections` scenario.
     pub connections: Option<ConnectionsResult>,
+    /// The `cluster` scenario: latency by where the subscribers are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterFanout>,
+    /// The `failover` scenario.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::failover::FailoverResult>,
     pub generator: GeneratorUsage,
     pub server_before: Option<ProcSample>,
     pub server_after: Option<ProcSample>,
+}
+
+/// The `cluster` scenario's headline: one room fanned out from the
+/// publishers' node to subscribers on every node (round `spread`), and the
+/// same load with every subscriber on the publishers' node (round
+/// `single-node`), in the same cluster and the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterFanout {
+    pub nodes: Vec<String>,
+    /// The spread round's room, the node owning it, and the node its publishers use.
+    pub room: String,
+    pub owner: Option<String>,
+    pub publisher_node: String,
+    pub subscribers_per_node: std::collections::BTreeMap<String, usize>,
+    /// The single-node round's room and node (its owner, publishers and subscribers).
+    pub single_room: String,
+    pub single_node: String,
+    /// Spread round: subscribers on the publishers' node, and on the other nodes.
+    pub same_node: Option<GroupResult>,
+    pub cross_node: Option<GroupResult>,
+    /// Single-node round: every subscriber.
+    pub single: Option<GroupResult>,
+    pub spread_deliveries_per_s: f64,
+    pub single_deliveries_per_s: f64,
+    /// cross-node / single-node latency.
+    pub ratio_p50: Option<f64>,
+    pub ratio_p99: Option<f64>,
+    pub ratio_p999: Option<f64>,
+    pub ratio_max: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -240,6 +288,12 @@ impl Summary {
                 c.closed_while_held,
             );
         }
+        if let Some(c) = &self.cluster {
+            self.cluster_markdown(&mut s, c);
+        }
+        if let Some(fo) = &self.failover {
+            failover_markdown(&mut s, fo);
+        }
         let _ = writeln!(
             s,
             "generator: {} thread(s), {} CPU s over {} s ({} % of one core)\n",
@@ -256,6 +310,53 @@ impl Summary {
             s.push('\n');
         }
         s
+    }
+
+    fn cluster_markdown(&self, s: &mut String, c: &ClusterFanout) {
+        let _ = writeln!(
+            s,
+            "cluster of {} nodes ({}); rounds in order: `spread` (room {} owned by {}, publishers on {}, subscribers per node {:?}), then `single-node` (room {}, everything on {})\n",
+            c.nodes.len(),
+            c.nodes.join(", "),
+            c.room,
+            c.owner.as_deref().unwrap_or("?"),
+            c.publisher_node,
+            c.subscribers_per_node,
+            c.single_room,
+            c.single_node,
+        );
+        s.push_str("| round | subscribers | where | deliveries | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n");
+        s.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
+        for (round, g, place) in [
+            ("spread", &c.same_node, "publishers' node"),
+            ("spread", &c.cross_node, "other nodes (cross-node)"),
+            ("single-node", &c.single, "publishers' node, alone"),
+        ] {
+            if let Some(g) = g {
+                let _ = writeln!(
+                    s,
+                    "| {round} | {} | {place} | {} | {} | {} | {} | {} | {} |",
+                    g.subscribers,
+                    g.delivered,
+                    f(g.latency.p50_ms),
+                    f(g.latency.p90_ms),
+                    f(g.latency.p99_ms),
+                    f(g.latency.p999_ms),
+                    f(g.latency.max_ms),
+                );
+            }
+        }
+        let r = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+        let _ = writeln!(
+            s,
+            "\ncross-node / single-node: p50 **{}**, p99 **{}**, p99.9 {}, max {}; deliveries/s spread {} vs single-node {}\n",
+            r(c.ratio_p50),
+            r(c.ratio_p99),
+            r(c.ratio_p999),
+            r(c.ratio_max),
+            f(c.spread_deliveries_per_s),
+            f(c.single_deliveries_per_s),
+        );
     }
 
     /// Writes the JSON (to --json or stdout) and the Markdown (to --markdown).
@@ -406,4 +507,131 @@ pub fn compare(troupe: &Value, bare: &Value) -> String {
         }
     }
     s
+}
+
+fn failover_markdown(s: &mut String, r: &crate::failover::FailoverResult) {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let _ = writeln!(
+        s,
+        "cluster of {} nodes ({}); rooms per node before the kill {:?}; killed **{}** (kill -9): {} of its rooms, {} of {} clients\n",
+        r.nodes.len(),
+        r.nodes.join(", "),
+        r.rooms_per_node,
+        r.victim,
+        r.victim_rooms.len(),
+        r.clients_on_victim,
+        r.clients,
+    );
+    s.push_str("| figure | value |\n|---|---:|\n");
+    let rows: Vec<(&str, String)> = vec![
+        (
+            "detection: kill to \"cluster membership changed\" on every survivor (logs), ms",
+            ms(r.detection_ms_max),
+        ),
+        (
+            "kill to \"room lease taken\" of the last of its rooms (logs), ms",
+            ms(r.lease_taken_ms_max),
+        ),
+        (
+            "kill to the first ack in one of its rooms, ms",
+            ms(r.first_ack_ms_first_room),
+        ),
+        (
+            "kill to the first ack in every one of its rooms, ms (target <= 2000)",
+            ms(r.first_ack_ms_all_rooms),
+        ),
+        (
+            "kill to the first ack in the other rooms (max), ms",
+            ms(r.first_ack_ms_other_rooms_max),
+        ),
+        (
+            "its clients resumed",
+            format!("{} of {}", r.resumed_clients, r.clients_on_victim),
+        ),
+        (
+            "kill to `resumed`, p50 / max ms (target max <= 5000)",
+            format!("{} / {}", f(r.resume_ms.p50_ms), f(r.resume_ms.max_ms)),
+        ),
+        (
+            "connection attempts to resume, at most",
+            r.resume_attempts_max.to_string(),
+        ),
+        (
+            "other clients' lost connections",
+            r.other_disconnects.to_string(),
+        ),
+        (
+            "messages sent / resends / `unavailable` answers",
+            format!("{} / {} / {}", r.sent, r.resends, r.unavailable),
+        ),
+        (
+            "acked / never acked",
+            format!("{} / {}", r.acked, r.unacked),
+        ),
+        (
+            "deliveries owed / delivered",
+            format!("{} / {}", r.expected_deliveries, r.delivered),
+        ),
+        (
+            "lost / duplicated / stored twice / out of order / conflicting",
+            format!(
+                "{} / {} / {} / {} / {}",
+                r.lost, r.duplicated, r.duplicate_messages, r.out_of_order, r.conflicts
+            ),
+        ),
+        (
+            "delivery latency p50 / p99 / p99.9 / max ms",
+            format!(
+                "{} / {} / {} / {}",
+                f(r.latency.p50_ms),
+                f(r.latency.p99_ms),
+                f(r.latency.p999_ms),
+                f(r.latency.max_ms)
+            ),
+        ),
+        (
+            "ack latency p50 / p99 / max ms",
+            format!(
+                "{} / {} / {}",
+                f(r.ack_latency.p50_ms),
+                f(r.ack_latency.p99_ms),
+                f(r.ack_latency.max_ms)
+            ),
+        ),
+        (
+            "error frames (other than `unavailable`)",
+            r.errors.to_string(),
+        ),
+        ("drain after sending stopped, s", f(r.drain_s)),
+        ("generator CPU, % of a core", f(r.generator_cpu_pct)),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(s, "| {k} | {v} |");
+    }
+    s.push('\n');
+    if !r.rooms.is_empty() {
+        s.push_str("| room of the killed node | new owner | lease taken, ms after the kill | first ack, ms after the kill |\n|---|---|---:|---:|\n");
+        for room in &r.rooms {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                room.room,
+                room.new_owner.as_deref().unwrap_or("-"),
+                ms(room.lease_taken_ms),
+                ms(room.ms)
+            );
+        }
+        s.push('\n');
+    }
+    if !r.detection.is_empty() {
+        let _ = writeln!(
+            s,
+            "detection per node (ms after the kill): {}\n",
+            r.detection
+                .iter()
+                .map(|d| format!("{} {}", d.node, ms(d.ms)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
 }

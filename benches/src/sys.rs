@@ -53,6 +53,19 @@ pub fn proc_sample(pid: u32) -> Option<ProcSample> {
     })
 }
 
+/// The sum over several processes (a cluster's nodes): RSS, peak RSS and CPU
+/// time added up over those still alive; None when none is.
+pub fn proc_sample_sum(pids: &[u32]) -> Option<ProcSample> {
+    let mut total: Option<ProcSample> = None;
+    for s in pids.iter().filter_map(|&pid| proc_sample(pid)) {
+        let t = total.get_or_insert_with(ProcSample::default);
+        t.rss_kib += s.rss_kib;
+        t.hwm_kib += s.hwm_kib;
+        t.cpu_s += s.cpu_s;
+    }
+    total
+}
+
 /// Raises the soft open-file limit to the hard one; answers the new soft limit.
 pub fn raise_nofile() -> libc::rlim_t {
     let mut lim = libc::rlimit {
