@@ -11,6 +11,12 @@
 //!    exactly once, in increasing seq order;
 //! 4. every user that was disconnected resumed (on another node).
 //!
+//! Scenarios: `kill -9` of a node and its restart, a fourth node joining,
+//! SIGTERM, a client roaming over every node, a node with a wrong cookie
+//! (never let in), and a partition: one node cut off from the two others
+//! by a network namespace (root and `ip netns` needed), fenced while cut
+//! off, back after the heal.
+//!
 //! Each test prints `scenario=<name> acked=.. delivered=.. lost=..
 //! duplicated=.. resumes=..` (run with `--nocapture`):
 //!
@@ -31,7 +37,9 @@ mod common {
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::cluster::{standard_users, Cluster, Load, Roam, UserSpec};
+use common::cluster::{
+    standard_users, Cluster, ClusterOptions, ExtraCheck, LeaseChange, Load, Roam, UserSpec,
+};
 
 /// 60 users in 10 rooms (6 members each), spread over the nodes.
 const USERS: usize = 60;
@@ -317,4 +325,519 @@ async fn cluster_client_roams_every_reconnect() {
     assert!(outcome.acked > 0);
     assert!(done, "the roamer resumed only {resumes} times within 240 s");
     assert_eq!(nodes.len(), 3, "the roamer visited only nodes {nodes:?}");
+}
+
+/// A node with another cookie, seeded with a running cluster, is never let
+/// in: no member lists it, it sees only itself (and serves alone once its
+/// join timeout passed), the handshake failure is logged as `refused`, and
+/// no log shows a cookie. The cluster chats on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_wrong_cookie_is_refused() {
+    let name = "cluster_wrong_cookie_is_refused";
+    let mut cluster = Cluster::start(name, 3).await;
+    let load = Load::start(&cluster, standard_users("c", 30, 6, 3)).await;
+    load.run_for(Duration::from_secs(2)).await;
+    let members = cluster.running_names();
+    let cookie = cluster.cookie();
+    let wrong = format!("not-our-cookie-{}", std::process::id());
+
+    let t = Instant::now();
+    let out = cluster
+        .start_outsider(&[("TROUPE_CLUSTER__COOKIE", wrong.as_str())])
+        .await;
+    let out_name = cluster.nodes[out].name.clone();
+    println!(
+        "[{name}] started {out_name} with a wrong cookie, seeded with {members:?} (up after {} ms)",
+        t.elapsed().as_millis()
+    );
+
+    // Join timeout (3 s) and a few reconnect rounds (backoff up to 5 s).
+    let mut failures: Vec<String> = Vec::new();
+    let mut alone_after: Option<Duration> = None;
+    let mut last_outsider = String::new();
+    while t.elapsed() < Duration::from_secs(15) {
+        for i in 0..cluster.nodes.len() {
+            if i == out {
+                continue;
+            }
+            if let Some(r) = cluster.ready(i).await {
+                if r.live.contains(&out_name) {
+                    failures.push(format!(
+                        "+{} ms: {} lists {out_name} as live: {}",
+                        t.elapsed().as_millis(),
+                        cluster.nodes[i].name,
+                        r.body
+                    ));
+                }
+            }
+        }
+        if let Some(r) = cluster.ready(out).await {
+            if r.live.iter().any(|n| *n != out_name) {
+                failures.push(format!(
+                    "+{} ms: {out_name} sees other nodes: {}",
+                    t.elapsed().as_millis(),
+                    r.body
+                ));
+            }
+            let alone = r.status == 200
+                && r.live == BTreeSet::from([out_name.clone()])
+                && r.body.contains(r#""status":"ready""#);
+            if alone && alone_after.is_none() {
+                alone_after = Some(t.elapsed());
+            }
+            last_outsider = format!("{} {}", r.status, r.body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "[{name}] {out_name} serves alone (200 ready, live = itself) after {}; its last /ready: {last_outsider}",
+        alone_after.map_or("never".into(), |d| format!("{} ms", d.as_millis()))
+    );
+    // The members still see exactly each other.
+    cluster.wait_converged(Duration::from_secs(10)).await;
+
+    // Which side logs the refused handshake.
+    let refused = |cluster: &Cluster| -> Vec<String> {
+        cluster
+            .all_logs()
+            .into_iter()
+            .filter(|(_, text)| text.contains("cluster peer refused"))
+            .map(|(node, text)| {
+                let line = text
+                    .lines()
+                    .find(|l| l.contains("cluster peer refused"))
+                    .unwrap_or_default()
+                    .to_string();
+                format!("{node}: {line}")
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut logged = refused(&cluster);
+    while logged.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        logged = refused(&cluster);
+    }
+    println!("[{name}] logs with `refused`:\n  {}", logged.join("\n  "));
+    let leaks: Vec<String> = cluster
+        .all_logs()
+        .into_iter()
+        .flat_map(|(node, text)| {
+            [
+                ("the cluster's cookie", &cookie),
+                ("the wrong cookie", &wrong),
+            ]
+            .into_iter()
+            .filter(|(_, c)| text.contains(c.as_str()))
+            .map(|(what, _)| format!("{node}'s log shows {what}"))
+            .collect::<Vec<_>>()
+        })
+        .collect();
+
+    let outcome = load.finish(&cluster).await;
+    println!(
+        "scenario={name} outsider_alone_ms={} refused_logged_by={} cookie_leaks={} views_with_outsider={}",
+        alone_after.map_or(-1, |d| d.as_millis() as i64),
+        logged
+            .iter()
+            .map(|l| l.split(':').next().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        leaks.len(),
+        failures.len()
+    );
+    assert!(outcome.acked > 0);
+    assert!(
+        failures.is_empty(),
+        "the node with the wrong cookie got into a view:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        alone_after.is_some(),
+        "{out_name} never answered /ready 200 `ready` with live = [{out_name}] within 15 s; last: {last_outsider}"
+    );
+    assert!(
+        !logged.is_empty(),
+        "no log says `refused` about the wrong cookie within 25 s of {out_name}'s start"
+    );
+    assert!(leaks.is_empty(), "a cookie leaked into a log: {leaks:?}");
+}
+
+/// How long the cut-off node stays cut off.
+const PARTITION: Duration = Duration::from_secs(8);
+
+/// Who held each room's lease when, from the lease audit.
+struct LeaseTimeline(BTreeMap<String, Vec<(f64, Option<String>, u64)>>);
+
+impl LeaseTimeline {
+    fn new(changes: &[LeaseChange]) -> LeaseTimeline {
+        let mut rooms: BTreeMap<String, Vec<(f64, Option<String>, u64)>> = BTreeMap::new();
+        for c in changes {
+            rooms
+                .entry(c.room.clone())
+                .or_default()
+                .push((c.at_ms, c.owner.clone(), c.epoch));
+        }
+        LeaseTimeline(rooms)
+    }
+
+    /// The holders of `room`'s lease over `[from, to]` (wall ms): the one at
+    /// `from`, then every later one up to `to`.
+    fn holders(&self, room: &str, from: f64, to: f64) -> Vec<(Option<String>, u64)> {
+        let Some(changes) = self.0.get(room) else {
+            return vec![(None, 0)];
+        };
+        let mut out = vec![changes
+            .iter()
+            .take_while(|(at, _, _)| *at <= from)
+            .last()
+            .map_or((None, 0), |(_, o, e)| (o.clone(), *e))];
+        out.extend(
+            changes
+                .iter()
+                .filter(|(at, _, _)| *at > from && *at <= to)
+                .map(|(_, o, e)| (o.clone(), *e)),
+        );
+        out
+    }
+}
+
+/// Node3 runs in a network namespace; its cluster link is cut for 8 s under
+/// traffic (60 users in 10 rooms over the three nodes), while it keeps its
+/// stores and its clients. The majority (node1, node2) drops it and takes
+/// its rooms over (lease epoch + 1); node3 sees itself alone without quorum,
+/// takes no room over, is fenced (acks nothing for a room whose lease is
+/// elsewhere) and answers `unavailable`, so its users move on. After the
+/// heal it rejoins; then every invariant must hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_partition_minority_is_fenced() {
+    let name = "cluster_partition_minority_is_fenced";
+    const C: usize = 2;
+    let cluster = Cluster::start_with(name, 3, ClusterOptions { isolated: Some(C) }).await;
+    let c_name = cluster.nodes[C].name.clone();
+    let majority_names: BTreeSet<String> = [0, 1]
+        .iter()
+        .map(|&i| cluster.nodes[i].name.clone())
+        .collect();
+    let all_names = cluster.running_names();
+    let load = Load::start(&cluster, standard_users("p", USERS, ROOMS, 3)).await;
+    load.run_for(WARMUP).await;
+
+    let rooms = load.rooms();
+    let before: BTreeMap<String, (Option<String>, u64)> = cluster
+        .room_leases()
+        .into_iter()
+        .map(|(room, owner, epoch)| (room, (owner, epoch)))
+        .collect();
+    let owned_c: BTreeMap<String, u64> = before
+        .iter()
+        .filter(|(room, (owner, _))| rooms.contains(*room) && owner.as_deref() == Some(&c_name))
+        .map(|(room, (_, epoch))| (room.clone(), *epoch))
+        .collect();
+    let owned_c_rooms: BTreeSet<String> = owned_c.keys().cloned().collect();
+    let users_c = load.connected_to(C);
+    println!(
+        "[{name}] leases before the cut: {}; {c_name} owns {owned_c:?} (room -> epoch); {} users connected to it",
+        leases_text(&cluster),
+        users_c.len()
+    );
+    assert!(
+        !owned_c.is_empty(),
+        "{c_name} owns none of the traffic rooms: nothing to fence; leases {}",
+        leases_text(&cluster)
+    );
+
+    // Problems found along the way: reported with the invariants.
+    let mut problems: Vec<(&'static str, String)> = Vec::new();
+
+    let t_cut = cluster.cut(C);
+    println!(
+        "[{name}] cut {c_name}'s cluster link at +{} ms into the run",
+        t_cut.duration_since(load.started).as_millis()
+    );
+    // Views during the partition, sampled.
+    let mut majority_view_at: Option<Duration> = None;
+    let mut minority_view_at: Option<Duration> = None;
+    let mut samples = 0;
+    let mut last_views: Vec<String> = Vec::new();
+    while t_cut.elapsed() < PARTITION {
+        let mut views = Vec::new();
+        for i in 0..3 {
+            views.push(cluster.ready(i).await);
+        }
+        samples += 1;
+        let at = t_cut.elapsed();
+        let majority_ok = views[..2].iter().all(|r| {
+            r.as_ref()
+                .is_some_and(|r| r.live == majority_names && r.quorum)
+        });
+        let minority_ok = views[C]
+            .as_ref()
+            .is_some_and(|r| r.live == BTreeSet::from([c_name.clone()]) && !r.quorum);
+        if majority_ok && majority_view_at.is_none() {
+            majority_view_at = Some(at);
+        }
+        if minority_ok && minority_view_at.is_none() {
+            minority_view_at = Some(at);
+        }
+        // Once settled, the views must stay so until the heal.
+        if majority_view_at.is_some() && !majority_ok {
+            problems.push((
+                "(partition) the majority's view changed during the partition",
+                format!("+{} ms: {views:?}", at.as_millis()),
+            ));
+        }
+        if minority_view_at.is_some() && !minority_ok {
+            problems.push((
+                "(partition) the cut-off node's view changed during the partition",
+                format!("+{} ms: {:?}", at.as_millis(), views[C]),
+            ));
+        }
+        last_views = views
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                format!(
+                    "{}: {}",
+                    cluster.nodes[i].name,
+                    r.as_ref()
+                        .map_or("no answer".into(), |r| format!("{} {}", r.status, r.body))
+                )
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    println!(
+        "[{name}] {samples} /ready samples while cut off: the majority saw {majority_names:?} with quorum after {}; {c_name} saw itself alone without quorum after {}; last: {last_views:?}",
+        majority_view_at.map_or("never".into(), |d| format!("{} ms", d.as_millis())),
+        minority_view_at.map_or("never".into(), |d| format!("{} ms", d.as_millis())),
+    );
+    if majority_view_at.is_none() {
+        problems.push((
+            "(partition) the majority never dropped the cut-off node",
+            format!("within {PARTITION:?}; last /ready: {last_views:?}"),
+        ));
+    }
+    if minority_view_at.is_none() {
+        problems.push((
+            "(partition) the cut-off node never saw itself alone without quorum",
+            format!("within {PARTITION:?}; last /ready: {last_views:?}"),
+        ));
+    }
+    // The majority holds every room the cut-off node had, under a newer epoch.
+    let during: BTreeMap<String, (Option<String>, u64)> = cluster
+        .room_leases()
+        .into_iter()
+        .map(|(room, owner, epoch)| (room, (owner, epoch)))
+        .collect();
+    for (room, epoch) in &owned_c {
+        match during.get(room) {
+            Some((Some(owner), e)) if majority_names.contains(owner) && e > epoch => {}
+            other => problems.push((
+                "(partition) the majority did not take over a room of the cut-off node",
+                format!(
+                    "{room}: {c_name} held it at epoch {epoch} at the cut; {} ms later the lease is {other:?}",
+                    t_cut.elapsed().as_millis()
+                ),
+            )),
+        }
+    }
+    // Sent after the cut (and the packets in flight), acked through node1 or
+    // node2: acked by the majority's new owner, not by the cut-off node.
+    let first_majority_ack = load.first_ack_sent_after_via(
+        &owned_c_rooms,
+        t_cut + Duration::from_millis(50),
+        &BTreeSet::from([0, 1]),
+    );
+    let moved_on: Vec<(String, Option<Instant>)> = users_c
+        .iter()
+        .map(|&k| {
+            let s = load.user(k);
+            let d = s.disconnects.iter().find(|d| d.at >= t_cut && d.node == C);
+            if let Some(d) = d {
+                println!(
+                    "[{name}]   {} ({}) left {c_name} +{} ms after the cut: {}",
+                    s.user,
+                    s.room,
+                    d.at.duration_since(t_cut).as_millis(),
+                    d.reason
+                );
+            }
+            (s.user.clone(), d.map(|d| d.at))
+        })
+        .collect();
+    let stayed: Vec<&String> = moved_on
+        .iter()
+        .filter(|(_, at)| at.is_none())
+        .map(|(u, _)| u)
+        .collect();
+    let moved_ms = moved_on
+        .iter()
+        .filter_map(|(_, at)| at.map(|t| t.duration_since(t_cut).as_millis()))
+        .max();
+    println!(
+        "[{name}] leases before the heal: {}; {} of {c_name}'s {} users moved to another node (the last {} ms after the cut); still on it: {stayed:?}",
+        leases_text(&cluster),
+        users_c.len() - stayed.len(),
+        users_c.len(),
+        moved_ms.map_or(-1, |m| m as i64)
+    );
+    for u in &stayed {
+        problems.push((
+            "(partition) a user of the cut-off node was not turned away (`unavailable`) while cut off",
+            format!("{u}: still connected to {c_name} at the heal"),
+        ));
+    }
+
+    let t_heal = cluster.heal(C);
+    let deadline = t_heal + Duration::from_secs(60);
+    let mut live_again: Option<Duration> = None;
+    while Instant::now() < deadline {
+        let mut all = true;
+        for i in 0..3 {
+            all &= cluster
+                .ready(i)
+                .await
+                .is_some_and(|r| r.status == 200 && r.live == all_names);
+        }
+        if all {
+            live_again = Some(t_heal.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "[{name}] healed: every /ready lists {all_names:?} after {}",
+        live_again.map_or("never (60 s)".into(), |d| format!("{} ms", d.as_millis()))
+    );
+    if live_again.is_some() {
+        cluster.set_reachable(C, true);
+    } else {
+        problems.push((
+            "(partition) the cut-off node did not rejoin after the heal",
+            "not every /ready listed all three nodes within 60 s".into(),
+        ));
+    }
+    load.run_for(BETWEEN).await;
+    println!("[{name}] leases at the end: {}", leases_text(&cluster));
+
+    // The lease history: the cut-off node takes no room over while cut off.
+    let (cut_ms, heal_ms) = (cluster.wall_ms(t_cut), cluster.wall_ms(t_heal));
+    let changes = cluster.lease_history();
+    let timeline = LeaseTimeline::new(&changes);
+    let mut taken_while_cut: BTreeMap<String, u64> = BTreeMap::new();
+    for c in &changes {
+        if c.owner.as_deref() == Some(&c_name) && c.at_ms > cut_ms && c.at_ms < heal_ms {
+            let previous = timeline.holders(&c.room, c.at_ms - 0.001, c.at_ms - 0.001);
+            if previous[0] == (Some(c_name.clone()), c.epoch) {
+                continue; // a re-write of its own lease (same epoch)
+            }
+            taken_while_cut.insert(c.room.clone(), c.epoch);
+            problems.push((
+                "(partition) the cut-off node took a room over while cut off",
+                format!(
+                    "{}: lease {:?} -> {c_name}@{} at +{:.0} ms after the cut",
+                    c.room,
+                    previous[0],
+                    c.epoch,
+                    c.at_ms - cut_ms
+                ),
+            ));
+        }
+    }
+    let minority_views: Vec<String> = cluster.nodes[C]
+        .log_text()
+        .lines()
+        .skip_while(|l| !l.contains("cluster link cut"))
+        .take_while(|l| !l.contains("cluster link healed"))
+        .filter(|l| {
+            l.contains("membership changed") || l.contains("lease taken") || l.contains("fenced")
+        })
+        .map(|l| l.to_string())
+        .collect();
+    println!(
+        "[{name}] {c_name} while cut off (membership, leases, fencing):\n  {}",
+        minority_views.join("\n  ")
+    );
+
+    let problems_cell = std::cell::RefCell::new(problems);
+    let outcome = load
+        .finish_with(&cluster, |load, history| {
+            let mut v = problems_cell.take();
+            // Acks received over a connection to the cut-off node while it was
+            // cut off.
+            let (mut minority, mut without_lease, mut racing, mut unverified, mut in_taken) =
+                (0, 0, 0, 0, 0);
+            for k in 0..load.users.len() {
+                let s = load.user(k);
+                for (id, a) in &s.acks {
+                    if a.node != C || a.at <= t_cut || a.at >= t_heal {
+                        continue;
+                    }
+                    minority += 1;
+                    let in_history = history
+                        .get(&a.room)
+                        .and_then(|h| h.iter().find(|m| m.seq == a.seq))
+                        .is_some_and(|m| m.client_id == *id && m.from == s.user);
+                    let (sent_ms, at_ms) = (cluster.wall_ms(a.sent_at), cluster.wall_ms(a.at));
+                    let case = format!(
+                        "{} {id}: {} #{} sent at +{:.0} ms, acked by {c_name} at +{:.0} ms after the cut",
+                        s.user,
+                        a.room,
+                        a.seq,
+                        sent_ms - cut_ms,
+                        at_ms - cut_ms
+                    );
+                    if !in_history {
+                        unverified += 1;
+                        v.push((
+                            "(fencing) an ack from the cut-off node is not in history with its seq",
+                            case.clone(),
+                        ));
+                    }
+                    if a.sent_at <= t_cut {
+                        // It may have reached another node's room before the
+                        // cut and its ack only have passed through.
+                        continue;
+                    }
+                    // Sent after the cut, it was acked by the cut-off node's
+                    // own room: the room's lease holders between the send and
+                    // the ack (the lease check ran in between).
+                    let holders = timeline.holders(&a.room, sent_ms, at_ms);
+                    let mine = |h: &(Option<String>, u64)| h.0.as_deref() == Some(c_name.as_str());
+                    if !holders.iter().any(mine) {
+                        without_lease += 1;
+                        v.push((
+                            "(fencing) the cut-off node acked while another node (or none) held the room's lease",
+                            format!("{case}; lease holders meanwhile {holders:?}"),
+                        ));
+                    } else if !holders.iter().all(mine) {
+                        racing += 1;
+                    }
+                    if taken_while_cut.contains_key(&a.room) {
+                        in_taken += 1;
+                    }
+                }
+            }
+            ExtraCheck {
+                violations: v,
+                summary: format!(
+                    " partition_acks_from_minority={without_lease} minority_acks_during_partition={minority} \
+                     minority_acks_racing_takeover={racing} minority_acks_not_in_history={unverified} \
+                     minority_takeovers={} minority_acks_in_rooms_taken_while_cut_off={in_taken} \
+                     cut_to_majority_first_ack_ms={} cut_to_users_moved_ms={} heal_to_live_ms={} minority_users={}",
+                    taken_while_cut.len(),
+                    first_majority_ack.map_or(-1, |t| t.duration_since(t_cut).as_millis() as i64),
+                    moved_ms.map_or(-1, |m| m as i64),
+                    live_again.map_or(-1, |d| d.as_millis() as i64),
+                    users_c.len()
+                ),
+            }
+        })
+        .await;
+    assert!(outcome.acked > 0);
+    assert!(
+        first_majority_ack.is_some(),
+        "the majority acked nothing in {c_name}'s rooms ({owned_c_rooms:?}) during the partition"
+    );
 }

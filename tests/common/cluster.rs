@@ -16,6 +16,16 @@
 //! Redis (`TEST_REDIS`, default redis://127.0.0.1:6379) and the tansu binary
 //! (`TEST_TANSU`, default ~/.cache/troupe/tansu-0.6.0/bin/tansu). Any of them
 //! missing fails the test loudly; nothing is skipped.
+//!
+//! Partitions ([`ClusterOptions::isolated`], needs root and `ip netns`): one
+//! node runs in a network namespace of its own, reached through two veth
+//! pairs, a *cluster link* (its `cluster.listen`, and the other nodes'
+//! listeners on the host end of that link) and a *service link* (its HTTP
+//! listener, and the stores: tansu listens on the host end, Postgres and
+//! Redis through TCP forwarders in the test process). [`Cluster::cut`] takes
+//! the cluster link down, [`Cluster::heal`] brings it back; the service link
+//! stays up, so the cut-off node keeps its stores and its clients. The
+//! namespace and the links are deleted at the end, even after a panic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -29,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener as TokioListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -48,6 +58,9 @@ const WINDOW: usize = 16;
 const RESEND_AFTER: Duration = Duration::from_secs(4);
 /// After an `unavailable` answer, the send is retried after this long.
 const RETRY_UNAVAILABLE: Duration = Duration::from_millis(150);
+/// After this many `unavailable` answers in a row to the same send (or one
+/// saying the node cannot reach a majority), the user moves to the next node.
+const SWITCH_AFTER_UNAVAILABLE: u32 = 3;
 /// A `resume` must be answered with `resumed` within this long.
 const RESUME_WITHIN: Duration = Duration::from_secs(20);
 /// A user that cannot resume anywhere for this long gives up (and the
@@ -152,15 +165,19 @@ fn ms(d: Duration) -> u128 {
 
 /// The tansu broker of one test (`memory://` storage), killed at the end.
 struct Tansu {
+    ip: IpAddr,
     port: u16,
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl Tansu {
-    async fn start(logs: &Path) -> Tansu {
-        let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let url = format!("tcp://127.0.0.1:{port}");
+    /// Listens on (and advertises) `ip`: Kafka clients connect to the
+    /// advertised address after the bootstrap, so it must be one every node
+    /// reaches.
+    async fn start(logs: &Path, ip: IpAddr) -> Tansu {
+        let port = free_port(ip);
+        let url = format!("tcp://{ip}:{port}");
         let log = logs.join("tansu.log");
         let out = File::create(&log).expect("a log file");
         let err = out.try_clone().expect("a log file");
@@ -180,13 +197,14 @@ impl Tansu {
             .spawn()
             .unwrap_or_else(|e| panic!("tansu ({bin}) does not start: {e}"));
         let mut tansu = Tansu {
+            ip,
             port,
             child: Some(child),
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let connect = TcpStream::connect(("127.0.0.1", port));
+            let connect = TcpStream::connect((ip, port));
             if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), connect).await {
                 return tansu;
             }
@@ -202,7 +220,7 @@ impl Tansu {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "tansu does not accept connections on 127.0.0.1:{port} within 20 s:\n{}",
+                    "tansu does not accept connections on {ip}:{port} within 20 s:\n{}",
                     tail(&std::fs::read_to_string(&tansu.log).unwrap_or_default(), 40)
                 );
             }
@@ -211,7 +229,7 @@ impl Tansu {
     }
 
     fn broker(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        SocketAddr::new(self.ip, self.port).to_string()
     }
 }
 
@@ -301,6 +319,189 @@ impl Drop for RedisPrefix {
 }
 
 // ---------------------------------------------------------------------------
+// Network namespaces (partitions)
+
+/// `host:port` of a `scheme://[user@]host[:port][/...]` URL, and the URL with
+/// that part replaced by `{}`.
+fn url_endpoint(url: &str, default_port: u16) -> (SocketAddr, String) {
+    let (scheme, rest) = url
+        .split_once("://")
+        .unwrap_or_else(|| panic!("{url}: not a scheme://host URL"));
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let at = authority.rfind('@').map_or(0, |i| i + 1);
+    let hostport = &authority[at..];
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().unwrap_or_else(|_| panic!("{url}: bad port"))),
+        None => (hostport, default_port),
+    };
+    let ip: IpAddr = match host {
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        h => h
+            .parse()
+            .unwrap_or_else(|_| panic!("{url}: the partition tests need an IP address host")),
+    };
+    let template = format!("{scheme}://{}{{}}{}", &authority[..at], &rest[end..]);
+    (SocketAddr::new(ip, port), template)
+}
+
+/// Runs `ip ARGS`; panics loudly (never skips) when it fails.
+fn ip_cmd(args: &[&str]) {
+    run(
+        &format!(
+            "`ip {}` (the partition tests need root and iproute2 with `ip netns`)",
+            args.join(" ")
+        ),
+        Command::new("ip").args(args),
+    );
+}
+
+/// `ip ARGS`, ignoring failure (clean-up).
+fn ip_quiet(args: &[&str]) {
+    let _ = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A network namespace for one node, with a cluster link and a service link
+/// (veth pairs) to the host, and TCP forwarders from the host end of the
+/// service link to the stores on host loopback. Everything is deleted on drop.
+pub struct NetLab {
+    pub ns: String,
+    /// Host end and namespace end of the cluster link.
+    pub cluster_host_if: String,
+    pub cluster_ns_if: String,
+    pub service_host_if: String,
+    pub service_ns_if: String,
+    pub cluster_host: Ipv4Addr,
+    pub cluster_ns: Ipv4Addr,
+    pub service_host: Ipv4Addr,
+    pub service_ns: Ipv4Addr,
+    forwarders: Vec<JoinHandle<()>>,
+}
+
+impl NetLab {
+    /// Namespace `tp<pid>`; subnets 10.A.B.0/24 (cluster) and 10.A.B+1.0/24
+    /// (service), derived from the pid.
+    pub fn create() -> NetLab {
+        let pid = std::process::id();
+        let k = pid % 4096;
+        let (a, b) = (100 + (k >> 7) as u8, 2 * (k & 127) as u8);
+        let lab = NetLab {
+            ns: format!("tp{pid}"),
+            cluster_host_if: format!("tpc{pid}h"),
+            cluster_ns_if: format!("tpc{pid}n"),
+            service_host_if: format!("tps{pid}h"),
+            service_ns_if: format!("tps{pid}n"),
+            cluster_host: Ipv4Addr::new(10, a, b, 1),
+            cluster_ns: Ipv4Addr::new(10, a, b, 2),
+            service_host: Ipv4Addr::new(10, a, b + 1, 1),
+            service_ns: Ipv4Addr::new(10, a, b + 1, 2),
+            forwarders: Vec::new(),
+        };
+        // Left over by a run of the same pid that was killed: start clean.
+        lab.delete();
+        let ns = lab.ns.as_str();
+        ip_cmd(&["netns", "add", ns]);
+        ip_cmd(&["-n", ns, "link", "set", "lo", "up"]);
+        for (host_if, ns_if, host_ip, ns_ip) in [
+            (
+                &lab.cluster_host_if,
+                &lab.cluster_ns_if,
+                lab.cluster_host,
+                lab.cluster_ns,
+            ),
+            (
+                &lab.service_host_if,
+                &lab.service_ns_if,
+                lab.service_host,
+                lab.service_ns,
+            ),
+        ] {
+            ip_cmd(&[
+                "link", "add", host_if, "type", "veth", "peer", "name", ns_if,
+            ]);
+            ip_cmd(&["link", "set", ns_if, "netns", ns]);
+            ip_cmd(&["addr", "add", &format!("{host_ip}/24"), "dev", host_if]);
+            ip_cmd(&["link", "set", host_if, "up"]);
+            ip_cmd(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ns_ip}/24"),
+                "dev",
+                ns_if,
+            ]);
+            ip_cmd(&["-n", ns, "link", "set", ns_if, "up"]);
+        }
+        lab
+    }
+
+    fn delete(&self) {
+        // Deleting one end of a veth pair deletes both.
+        ip_quiet(&["link", "del", &self.cluster_host_if]);
+        ip_quiet(&["link", "del", &self.service_host_if]);
+        ip_quiet(&["netns", "del", &self.ns]);
+    }
+
+    /// Cuts the cluster link: packets between the namespace and the host
+    /// end are dropped from now on (established TCP connections hang, no
+    /// RST). The namespace end goes down, not the host end: with the host end
+    /// down, the host's route to the link's subnet goes away and connections
+    /// to the cut-off node leave through the default route, whose gateway (in
+    /// this sandbox) accepts any TCP connection. This way the host keeps its
+    /// own address on the link (the other nodes listen there) and reaches
+    /// the namespace end no more (new connections: "no route to host").
+    pub fn cut(&self) {
+        ip_cmd(&["-n", &self.ns, "link", "set", &self.cluster_ns_if, "down"]);
+    }
+
+    pub fn heal(&self) {
+        ip_cmd(&["-n", &self.ns, "link", "set", &self.cluster_ns_if, "up"]);
+    }
+
+    /// A TCP forwarder from the host end of the service link to `target`;
+    /// the address it listens on.
+    pub async fn forward(&mut self, target: SocketAddr) -> SocketAddr {
+        let listener = TokioListener::bind((self.service_host, 0))
+            .await
+            .unwrap_or_else(|e| panic!("a forwarder on {}: {e}", self.service_host));
+        let addr = listener.local_addr().expect("a local address");
+        self.forwarders.push(tokio::spawn(async move {
+            // Dropped (and its connections with it) when the forwarder is aborted.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = inbound.set_nodelay(true);
+                        let _ = outbound.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        }));
+        addr
+    }
+}
+
+impl Drop for NetLab {
+    fn drop(&mut self) {
+        for f in &self.forwarders {
+            f.abort();
+        }
+        self.delete();
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Nodes
 
 /// Where the nodes are and which are up, as the load driver's users see it.
@@ -345,6 +546,14 @@ pub struct ClusterNode {
     starts: u32,
     /// The troupe binary, through a link of the test's own (see [`node_binary`]).
     binary: PathBuf,
+    /// Run in this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
+    /// This node's own settings, over the shared environment (its store URLs
+    /// when it reaches the stores through forwarders, a wrong cookie, ...).
+    env_extra: Vec<(String, String)>,
+    /// Not a member of the cluster (a wrong cookie): not expected in any
+    /// view, and users never connect to it.
+    pub outsider: bool,
 }
 
 /// `CARGO_BIN_EXE_troupe` through a symlink named `cluster-node` in `dir`: the
@@ -394,7 +603,15 @@ impl ClusterNode {
             "===== harness: start #{} of {}: {how} =====",
             self.starts, self.name
         );
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                // `ip netns exec` execs the binary: the child's pid is the node's.
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(&self.binary);
+                cmd
+            }
+            None => Command::new(&self.binary),
+        };
         match &self.join_seed {
             Some(seed) => {
                 cmd.args(["join", "--seed", seed]);
@@ -409,12 +626,14 @@ impl ClusterNode {
                 cmd.env_remove(key);
             }
         }
-        cmd.env("RUST_LOG", "info")
+        // TEST_CLUSTER_RUST_LOG: more detail in the node logs when debugging.
+        let filter = std::env::var("TEST_CLUSTER_RUST_LOG").unwrap_or_else(|_| "info".into());
+        cmd.env("RUST_LOG", filter)
             .env("TROUPE_NODE__NAME", &self.name)
             .env("TROUPE_LISTEN", self.http.to_string())
             .env("TROUPE_DATA_DIR", &self.data_dir)
             .env("TROUPE_CLUSTER__LISTEN", self.cluster.to_string());
-        for (k, v) in env {
+        for (k, v) in env.iter().chain(&self.env_extra) {
             cmd.env(k, v);
         }
         let err = log.try_clone().expect("a log file");
@@ -491,24 +710,65 @@ pub struct Cluster {
     db: Database,
     _redis: RedisPrefix,
     tansu: Tansu,
+    /// The namespace of the isolated node (deleted after the nodes stopped).
+    pub net: Option<NetLab>,
+    /// An instant and the wall clock then (ms since the epoch).
+    clock: (Instant, f64),
     _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// How [`Cluster::start_with`] lays the nodes out.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Run this node in a network namespace of its own (see [`NetLab`]), so
+    /// that [`Cluster::cut`] can partition it from the others. The other
+    /// nodes then listen for the cluster on the host end of its cluster link
+    /// (and keep their HTTP listeners on 127.0.0.11, ...).
+    pub isolated: Option<usize>,
 }
 
 fn node_ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11 + i as u8))
 }
 
+/// Ports of the isolated node: its namespace is fresh, so any are free.
+const ISOLATED_HTTP_PORT: u16 = 18080;
+const ISOLATED_CLUSTER_PORT: u16 = 18081;
+
 impl Cluster {
     /// Starts `n` nodes (`node1`..) on 127.0.0.11.. with shared stores and waits
     /// until every node's `/ready` lists all of them as live.
     pub async fn start(scenario: &str, n: usize) -> Cluster {
+        Cluster::start_with(scenario, n, ClusterOptions::default()).await
+    }
+
+    /// [`Cluster::start`], laid out as `options` say.
+    pub async fn start_with(scenario: &str, n: usize, options: ClusterOptions) -> Cluster {
         let serial = SERIAL.lock().await;
+        let clock = (
+            Instant::now(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("a clock after 1970")
+                .as_secs_f64()
+                * 1000.0,
+        );
         let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("cluster-logs")
             .join(format!("{scenario}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&logs);
         std::fs::create_dir_all(&logs).expect("a log directory");
-        let tansu = Tansu::start(&logs).await;
+        let mut net = options.isolated.map(|i| {
+            assert!(i < n, "the isolated node {i} is not one of the {n} nodes");
+            NetLab::create()
+        });
+        // With a namespace, tansu listens on the host end of the service link:
+        // the host's nodes reach it there as a local address, the isolated
+        // node through the link.
+        let tansu_ip = net.as_ref().map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |l| {
+            IpAddr::V4(l.service_host)
+        });
+        let tansu = Tansu::start(&logs, tansu_ip).await;
         let db = Database::create();
         let redis = RedisPrefix::new();
         let env: Vec<(String, String)> = [
@@ -531,6 +791,23 @@ impl Cluster {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        // The isolated node reaches Postgres and Redis (on host loopback)
+        // through forwarders on the host end of its service link.
+        let mut isolated_env = Vec::new();
+        if let Some(lab) = net.as_mut() {
+            let (pg, pg_template) = url_endpoint(&db.url(), 5432);
+            let pg_fwd = lab.forward(pg).await;
+            let (redis, redis_template) = url_endpoint(&redis_url(), 6379);
+            let redis_fwd = lab.forward(redis).await;
+            isolated_env.push((
+                "TROUPE_DATABASE__URL".to_string(),
+                pg_template.replace("{}", &pg_fwd.to_string()),
+            ));
+            isolated_env.push((
+                "TROUPE_REDIS__URL".to_string(),
+                redis_template.replace("{}", &redis_fwd.to_string()),
+            ));
+        }
         let data = tempfile::tempdir().expect("a temp dir");
         let mut cluster = Cluster {
             scenario: scenario.to_string(),
@@ -549,10 +826,24 @@ impl Cluster {
             db,
             _redis: redis,
             tansu,
+            net,
+            clock,
             _serial: serial,
         };
         for i in 0..n {
-            let node = cluster.new_node(i, None);
+            let mut node = cluster.new_node(i, None);
+            if let Some(lab) = &cluster.net {
+                if options.isolated == Some(i) {
+                    node.http = SocketAddr::new(IpAddr::V4(lab.service_ns), ISOLATED_HTTP_PORT);
+                    node.cluster =
+                        SocketAddr::new(IpAddr::V4(lab.cluster_ns), ISOLATED_CLUSTER_PORT);
+                    node.netns = Some(lab.ns.clone());
+                    node.env_extra = isolated_env.clone();
+                } else {
+                    let ip = IpAddr::V4(lab.cluster_host);
+                    node.cluster = SocketAddr::new(ip, free_port(ip));
+                }
+            }
             cluster.nodes.push(node);
         }
         cluster.seeds = cluster
@@ -574,13 +865,28 @@ impl Cluster {
         for node in &cluster.nodes {
             cluster.book.push(node.http, true);
         }
+        // The nodes have migrated the database: audit the leases from now on.
+        run(
+            "installing the lease audit trigger",
+            Command::new("psql")
+                .arg(cluster.db.url())
+                .args(["-qc", LEASE_AUDIT]),
+        );
         println!(
             "[{scenario}] {n} nodes converged in {} ms: {}",
             ms(t0.elapsed()),
             cluster
                 .nodes
                 .iter()
-                .map(|n| format!("{}=http://{} cluster={}", n.name, n.http, n.cluster))
+                .map(|n| format!(
+                    "{}=http://{} cluster={}{}",
+                    n.name,
+                    n.http,
+                    n.cluster,
+                    n.netns
+                        .as_ref()
+                        .map_or(String::new(), |ns| format!(" (netns {ns})"))
+                ))
                 .collect::<Vec<_>>()
                 .join(" ")
         );
@@ -602,6 +908,9 @@ impl Cluster {
             join_seed,
             starts: 0,
             binary: node_binary(self.data.path()),
+            netns: None,
+            env_extra: Vec::new(),
+            outsider: false,
         }
     }
 
@@ -613,11 +922,11 @@ impl Cluster {
         self.db.url()
     }
 
-    /// Names of the nodes whose process runs.
+    /// Names of the members (not outsiders) whose process runs.
     pub fn running_names(&self) -> BTreeSet<String> {
         self.nodes
             .iter()
-            .filter(|n| n.running())
+            .filter(|n| n.running() && !n.outsider)
             .map(|n| n.name.clone())
             .collect()
     }
@@ -665,7 +974,7 @@ impl Cluster {
             let mut last = Vec::new();
             let mut all = true;
             for (i, node) in self.nodes.iter().enumerate() {
-                if !node.running() {
+                if !node.running() || node.outsider {
                     continue;
                 }
                 let r = self.ready(i).await;
@@ -765,6 +1074,123 @@ impl Cluster {
         i
     }
 
+    /// Starts a node that is not a member: seeded with the cluster's nodes,
+    /// with `env` over the shared environment (e.g. another cookie). It is
+    /// kept out of [`Cluster::running_names`] and users never connect to it.
+    /// Waits for its `/health`; its index.
+    pub async fn start_outsider(&mut self, env: &[(&str, &str)]) -> usize {
+        let i = self.nodes.len();
+        let mut node = self.new_node(i, None);
+        node.outsider = true;
+        node.env_extra = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let seeds = self.seeds.clone();
+        node.spawn(&self.env, &seeds);
+        let http = self.http.clone();
+        node.wait_health(&http).await;
+        self.book.push(node.http, false);
+        self.nodes.push(node);
+        i
+    }
+
+    /// The cluster's cookie (to check that no log shows it).
+    pub fn cookie(&self) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "TROUPE_CLUSTER__COOKIE")
+            .map(|(_, v)| v.clone())
+            .expect("a cookie")
+    }
+
+    /// Cuts node `i` (the isolated one) off from the others: its cluster
+    /// link goes down; users stop reconnecting to it (as a load balancer
+    /// that follows `/ready`'s quorum would), but its open connections stay.
+    /// The moment of the cut.
+    pub fn cut(&self, i: usize) -> Instant {
+        let lab = self.isolated_lab(i);
+        self.book.set_up(i, false);
+        lab.cut();
+        let t = Instant::now();
+        self.note(i, "cluster link cut");
+        t
+    }
+
+    /// Brings node `i`'s cluster link back up; the moment. Users reconnect
+    /// to it again after [`Cluster::set_reachable`].
+    pub fn heal(&self, i: usize) -> Instant {
+        self.isolated_lab(i).heal();
+        let t = Instant::now();
+        self.note(i, "cluster link healed");
+        t
+    }
+
+    /// Whether users may (re)connect to node `i`.
+    pub fn set_reachable(&self, i: usize, up: bool) {
+        self.book.set_up(i, up);
+    }
+
+    fn isolated_lab(&self, i: usize) -> &NetLab {
+        let lab = self
+            .net
+            .as_ref()
+            .expect("a cluster started with ClusterOptions::isolated");
+        assert_eq!(
+            self.nodes[i].netns.as_deref(),
+            Some(lab.ns.as_str()),
+            "{} is not the isolated node",
+            self.nodes[i].name
+        );
+        lab
+    }
+
+    /// A line in every node's log (what the harness did, and when).
+    pub fn note(&self, i: usize, what: &str) {
+        for node in &self.nodes {
+            if let Ok(mut log) = OpenOptions::new().append(true).open(&node.log) {
+                let _ = writeln!(log, "===== harness: {}: {what} =====", self.nodes[i].name);
+            }
+        }
+    }
+
+    /// Every change of `room_leases` since the cluster started, in order
+    /// (recorded by a trigger of the test's, see [`Cluster::start_with`]).
+    pub fn lease_history(&self) -> Vec<LeaseChange> {
+        let out = run(
+            "reading harness_lease_log",
+            Command::new("psql").arg(self.db.url()).args([
+                "-Atc",
+                "SELECT room, coalesce(owner, ''), epoch, \
+                 (extract(epoch FROM at) * 1000)::double precision \
+                 FROM harness_lease_log ORDER BY id",
+            ]),
+        );
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let parts: Vec<&str> = l.split('|').collect();
+                assert_eq!(parts.len(), 4, "harness_lease_log row {l:?}");
+                LeaseChange {
+                    room: parts[0].to_string(),
+                    owner: (!parts[1].is_empty()).then(|| parts[1].to_string()),
+                    epoch: parts[2].parse().unwrap_or(0),
+                    at_ms: parts[3].parse().unwrap_or(0.0),
+                }
+            })
+            .collect()
+    }
+
+    /// `t` on the wall clock (ms since the epoch), as Postgres stamps it.
+    pub fn wall_ms(&self, t: Instant) -> f64 {
+        let (base, base_ms) = self.clock;
+        if t >= base {
+            base_ms + t.duration_since(base).as_secs_f64() * 1000.0
+        } else {
+            base_ms - base.duration_since(t).as_secs_f64() * 1000.0
+        }
+    }
+
     /// `room_leases` rows: (room, owner, epoch).
     pub fn room_leases(&self) -> Vec<(String, Option<String>, u64)> {
         let out = run(
@@ -774,15 +1200,7 @@ impl Cluster {
                 "SELECT room, coalesce(owner, ''), epoch FROM room_leases ORDER BY room",
             ]),
         );
-        out.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let parts: Vec<&str> = l.split('|').collect();
-                assert_eq!(parts.len(), 3, "room_leases row {l:?}");
-                let owner = (!parts[1].is_empty()).then(|| parts[1].to_string());
-                (parts[0].to_string(), owner, parts[2].parse().unwrap_or(0))
-            })
-            .collect()
+        parse_leases(&out)
     }
 
     /// Rooms whose lease `node` holds.
@@ -875,6 +1293,20 @@ impl Cluster {
         }
     }
 
+    /// (name, text) of every node's log and of tansu's.
+    pub fn all_logs(&self) -> Vec<(String, String)> {
+        let mut logs: Vec<(String, String)> = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.log_text()))
+            .collect();
+        logs.push((
+            "tansu".into(),
+            strip_ansi(&std::fs::read_to_string(&self.tansu.log).unwrap_or_default()),
+        ));
+        logs
+    }
+
     /// Every node's log tail (warnings and errors, then the last lines).
     pub fn dump_logs(&self) {
         for node in &self.nodes {
@@ -921,6 +1353,39 @@ impl Drop for Cluster {
         }
     }
 }
+
+fn parse_leases(out: &str) -> Vec<(String, Option<String>, u64)> {
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let parts: Vec<&str> = l.split('|').collect();
+            assert_eq!(parts.len(), 3, "room_leases row {l:?}");
+            let owner = (!parts[1].is_empty()).then(|| parts[1].to_string());
+            (parts[0].to_string(), owner, parts[2].parse().unwrap_or(0))
+        })
+        .collect()
+}
+
+/// One write to `room_leases`, stamped by Postgres (`clock_timestamp()`).
+#[derive(Debug, Clone)]
+pub struct LeaseChange {
+    pub room: String,
+    pub owner: Option<String>,
+    pub epoch: u64,
+    /// Wall clock, ms since the epoch (compare with [`Cluster::wall_ms`]).
+    pub at_ms: f64,
+}
+
+/// Records every write to `room_leases` (they run on the shared Postgres'
+/// clock, which is this machine's) into `harness_lease_log`.
+const LEASE_AUDIT: &str = "\
+CREATE TABLE harness_lease_log (id bigserial PRIMARY KEY, room text NOT NULL, owner text, \
+  epoch bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp()); \
+CREATE FUNCTION harness_lease_log() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+  INSERT INTO harness_lease_log (room, owner, epoch) VALUES (NEW.room, NEW.owner, NEW.epoch); \
+  RETURN NEW; END $$; \
+CREATE TRIGGER harness_lease_log AFTER INSERT OR UPDATE ON room_leases \
+  FOR EACH ROW EXECUTE FUNCTION harness_lease_log();";
 
 /// A message as history lists it.
 #[derive(Debug, Clone)]
@@ -983,6 +1448,8 @@ pub struct Pending {
     pub last_sent: Instant,
     pub retry_at: Option<Instant>,
     pub tries: u32,
+    /// `unavailable` answers in a row on this connection.
+    pub unavailable_streak: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -990,6 +1457,10 @@ pub struct AckRec {
     pub room: String,
     pub seq: u64,
     pub at: Instant,
+    /// The node of the connection it arrived on.
+    pub node: usize,
+    /// When the send it answers last went out.
+    pub sent_at: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -1054,6 +1525,12 @@ pub struct UserState {
     /// Resends because a send had no answer at all for [`RESEND_AFTER`].
     pub timeouts: u64,
     pub unavailable: u64,
+    /// `unavailable` answers saying the node cannot reach a majority.
+    pub majority: u64,
+    /// Set when the node keeps answering `unavailable`: the user moves on.
+    pub switch: Option<String>,
+    /// Moves to another node because of `unavailable` answers.
+    pub switches: u64,
     pub ack_ms: Vec<u64>,
     /// Broken promises seen on the wire, and failed resumes.
     pub problems: Vec<String>,
@@ -1076,6 +1553,7 @@ impl UserState {
                 last_sent: now,
                 retry_at: None,
                 tries: 1,
+                unavailable_streak: 0,
             },
         );
         self.sent += 1;
@@ -1148,7 +1626,18 @@ impl UserState {
                         self.user
                     )),
                     None => {
-                        self.acks.insert(id, AckRec { room, seq, at: now });
+                        let sent_at = pending.as_ref().map_or(now, |p| p.last_sent);
+                        let node = self.node;
+                        self.acks.insert(
+                            id,
+                            AckRec {
+                                room,
+                                seq,
+                                at: now,
+                                node,
+                                sent_at,
+                            },
+                        );
                     }
                 }
             }
@@ -1158,6 +1647,19 @@ impl UserState {
                     let wait = match code.as_str() {
                         "unavailable" => {
                             self.unavailable += 1;
+                            p.unavailable_streak += 1;
+                            let message = s("message");
+                            let majority = message.contains("majority");
+                            self.majority += u64::from(majority);
+                            if (majority || p.unavailable_streak >= SWITCH_AFTER_UNAVAILABLE)
+                                && self.switch.is_none()
+                            {
+                                self.switch = Some(format!(
+                                    "node{} answered {reference} `unavailable` {} time(s) in a row: {message}",
+                                    self.node + 1,
+                                    p.unavailable_streak
+                                ));
+                            }
                             RETRY_UNAVAILABLE
                         }
                         "rate_limited" => Duration::from_millis(500),
@@ -1388,7 +1890,10 @@ async fn reconnect(
                 // Unanswered sends of the old connection: resend them now.
                 for p in s.pending.values_mut() {
                     p.retry_at = Some(now);
+                    p.unavailable_streak = 0;
                 }
+                // A new node: its answers decide whether to move on again.
+                s.switch = None;
                 return Some(ws);
             }
             Err(ResumeError::Transient(e)) => {
@@ -1465,6 +1970,14 @@ async fn user_task(
                     if let Err(e) = ws_send(&mut ws, frame).await {
                         broken = Some((e, false));
                         break;
+                    }
+                }
+                if broken.is_none() {
+                    let switch = lock(&st).switch.take();
+                    if let Some(why) = switch {
+                        lock(&st).switches += 1;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                        broken = Some((format!("moving on: {why}"), true));
                     }
                 }
                 if broken.is_none() {
@@ -1598,6 +2111,9 @@ impl Load {
                 resends: 0,
                 timeouts: 0,
                 unavailable: 0,
+                majority: 0,
+                switch: None,
+                switches: 0,
                 ack_ms: Vec::new(),
                 problems: Vec::new(),
                 failed_attempts: Vec::new(),
@@ -1659,6 +2175,28 @@ impl Load {
                     .acks
                     .values()
                     .filter(|a| a.at >= t && rooms.contains(&a.room))
+                    .map(|a| a.at)
+                    .collect::<Vec<_>>()
+            })
+            .min()
+    }
+
+    /// The first ack of a message in one of `rooms`, (re)sent at or after
+    /// `t`, that arrived on a connection to one of `nodes`.
+    pub fn first_ack_sent_after_via(
+        &self,
+        rooms: &BTreeSet<String>,
+        t: Instant,
+        nodes: &BTreeSet<usize>,
+    ) -> Option<Instant> {
+        (0..self.users.len())
+            .flat_map(|k| {
+                self.user(k)
+                    .acks
+                    .values()
+                    .filter(|a| {
+                        a.sent_at >= t && rooms.contains(&a.room) && nodes.contains(&a.node)
+                    })
                     .map(|a| a.at)
                     .collect::<Vec<_>>()
             })
@@ -1727,7 +2265,20 @@ impl Load {
     /// history, waits (bounded) until every member received its room's last
     /// message, stops the users, checks the invariants and prints the
     /// summary line; panics with every violation.
-    pub async fn finish(mut self, cluster: &Cluster) -> Outcome {
+    pub async fn finish(self, cluster: &Cluster) -> Outcome {
+        self.finish_with(cluster, |_, _| ExtraCheck::default())
+            .await
+    }
+
+    /// [`Load::finish`] with the checks of a scenario: `extra` gets the
+    /// load and history once the traffic stopped; its violations are
+    /// reported (and fail the test) with the invariants', its summary is
+    /// appended to the summary line.
+    pub async fn finish_with(
+        mut self,
+        cluster: &Cluster,
+        extra: impl FnOnce(&Load, &BTreeMap<String, Vec<HistMsg>>) -> ExtraCheck,
+    ) -> Outcome {
         let scenario = cluster.scenario.clone();
         let _ = self.phase.send(Phase::Drain);
         let t_drain = Instant::now();
@@ -1825,7 +2376,8 @@ impl Load {
                 eprintln!("[{scenario}] a user task did not stop within 10 s");
             }
         }
-        let outcome = check(&scenario, &self, &history, history_errors);
+        let extra = extra(&self, &history);
+        let outcome = check(&scenario, &self, &history, history_errors, extra);
         println!("{}", outcome.summary);
         if outcome.violation_count > 0 {
             panic!(
@@ -1846,6 +2398,15 @@ impl Drop for Load {
             task.abort();
         }
     }
+}
+
+/// Scenario-specific checks (see [`Load::finish_with`]).
+#[derive(Debug, Default)]
+pub struct ExtraCheck {
+    /// (what is broken, the case)
+    pub violations: Vec<(&'static str, String)>,
+    /// Appended to the summary line (` key=value ...`).
+    pub summary: String,
 }
 
 /// The counts of a finished scenario.
@@ -1894,10 +2455,14 @@ fn check(
     load: &Load,
     history: &BTreeMap<String, Vec<HistMsg>>,
     history_errors: Vec<String>,
+    extra: ExtraCheck,
 ) -> Outcome {
     let mut v = Violations::default();
     for e in history_errors {
         v.push("history could not be read", e);
+    }
+    for (what, msg) in extra.violations {
+        v.push(what, msg);
     }
     let mut lost_acked = 0usize;
     let mut missing_deliveries = 0usize;
@@ -1948,6 +2513,8 @@ fn check(
     let mut resends = 0u64;
     let mut timeouts = 0u64;
     let mut unavailable = 0u64;
+    let mut majority = 0u64;
+    let mut switches = 0u64;
     let mut unacked = 0usize;
     let mut ack_ms: Vec<u64> = Vec::new();
     let mut disconnects = 0usize;
@@ -1961,6 +2528,8 @@ fn check(
         resends += s.resends;
         timeouts += s.timeouts;
         unavailable += s.unavailable;
+        majority += s.majority;
+        switches += s.switches;
         ack_ms.extend(s.ack_ms.iter().copied());
         for p in &s.problems {
             v.push("broken promises on the wire", p.clone());
@@ -2071,10 +2640,23 @@ fn check(
             .collect();
         if !missing.is_empty() {
             missing_deliveries += missing.len();
+            let last_before_gap = s
+                .deliveries
+                .iter()
+                .find(|d| d.room == s.room && d.seq == missing[0] - 1)
+                .map(|d| d.at);
+            // Its own sends acked after the gap began: the connection (and
+            // the way to the room) worked, only the deliveries stopped.
+            let acked_since = last_before_gap.map_or(0, |t| {
+                s.acks
+                    .values()
+                    .filter(|a| a.room == s.room && a.at > t)
+                    .count()
+            });
             v.push(
                 "(3) member missed messages of its room",
                 format!(
-                    "{}: missed {} of the {} messages of {} after its join (#{}): {:?}{}; connected to node{} (at the end); before the first gap it last got #{} at +{} ms into the run; its disconnects: {:?}",
+                    "{}: missed {} of the {} messages of {} after its join (#{}): {:?}{}; connected to node{} (at the end); before the first gap it last got #{} at +{} ms into the run ({acked_since} of its own sends acked since); its disconnects: {:?}",
                     s.user,
                     missing.len(),
                     last - s.join_seq,
@@ -2084,10 +2666,8 @@ fn check(
                     if missing.len() > 20 { " ..." } else { "" },
                     s.node + 1,
                     missing[0] - 1,
-                    s.deliveries
-                        .iter()
-                        .find(|d| d.room == s.room && d.seq == missing[0] - 1)
-                        .map_or(-1, |d| d.at.duration_since(load.started).as_millis() as i64),
+                    last_before_gap
+                        .map_or(-1, |t| t.duration_since(load.started).as_millis() as i64),
                     s.disconnects
                         .iter()
                         .map(|d| format!(
@@ -2162,12 +2742,13 @@ fn check(
     let summary = format!(
         "scenario={scenario} acked={acked} delivered={delivered} lost={lost} duplicated={duplicated} resumes={resumes} \
          (sent={sent} history={history_total} unacked={unacked} resends={resends} unanswered_4s={timeouts} unavailable={unavailable} \
-         disconnects={disconnects} lost_acked={lost_acked} missed_deliveries={missing_deliveries} \
-         ack_p50_ms={} ack_p99_ms={} ack_max_ms={} violations={})",
+         no_majority={majority} node_switches={switches} disconnects={disconnects} lost_acked={lost_acked} missed_deliveries={missing_deliveries} \
+         ack_p50_ms={} ack_p99_ms={} ack_max_ms={} violations={}){}",
         pct(0.5),
         pct(0.99),
         ack_ms.last().copied().unwrap_or(0),
-        v.count()
+        v.count(),
+        extra.summary
     );
     Outcome {
         acked,
