@@ -328,9 +328,10 @@ async fn cluster_client_roams_every_reconnect() {
 }
 
 /// A node with another cookie, seeded with a running cluster, is never let
-/// in: no member lists it, it sees only itself (and serves alone once its
-/// join timeout passed), the handshake failure is logged as `refused`, and
-/// no log shows a cookie. The cluster chats on meanwhile.
+/// in: no member lists it, it sees only itself and never starts serving
+/// (`/ready` stays 503 `joining`: serving alone on the shared stores would
+/// take rooms from the cluster), the handshake failure is logged as
+/// `refused`, and no log shows a cookie. The cluster chats on meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_wrong_cookie_is_refused() {
     let name = "cluster_wrong_cookie_is_refused";
@@ -390,7 +391,7 @@ async fn cluster_wrong_cookie_is_refused() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!(
-        "[{name}] {out_name} serves alone (200 ready, live = itself) after {}; its last /ready: {last_outsider}",
+        "[{name}] {out_name} served alone (200 ready) after {} (expected: never); its last /ready: {last_outsider}",
         alone_after.map_or("never".into(), |d| format!("{} ms", d.as_millis()))
     );
     // The members still see exactly each other.
@@ -453,8 +454,12 @@ async fn cluster_wrong_cookie_is_refused() {
         failures.join("\n")
     );
     assert!(
-        alone_after.is_some(),
-        "{out_name} never answered /ready 200 `ready` with live = [{out_name}] within 15 s; last: {last_outsider}"
+        alone_after.is_none(),
+        "{out_name} started serving alone after {alone_after:?} although no seed let it in; last: {last_outsider}"
+    );
+    assert!(
+        last_outsider.contains(r#""status":"joining""#),
+        "{out_name} should still be joining; last /ready: {last_outsider}"
     );
     assert!(
         !logged.is_empty(),

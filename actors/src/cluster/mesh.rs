@@ -48,6 +48,7 @@ pub enum MeshMsg {
     Pong {
         node: String,
         incarnation: u64,
+        ready: bool,
         addr: String,
         peers: Vec<(String, String)>,
     },
@@ -116,7 +117,10 @@ pub struct Mesh;
 
 struct Peer {
     addr: String,
+    /// Last answer from it as a joined member.
     last_ok: Option<Instant>,
+    /// Last answer at all (joined or joining).
+    last_seen: Option<Instant>,
     leaving: bool,
     /// The incarnation that said it was leaving: its pongs no longer count.
     left: Option<u64>,
@@ -142,6 +146,9 @@ pub struct MeshState {
     ready: bool,
     leaving: bool,
     started: Instant,
+    /// When a member last left the live view.
+    last_loss: Option<Instant>,
+    warned: bool,
 }
 
 /// `name@host` (ractor_cluster's peer name) -> `name`.
@@ -193,6 +200,8 @@ impl Actor for Mesh {
             ready: false,
             leaving: false,
             started: Instant::now(),
+            last_loss: None,
+            warned: false,
         })
     }
 
@@ -216,6 +225,7 @@ impl Actor for Mesh {
             MeshMsg::Pong {
                 node,
                 incarnation,
+                ready,
                 addr,
                 peers,
             } => {
@@ -223,12 +233,20 @@ impl Actor for Mesh {
                 let peer = state.peers.entry(node.clone()).or_insert(Peer {
                     addr: addr.clone(),
                     last_ok: None,
+                    last_seen: None,
                     leaving: false,
                     left: None,
                 });
                 peer.addr = addr;
                 if peer.left == Some(incarnation) {
                     // A leaving node answers until it exits; it stays out.
+                    return Ok(());
+                }
+                // A joining node counts towards the majority at once, but is
+                // live (given rooms) only once it has joined: before, it
+                // refuses to serve them.
+                peer.last_seen = Some(Instant::now());
+                if !ready {
                     return Ok(());
                 }
                 peer.last_ok = Some(Instant::now());
@@ -238,6 +256,7 @@ impl Actor for Mesh {
                         state.peers.entry(name).or_insert(Peer {
                             addr,
                             last_ok: None,
+                            last_seen: None,
                             leaving: false,
                             left: None,
                         });
@@ -363,6 +382,7 @@ impl MeshState {
                 if let Ok(Ok(WireReply::Pong {
                     node,
                     incarnation,
+                    ready,
                     addr,
                     peers,
                 })) = answer
@@ -370,6 +390,7 @@ impl MeshState {
                     let _ = myself.cast(MeshMsg::Pong {
                         node,
                         incarnation,
+                        ready,
                         addr,
                         peers,
                     });
@@ -379,13 +400,14 @@ impl MeshState {
         }
         if !self.ready {
             let alone = self.config.seeds.iter().all(|s| *s == self.addr);
-            let joined = self.membership.live.len() > 1;
-            let waited = self.started.elapsed() >= self.config.join_timeout;
-            if alone || joined || waited {
-                if !alone && !joined {
-                    tracing::warn!(seeds = ?self.config.seeds, "no seed answered; serving on this node alone until peers appear");
-                }
+            let joined = self.peers.values().any(|p| p.last_seen.is_some());
+            if alone || joined {
                 self.ready = true;
+            } else if !self.warned && self.started.elapsed() >= self.config.join_timeout {
+                // Not serving alone: it could be the minority side of a
+                // partition, or a node with the wrong cookie.
+                tracing::warn!(seeds = ?self.config.seeds, "no seed answered yet; not serving rooms until one does");
+                self.warned = true;
             }
         }
         self.publish(myself);
@@ -411,17 +433,29 @@ impl MeshState {
             if p.leaving {
                 continue;
             }
-            let Some(ok) = p.last_ok else { continue };
-            if now.duration_since(ok) < self.config.forget_after {
+            if p.last_seen
+                .is_some_and(|seen| now.duration_since(seen) < self.config.forget_after)
+            {
                 known += 1;
             }
-            if now.duration_since(ok) < self.config.deadline {
+            if p.last_ok
+                .is_some_and(|ok| now.duration_since(ok) < self.config.deadline)
+            {
                 live.insert(node.clone());
             }
         }
+        // Peers of a cut-off node go silent one after the other: right after
+        // losing one, it may still count a majority. Takeovers wait until the
+        // view has not lost anyone for two heartbeats.
+        if self.membership.live.iter().any(|n| !live.contains(n)) {
+            self.last_loss = Some(now);
+        }
+        let settled = self
+            .last_loss
+            .is_none_or(|at| now.duration_since(at) >= self.config.heartbeat * 2);
         // Before it has joined, a node takes no room over: the cluster it is
         // about to join may be serving them.
-        let quorum = self.ready && !self.leaving && live.len() * 2 > known;
+        let quorum = self.ready && !self.leaving && settled && live.len() * 2 > known;
         let next = Membership {
             me: self.config.node.as_str().into(),
             live,
@@ -430,6 +464,7 @@ impl MeshState {
         };
         let _ = self.router.cast(RouterMsg::Book {
             mesh: myself.clone(),
+            ready: self.ready && !self.leaving,
             addr: self.addr.clone(),
             peers: self.live_peers(),
         });

@@ -171,7 +171,7 @@ impl Actor for RoomProxy {
                     // The replay travels down the link, the answer does not:
                     // wait for the barrier behind the replay before answering,
                     // so `resumed` follows the replayed messages.
-                    let _ = local
+                    let arrived = local
                         .call(
                             |r| RouterMsg::AwaitBarrier {
                                 id: barrier,
@@ -180,6 +180,11 @@ impl Actor for RoomProxy {
                             Some(super::router::REMOTE_TIMEOUT),
                         )
                         .await;
+                    if !matches!(arrived, Ok(ractor::rpc::CallResult::Success(()))) {
+                        // The replay did not all arrive (the subscription moved
+                        // meanwhile): the activation failed; the session retries.
+                        return;
+                    }
                     let _ = local.cast(RouterMsg::Position {
                         room,
                         session: session_id,

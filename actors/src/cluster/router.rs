@@ -67,6 +67,7 @@ pub enum RouterMsg {
     /// Where the mesh is, and what to answer to pings.
     Book {
         mesh: ActorRef<MeshMsg>,
+        ready: bool,
         addr: String,
         peers: Vec<(String, String)>,
     },
@@ -195,6 +196,8 @@ pub struct RouterState {
     tracks: HashMap<String, HashMap<u64, Track>>,
     membership: Membership,
     mesh: Option<ActorRef<MeshMsg>>,
+    /// This node has joined its cluster (told to peers in pongs).
+    ready: bool,
     addr: String,
     peers: Vec<(String, String)>,
     barriers: HashSet<u64>,
@@ -225,6 +228,7 @@ impl Actor for Router {
             links: HashMap::new(),
             tracks: HashMap::new(),
             mesh: None,
+            ready: false,
             addr: String::new(),
             peers: Vec::new(),
             barriers: HashSet::new(),
@@ -313,8 +317,14 @@ impl Actor for Router {
             }
             RouterMsg::Membership(m) => state.membership_changed(m),
             RouterMsg::Rooms(rooms) => state.rooms = Some(rooms),
-            RouterMsg::Book { mesh, addr, peers } => {
+            RouterMsg::Book {
+                mesh,
+                ready,
+                addr,
+                peers,
+            } => {
                 state.mesh = Some(mesh);
+                state.ready = ready;
                 state.addr = addr;
                 state.peers = peers;
             }
@@ -385,7 +395,8 @@ impl Actor for Router {
                 }
             }
             RouterMsg::RoomRestarted { room } => {
-                state.broadcast(&WireCast::RoomRestarted { room });
+                let from = state.me.clone();
+                state.broadcast(&WireCast::RoomRestarted { room, from });
             }
         }
         Ok(())
@@ -403,8 +414,18 @@ impl RouterState {
 
     /// The room restarted on its owner: its old subscriptions are gone, and
     /// so are the sends that sat in the crashed actor's mailbox.
-    fn room_restarted(&mut self, room: &str) {
-        for ((session, client_id), _) in self.in_flight.remove(room).unwrap_or_default() {
+    fn room_restarted(&mut self, room: &str, from: &str) {
+        let mut unanswered = Vec::new();
+        if let Some(sends) = self.in_flight.get_mut(room) {
+            sends.retain(|key, owner| {
+                if owner == from {
+                    unanswered.push(key.clone());
+                    return false;
+                }
+                true
+            });
+        }
+        for (session, client_id) in unanswered {
             if let Some((handle, _)) = self.sessions.get(&session) {
                 let e = ChatError::unavailable(format!(
                     "room {room} restarted before this was answered; resend (same client_id)"
@@ -417,7 +438,8 @@ impl RouterState {
         let mut moved = Vec::new();
         if let Some(tracks) = self.tracks.get_mut(room) {
             for (session, t) in tracks.iter_mut() {
-                if t.gen.take().is_some() {
+                if t.gen.is_some() && t.owner.as_deref() == Some(from) {
+                    t.gen = None;
                     t.owner = None;
                     moved.push((room.to_string(), *session, t.delivered));
                 }
@@ -481,7 +503,7 @@ impl RouterState {
                 }
             }
             WireCast::TakeOver { resume_token, keep } => self.take_over(&resume_token, keep),
-            WireCast::RoomRestarted { room } => self.room_restarted(&room),
+            WireCast::RoomRestarted { room, from } => self.room_restarted(&room, &from),
             WireCast::Leaving { node, incarnation } => {
                 tracing::info!(peer = %node, "peer is leaving the cluster");
                 if let Some(mesh) = &self.mesh {
@@ -623,6 +645,7 @@ impl RouterState {
                 let pong = WireReply::Pong {
                     node: self.me.clone(),
                     incarnation: super::incarnation(),
+                    ready: self.ready,
                     addr: self.addr.clone(),
                     peers: self.peers.clone(),
                 };

@@ -125,8 +125,10 @@ pub enum WireCast {
     TakeOver { resume_token: String, keep: u64 },
     /// The sender leaves the cluster (graceful shutdown).
     Leaving { node: String, incarnation: u64 },
-    /// A room of the sender restarted after a crash.
-    RoomRestarted { room: String },
+    /// A room of the sender stopped serving its subscribers (it crashed and
+    /// restarted, moved away, or was fenced): whoever followed it there
+    /// subscribes again, wherever it is now.
+    RoomRestarted { room: String, from: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,6 +152,8 @@ pub enum WireReply {
     Pong {
         node: String,
         incarnation: u64,
+        /// It has joined (a joining node is not given rooms yet).
+        ready: bool,
         addr: String,
         /// (name, cluster address) of the nodes it sees.
         peers: Vec<(String, String)>,

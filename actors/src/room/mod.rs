@@ -1147,8 +1147,14 @@ impl RoomState {
                 }
             }
         }
-        // Sessions on other nodes follow from their own router, which saw
-        // the membership change and knows what it delivered.
+        // Sessions on other nodes follow from their own router, which knows
+        // what it delivered: it acts on the membership change, or on this
+        // notice when its view did not change (a fenced room).
+        if let Some(router) = &self.ctx.router {
+            let _ = router.cast(RouterMsg::RoomRestarted {
+                room: self.name.clone(),
+            });
+        }
         for sub in self
             .subscribers
             .values()

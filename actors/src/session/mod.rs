@@ -381,6 +381,13 @@ impl SessionState {
         self.push(&ServerFrame::error(error, Some(reference.to_string())));
     }
 
+    fn myself(&self) -> Option<ActorRef<SessionMsg>> {
+        match &self.handle.actor {
+            SessionActor::Local(me) => Some(me.clone()),
+            SessionActor::Remote(_) => None,
+        }
+    }
+
     fn user(&self) -> &str {
         &self.handle.user
     }
@@ -457,7 +464,27 @@ impl SessionState {
                 Ok(last) => {
                     positions.insert(name, last);
                 }
-                Err(e) => tracing::warn!(room = %name, error = %e, "activation failed"),
+                Err(e) => {
+                    // The room is moving (or its node just died): subscribe
+                    // again where it lands, for a few seconds, before `resumed`.
+                    tracing::debug!(room = %name, error = %e, "activation failed; the room may be moving");
+                    let mut last = None;
+                    for _ in 0..10 {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        if let Ok(Some(seq)) = self.subscribe_again(&name, after).await {
+                            last = Some(seq);
+                            break;
+                        }
+                    }
+                    match (last, self.myself()) {
+                        (Some(seq), _) => {
+                            positions.insert(name, seq);
+                        }
+                        // Still unreachable: it is replayed when it is back.
+                        (None, Some(me)) => self.start_following(&me, name, after).await,
+                        (None, None) => {}
+                    }
+                }
             }
         }
         if resume.is_some() {
@@ -524,31 +551,9 @@ impl SessionState {
         after: Option<u64>,
         attempt: u64,
     ) {
-        self.rooms.remove(&room);
-        let attached = match self.room(&room, None).await {
-            Ok(actor) => {
-                self.rooms.insert(room.clone(), actor.clone());
-                let _ = actor.cast(RoomMsg::Subscribe {
-                    session: self.handle.clone(),
-                    pending: true,
-                });
-                if self.active {
-                    let id = self.handle.id;
-                    self.call_room(&room, None, move |reply| RoomMsg::Activate {
-                        session_id: id,
-                        after,
-                        reply,
-                    })
-                    .await
-                    .map(|_| ())
-                } else {
-                    Ok(())
-                }
-            }
-            Err(e) => Err(e),
-        };
+        let attached = self.subscribe_again(&room, after).await;
         match attached {
-            Ok(()) => {
+            Ok(_) => {
                 self.following.remove(&room);
             }
             Err(e) => {
@@ -559,6 +564,33 @@ impl SessionState {
                 });
             }
         }
+    }
+
+    /// Subscribes to `room` wherever it is now (pending) and, if this
+    /// session is live, activates from `after`: the room's last seq.
+    async fn subscribe_again(
+        &mut self,
+        room: &str,
+        after: Option<u64>,
+    ) -> Result<Option<u64>, ChatError> {
+        self.rooms.remove(room);
+        let actor = self.room(room, None).await?;
+        self.rooms.insert(room.to_string(), actor.clone());
+        let _ = actor.cast(RoomMsg::Subscribe {
+            session: self.handle.clone(),
+            pending: true,
+        });
+        if !self.active {
+            return Ok(None);
+        }
+        let id = self.handle.id;
+        self.call_room(room, None, move |reply| RoomMsg::Activate {
+            session_id: id,
+            after,
+            reply,
+        })
+        .await
+        .map(Some)
     }
 
     /// The room's actor: the one we know, or a (re)started one.
