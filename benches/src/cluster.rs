@@ -102,6 +102,18 @@ pub struct Cluster {
     tansu: Option<Child>,
     logs: Option<PathBuf>,
     remove_logs: bool,
+    /// When every node had joined.
+    pub ready_at: SystemTime,
+}
+
+/// A node's view of the cluster changed (from its log).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MembershipChange {
+    pub node: String,
+    /// Since the cluster was ready.
+    pub at_ms: f64,
+    pub live: String,
+    pub quorum: bool,
 }
 
 /// Parses `0`, `0,1`, `0-3`, `0,2-3` into CPU numbers.
@@ -234,6 +246,7 @@ impl Cluster {
             tansu: None,
             logs: Some(logs.clone()),
             remove_logs,
+            ready_at: SystemTime::now(),
         };
 
         // Kafka: a broker of our own unless --kafka names one.
@@ -405,6 +418,7 @@ impl Cluster {
         let t0 = Instant::now();
         let all: BTreeSet<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
         cluster.wait_ready(&all, Duration::from_secs(90)).await?;
+        cluster.ready_at = SystemTime::now();
         progress(format!(
             "cluster: {} nodes ready and joined in {:.1} s",
             cluster.nodes.len(),
@@ -427,6 +441,7 @@ impl Cluster {
             tansu: None,
             logs: None,
             remove_logs: false,
+            ready_at: SystemTime::now(),
         };
         for (i, url) in args.node_url.iter().enumerate() {
             let http = loopback_addr(url)?;
@@ -449,6 +464,7 @@ impl Cluster {
             "two --node-url name the same node"
         );
         cluster.wait_ready(&all, Duration::from_secs(30)).await?;
+        cluster.ready_at = SystemTime::now();
         progress(format!(
             "cluster: using {} running nodes: {}",
             cluster.nodes.len(),
@@ -592,6 +608,27 @@ impl Cluster {
         }
         node.pid = None;
         Ok(at)
+    }
+
+    /// Every change of a node's view after the cluster was ready, from the
+    /// logs of the nodes started here (none for --node-url).
+    pub fn membership_changes(&self) -> Vec<MembershipChange> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            let Some(log) = &node.log else { continue };
+            for e in log_events(log, &["cluster membership changed"]) {
+                if e.at > self.ready_at {
+                    out.push(MembershipChange {
+                        node: node.name.clone(),
+                        at_ms: ms_between(self.ready_at, e.at),
+                        live: e.fields["live"].as_str().unwrap_or_default().to_string(),
+                        quorum: e.fields["quorum"].as_bool().unwrap_or(false),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+        out
     }
 
     /// Keep the node logs (a failed run).

@@ -180,16 +180,29 @@ pub async fn await_session(ws: &mut Ws) -> anyhow::Result<()> {
 
 /// Joins `room` and waits for its `joined`.
 pub async fn join(ws: &mut Ws, room: &str) -> anyhow::Result<()> {
+    join_frame(ws, room).await.map(|_| ())
+}
+
+/// Joins `room`; its `joined` frame. A join answered `unavailable` (in a
+/// cluster: a room moving, a node without quorum for a moment) is sent
+/// again every 250 ms, for at most 30 s, as the protocol asks.
+pub async fn join_frame(ws: &mut Ws, room: &str) -> anyhow::Result<String> {
     let frame = json!({"type": "join", "room": room}).to_string();
-    ws.send(Message::text(frame)).await?;
-    expect_frame(
-        ws,
-        "joined",
-        |t| str_field(t, "room") == Some(room),
-        Duration::from_secs(30),
-    )
-    .await?;
-    Ok(())
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        ws.send(Message::text(frame.clone())).await?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match expect_frame(ws, "joined", |t| str_field(t, "room") == Some(room), left).await {
+            Ok(joined) => return Ok(joined),
+            Err(e)
+                if e.to_string().contains(r#""code":"unavailable""#)
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -182,6 +182,9 @@ pub struct ClusterFanout {
     pub ratio_p99: Option<f64>,
     pub ratio_p999: Option<f64>,
     pub ratio_max: Option<f64>,
+    /// Changes of a node's view during the run (none expected: each is a
+    /// peer that missed its heartbeat deadline, or a link that closed).
+    pub membership_changes: Vec<crate::cluster::MembershipChange>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -357,6 +360,18 @@ impl Summary {
             f(c.spread_deliveries_per_s),
             f(c.single_deliveries_per_s),
         );
+        if !c.membership_changes.is_empty() {
+            let _ = writeln!(
+                s,
+                "**{} membership changes during the run** (a node's view lost or regained a peer; ms after the cluster was ready): {}\n",
+                c.membership_changes.len(),
+                c.membership_changes
+                    .iter()
+                    .map(|m| format!("{} at {:.0}: live {} quorum {}", m.node, m.at_ms, m.live, m.quorum))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
     }
 
     /// Writes the JSON (to --json or stdout) and the Markdown (to --markdown).
@@ -557,6 +572,10 @@ fn failover_markdown(s: &mut String, r: &crate::failover::FailoverResult) {
             r.resume_attempts_max.to_string(),
         ),
         (
+            "`resumed` frames overtaken by a live message (a protocol deviation)",
+            r.resumed_mismatch.to_string(),
+        ),
+        (
             "other clients' lost connections",
             r.other_disconnects.to_string(),
         ),
@@ -610,18 +629,20 @@ fn failover_markdown(s: &mut String, r: &crate::failover::FailoverResult) {
     }
     s.push('\n');
     if !r.rooms.is_empty() {
-        s.push_str("| room of the killed node | new owner | lease taken, ms after the kill | first ack, ms after the kill |\n|---|---|---:|---:|\n");
+        s.push_str("| room | owned by the killed node | new owner | lease taken | first send after the kill | first ack after the kill |\n|---|:-:|---|---:|---:|---:|\n");
         for room in &r.rooms {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 room.room,
+                if room.moved { "yes" } else { "" },
                 room.new_owner.as_deref().unwrap_or("-"),
                 ms(room.lease_taken_ms),
+                ms(room.first_send_ms),
                 ms(room.ms)
             );
         }
-        s.push('\n');
+        s.push_str("\n(ms after the kill)\n\n");
     }
     if !r.detection.is_empty() {
         let _ = writeln!(

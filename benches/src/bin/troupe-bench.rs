@@ -801,7 +801,14 @@ async fn cluster_rounds(
         spread_deliveries_per_s: spread_round.deliveries_per_s,
         single_deliveries_per_s: rounds.get(1).map_or(0.0, |r| r.deliveries_per_s),
         single: single_group,
+        membership_changes: cluster.membership_changes(),
     };
+    if !fanout.membership_changes.is_empty() {
+        problems.push(format!(
+            "{} changes of a node's view of the cluster during the run (heartbeats missed or links closed; see cluster.membership_changes)",
+            fanout.membership_changes.len()
+        ));
+    }
     if let (Some(c), Some(s)) = (&fanout.cross_node, &fanout.single) {
         env.progress(format!(
             "cluster: cross-node p99 {:.3} ms vs single-node p99 {:.3} ms: x{:.2} (p50 {:.3} vs {:.3} ms)",
@@ -854,13 +861,23 @@ async fn failover_run(a: &FailoverArgs) -> anyhow::Result<(Env, Outcome)> {
     let run = failover::run(&env, &mut cluster, &spec).await;
     let server_after = env.server_sample();
     let outcome = match run {
-        Ok((result, problems)) => Outcome {
-            failover: Some(result),
-            server_before,
-            server_after,
-            url: Some(cluster.urls().join(",")),
-            ..Outcome::new(problems.is_empty(), problems)
-        },
+        Ok(found) => {
+            let ok = found.problems.is_empty();
+            let mut problems = found.problems;
+            problems.extend(
+                found
+                    .notes
+                    .into_iter()
+                    .map(|n| format!("note (not a failure): {n}")),
+            );
+            Outcome {
+                failover: Some(found.result),
+                server_before,
+                server_after,
+                url: Some(cluster.urls().join(",")),
+                ..Outcome::new(ok, problems)
+            }
+        }
         Err(e) => {
             cluster.keep_logs();
             if let Some(dir) = cluster.logs_dir() {
