@@ -455,11 +455,13 @@ impl MeshState {
             .is_none_or(|at| now.duration_since(at) >= self.config.heartbeat * 2);
         // Before it has joined, a node takes no room over: the cluster it is
         // about to join may be serving them.
-        let quorum = self.ready && !self.leaving && settled && live.len() * 2 > known;
+        let majority = self.ready && !self.leaving && live.len() * 2 > known;
+        let quorum = majority && settled;
         let next = Membership {
             me: self.config.node.as_str().into(),
             live,
             quorum,
+            majority,
             clustered: true,
         };
         let _ = self.router.cast(RouterMsg::Book {

@@ -40,8 +40,11 @@ pub struct Membership {
     pub me: Arc<str>,
     /// Live members, this node included (unless it is leaving).
     pub live: BTreeSet<String>,
-    /// This node sees a majority of the nodes it knows: it may take rooms over.
+    /// This node sees a majority of the nodes it knows, and its view has
+    /// settled: it may take rooms over.
     pub quorum: bool,
+    /// It sees a majority (the view may still be settling after a loss).
+    pub majority: bool,
     /// Part of a cluster (leases apply), or a node on its own.
     pub clustered: bool,
 }
@@ -53,6 +56,7 @@ impl Membership {
             me: me.into(),
             live: BTreeSet::from([me.to_string()]),
             quorum: true,
+            majority: true,
             clustered: false,
         }
     }

@@ -86,9 +86,12 @@ impl RoomSupervisorState {
         if self.membership.clustered && !self.membership.quorum {
             // A node cut off from most of the cluster takes no room over:
             // the majority side may be serving it.
-            return Err(ChatError::unavailable(
-                "this node cannot reach a majority of the cluster; retry on another node",
-            ));
+            let why = if self.membership.majority {
+                "the cluster's membership is changing; retry in a moment"
+            } else {
+                "this node cannot reach a majority of the cluster; retry on another node"
+            };
+            return Err(ChatError::unavailable(why));
         }
         self.start(myself, name, create, false).await
     }

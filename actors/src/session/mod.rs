@@ -448,19 +448,29 @@ impl SessionState {
                 }
             }
         }
-        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        // Rooms still being followed (unreachable when this session started)
+        // are resumed too: `resumed` lists every room of the user.
+        let mut names: Vec<String> = self.rooms.keys().cloned().collect();
+        for room in self.following.keys() {
+            if !self.rooms.contains_key(room) {
+                names.push(room.clone());
+            }
+        }
         let mut positions = BTreeMap::new();
         for name in names {
             let after = resume.as_ref().and_then(|r| r.get(&name).copied());
             let id = self.handle.id;
-            match self
-                .call_room(&name, None, move |reply| RoomMsg::Activate {
+            let activated = if self.rooms.contains_key(&name) {
+                self.call_room(&name, None, move |reply| RoomMsg::Activate {
                     session_id: id,
                     after,
                     reply,
                 })
                 .await
-            {
+            } else {
+                Err(ChatError::unavailable("the room is not reachable yet"))
+            };
+            match activated {
                 Ok(last) => {
                     positions.insert(name, last);
                 }
@@ -478,6 +488,7 @@ impl SessionState {
                     }
                     match (last, self.myself()) {
                         (Some(seq), _) => {
+                            self.following.remove(&name);
                             positions.insert(name, seq);
                         }
                         // Still unreachable: it is replayed when it is back.
