@@ -572,8 +572,12 @@ fn failover_markdown(s: &mut String, r: &crate::failover::FailoverResult) {
             r.resume_attempts_max.to_string(),
         ),
         (
-            "`resumed` frames overtaken by a live message (a protocol deviation)",
+            "`resumed` frames naming another seq than the client had (protocol deviation)",
             r.resumed_mismatch.to_string(),
+        ),
+        (
+            "`resumed` frames not listing the client's room (protocol deviation)",
+            r.resumed_without_room.to_string(),
         ),
         (
             "other clients' lost connections",
