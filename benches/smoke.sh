@@ -87,7 +87,7 @@ PY
   else
     echo "FAIL $run (troupe cluster)"
     failed=1
-    for log in "$BENCH_TMP/$name-logs"/*.log; do
+    for log in "$BENCH_TMP/$name-logs"/bench-*.log; do
       [ -f "$log" ] && { echo "     --- $log"; tail -15 "$log" | sed 's/^/     /'; }
     done
   fi

@@ -1154,6 +1154,20 @@ pub async fn run(
         timeline,
     };
     problems.extend(check.examples);
+    // Where the members that miss deliveries were, to find them in the node logs.
+    let rel = |ns: u64| (ns as f64 - kill_ns as f64) / 1e6;
+    for &g in check.losers.iter().take(5) {
+        let m = &members[g];
+        problems.push(format!(
+            "member {g} (user {}f{g}) misses deliveries: first on {}, now on {}; lost connections at {:?} ms after the kill; resumed at {:?} ms; its sends acked: {}",
+            env.run_id,
+            cluster.nodes[g % n_nodes].name,
+            cluster.nodes[m.node].name,
+            m.disconnects.iter().map(|d| rel(d.0).round()).collect::<Vec<_>>(),
+            m.resumes.iter().map(|r| rel(r.0).round()).collect::<Vec<_>>(),
+            m.acks.len(),
+        ));
+    }
     let notes = sh.notes.lock().unwrap_or_else(|e| e.into_inner()).clone();
     env.progress(format!(
         "[failover] killed {} ({} rooms, {} clients): first ack in a moved room after {} ms, all its rooms after {} ms; its clients resumed within {:.0} ms (p50 {:.0}); detection {} ms; leases taken within {} ms | sent {} acked {} delivered {}/{} lost {} dup {} unacked {} | gen CPU {:.0}%",
@@ -1207,6 +1221,8 @@ struct Check {
     out_of_order: u64,
     conflicts: u64,
     examples: Vec<String>,
+    /// Members with deliveries missing.
+    losers: Vec<usize>,
 }
 
 /// Every member must have received every seq of its room after its join,
@@ -1222,6 +1238,7 @@ fn check_deliveries(spec: &FailoverSpec, members: &[Member]) -> Check {
         out_of_order: 0,
         conflicts: 0,
         examples: Vec::new(),
+        losers: Vec::new(),
     };
     let example = |c: &mut Check, text: String| {
         if c.examples.len() < 10 {
@@ -1301,6 +1318,7 @@ fn check_deliveries(spec: &FailoverSpec, members: &[Member]) -> Check {
             c.delivered += got;
             if got < owed {
                 c.lost += owed - got;
+                c.losers.push(m.idx);
                 let missing: Vec<u64> = (m.join_seq + 1..=max_seq)
                     .filter(|s| !seen.contains(s))
                     .take(5)
