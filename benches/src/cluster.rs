@@ -272,6 +272,12 @@ impl Cluster {
                     &url,
                 ])
                 .args(["--storage-engine", "memory://tansu/"])
+                // Not the nodes' RUST_LOG: at info, tansu logs every span of
+                // every request (hundreds of MB a run, on the server core).
+                .env(
+                    "RUST_LOG",
+                    std::env::var("BENCH_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdin(Stdio::null())
                 .stdout(out.try_clone()?)
                 .stderr(out);
