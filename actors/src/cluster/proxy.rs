@@ -175,12 +175,15 @@ impl Actor for RoomProxy {
                         .call(
                             |r| RouterMsg::AwaitBarrier {
                                 id: barrier,
+                                room: room.clone(),
+                                session: session_id,
+                                gen,
                                 reply: r,
                             },
                             Some(super::router::REMOTE_TIMEOUT),
                         )
                         .await;
-                    if !matches!(arrived, Ok(ractor::rpc::CallResult::Success(()))) {
+                    if !matches!(arrived, Ok(ractor::rpc::CallResult::Success(true))) {
                         // The replay did not all arrive (the subscription moved
                         // meanwhile): the activation failed; the session retries.
                         return;

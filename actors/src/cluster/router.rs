@@ -103,9 +103,14 @@ pub enum RouterMsg {
     },
     /// Answers once the barrier `id` came down a link (a remote activation's
     /// replay has been delivered).
+    /// `true` only if the subscription `gen` of (room, session) is still
+    /// current then: otherwise the replay's frames were dropped.
     AwaitBarrier {
         id: u64,
-        reply: RpcReplyPort<()>,
+        room: String,
+        session: u64,
+        gen: u64,
+        reply: RpcReplyPort<bool>,
     },
 }
 
@@ -202,7 +207,7 @@ pub struct RouterState {
     peers: Vec<(String, String)>,
     barriers: HashSet<u64>,
     barrier_order: VecDeque<u64>,
-    barrier_waiters: HashMap<u64, RpcReplyPort<()>>,
+    barrier_waiters: HashMap<u64, (String, u64, u64, RpcReplyPort<bool>)>,
     /// Sends forwarded to another node, not yet answered:
     /// room -> (session, client_id) -> owner it went to.
     in_flight: HashMap<String, HashMap<(u64, String), String>>,
@@ -387,11 +392,19 @@ impl Actor for Router {
                     .or_default()
                     .insert((session, client_id), owner);
             }
-            RouterMsg::AwaitBarrier { id, reply } => {
+            RouterMsg::AwaitBarrier {
+                id,
+                room,
+                session,
+                gen,
+                reply,
+            } => {
                 if state.barriers.remove(&id) {
-                    let _ = reply.send(());
+                    let _ = reply.send(state.current(&room, session, gen));
                 } else {
-                    state.barrier_waiters.insert(id, reply);
+                    state
+                        .barrier_waiters
+                        .insert(id, (room, session, gen, reply));
                 }
             }
             RouterMsg::RoomRestarted { room } => {
@@ -782,10 +795,18 @@ impl RouterState {
         });
     }
 
+    /// Is `gen` the current subscription of `session` to `room`?
+    fn current(&self, room: &str, session: u64, gen: u64) -> bool {
+        self.tracks
+            .get(room)
+            .and_then(|t| t.get(&session))
+            .is_some_and(|t| t.gen == Some(gen))
+    }
+
     fn barrier_seen(&mut self, id: u64) {
         match self.barrier_waiters.remove(&id) {
-            Some(waiter) => {
-                let _ = waiter.send(());
+            Some((room, session, gen, waiter)) => {
+                let _ = waiter.send(self.current(&room, session, gen));
             }
             None => {
                 self.barriers.insert(id);
