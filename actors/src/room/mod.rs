@@ -509,7 +509,10 @@ impl RoomState {
         reply: RpcReplyPort<u64>,
     ) {
         let Some(sub) = self.subscribers.get(&session_id) else {
-            let _ = reply.send(self.last_seq);
+            // Its subscribe never arrived (refused while the room started or
+            // moved): answering would promise deliveries that will not come.
+            // Dropping the reply fails the activation; the session subscribes again.
+            drop(reply);
             return;
         };
         let from_seq = match sub.state {
