@@ -10,8 +10,8 @@
 #   benches/run.sh cluster -s 1000 -r 100 -d 10      # a 3-node cluster: cross-node vs single-node
 #   benches/run.sh failover -m 10 -k 20 -r 2         # kill -9 of a node under traffic
 #
-# Environment: BENCH_OUT (where the JSON and Markdown go, default
-# benches/out/<time>-<scenario>), SERVER_CPUS (default 0), GEN_CPUS
+# Environment: BENCH_OUT (where the JSON, Markdown and SVG plots go, default
+# benches/out/<time>-<scenario>; plots in its plots/), SERVER_CPUS (default 0), GEN_CPUS
 # (default 1), BENCH_TARGETS (default "troupe bare"), BENCH_NO_BUILD=1,
 # BARE_FLAGS (extra bare-broadcast flags), BENCH_RUST_LOG (troupe's RUST_LOG),
 # and for cluster/failover TEST_TANSU, TEST_POSTGRES, TEST_REDIS.
@@ -52,7 +52,7 @@ case $scenario in
     echo "== $scenario against a troupe cluster (nodes and broker on CPUs ${SERVER_CPUS:-0}, generator on ${GEN_CPUS:-1})" >&2
     env "${TROUPE_BENCH_ENV[@]}" "${gen_pin[@]}" "$BIN_DIR/troupe-bench" "$scenario" \
       --troupe-bin "$BIN_DIR/troupe" "${server_cpus[@]}" --logs "$out/logs" \
-      --json "$out/troupe.json" --markdown "$out/troupe.md" "$@" \
+      --json "$out/troupe.json" --markdown "$out/troupe.md" --plots "$out/plots" "$@" \
       || { status=1; echo "== the $scenario run failed or was not ok" >&2; }
     [ -f "$out/troupe.md" ] && cat "$out/troupe.md"
     echo "results (and node logs) in $out" >&2
@@ -67,7 +67,8 @@ for target in ${BENCH_TARGETS:-troupe bare}; do
     *) echo "unknown target $target" >&2; exit 2 ;;
   esac
   "${gen_pin[@]}" "$BIN_DIR/troupe-bench" "$scenario" --target "$target" --url "$SERVER_URL" \
-    --server-pid "$SERVER_PID" --json "$out/$target.json" --markdown "$out/$target.md" "$@" \
+    --server-pid "$SERVER_PID" --json "$out/$target.json" --markdown "$out/$target.md" \
+    --plots "$out/plots" "$@" \
     || { status=1; echo "== $target run failed or not ok" >&2; }
   stop_pid "$SERVER_PID"
   [ -f "$out/$target.md" ] && cat "$out/$target.md"
@@ -75,7 +76,7 @@ done
 
 if [ -f "$out/troupe.json" ] && [ -f "$out/bare.json" ]; then
   "$BIN_DIR/troupe-bench" compare --troupe "$out/troupe.json" --bare "$out/bare.json" \
-    --markdown "$out/compare.md"
+    --markdown "$out/compare.md" --plots "$out/plots"
 fi
 echo "results in $out" >&2
 exit $status

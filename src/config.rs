@@ -197,13 +197,25 @@ impl Default for AuthSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSection {
     /// Bearer token of the admin endpoints (a secret: set it from the environment).
     pub token: Option<String>,
     /// Users with admin rights in chat (e.g. `broadcast` when limited to admins).
     pub users: Vec<String>,
+    /// How long `/admin/actors` waits for each other node's answer.
+    pub deadline_ms: u64,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            token: None,
+            users: Vec::new(),
+            deadline_ms: 2000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -428,6 +440,9 @@ impl Config {
         }
         if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
             return bad("admin.token", "must be at least 16 characters");
+        }
+        if !(100..=60_000).contains(&self.admin.deadline_ms) {
+            return bad("admin.deadline_ms", "must be between 100 and 60000");
         }
         self.validate_cluster()
     }

@@ -5,6 +5,7 @@ mod auth;
 mod config;
 mod db;
 mod gateway;
+mod inspect;
 mod stores;
 
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ enum Command {
     Join(JoinArgs),
     /// Run the database migrations and exit.
     Migrate(ConfigArgs),
+    /// Print the live actor tree of a running node or cluster (GET /admin/actors).
+    Inspect(inspect::InspectArgs),
 }
 
 #[derive(Args)]
@@ -128,6 +131,7 @@ fn main() -> std::process::ExitCode {
                 serve(config).await
             }
             Command::Migrate(args) => migrate(args.load()?).await,
+            Command::Inspect(args) => inspect::run(args).await,
         }
     });
     match result {
@@ -156,8 +160,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.token_ttl(),
         config.limits.clone(),
     )?;
+    // Bound before the actors start: a taken port fails the start at once,
+    // and the admin endpoints can say where this node listens.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let node_config = NodeConfig {
         node: config.node.name.clone(),
+        http_addr: listener.local_addr()?.to_string(),
         stores: opened.stores.clone(),
         limits: config.limits.clone(),
         tuning: config.room_tuning(),
@@ -173,9 +183,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } = node::start(node_config)
         .await
         .map_err(|e| anyhow::anyhow!("the node's actors failed to start: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let app = app::App {
         config: Arc::new(config.clone()),
         stores: opened.stores,

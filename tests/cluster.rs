@@ -846,3 +846,189 @@ async fn cluster_partition_minority_is_fenced() {
         "the majority acked nothing in {c_name}'s rooms ({owned_c_rooms:?}) during the partition"
     );
 }
+
+/// `GET path` on node `i` with the admin token, as JSON.
+async fn admin_get(cluster: &Cluster, i: usize, path: &str) -> serde_json::Value {
+    let url = cluster.nodes[i].url(path);
+    let resp = cluster
+        .http()
+        .get(&url)
+        .bearer_auth(common::cluster::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    assert_eq!(status.as_u16(), 200, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
+}
+
+/// The entry of `node` in an `/admin/actors` or `/admin/nodes` answer.
+fn node_entry<'a>(answer: &'a serde_json::Value, node: &str) -> &'a serde_json::Value {
+    answer["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["node"] == node))
+        .unwrap_or_else(|| panic!("{node} is not in the answer: {answer}"))
+}
+
+/// The actors of kind `kind` in one node's entry.
+fn actors_of<'a>(entry: &'a serde_json::Value, kind: &str) -> Vec<&'a serde_json::Value> {
+    entry["actors"]
+        .as_array()
+        .map(|a| a.iter().filter(|x| x["kind"] == kind).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_admin_sees_every_node() {
+    let name = "cluster_admin_sees_every_node";
+    let mut cluster = Cluster::start(name, 3).await;
+    let specs = standard_users("a", 18, 6, 3);
+    let users: BTreeSet<String> = specs.iter().map(|u| u.name.clone()).collect();
+    let mut room_members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for u in &specs {
+        room_members.entry(u.room.clone()).or_default().insert(u.name.clone());
+    }
+    let load = Load::start(&cluster, specs).await;
+    load.run_for(Duration::from_secs(3)).await;
+    let rooms = load.rooms();
+    let leases: BTreeMap<String, String> = cluster
+        .room_leases()
+        .into_iter()
+        .filter_map(|(room, owner, _)| Some((room, owner?)))
+        .collect();
+    let names: BTreeSet<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+
+    // Whichever node is asked, it answers for all three, with their rooms and sessions.
+    for i in 0..3 {
+        let answer = admin_get(&cluster, i, "/admin/actors").await;
+        assert_eq!(answer["answered_by"], cluster.nodes[i].name.as_str());
+        let listed: BTreeSet<String> = answer["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| n["node"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(listed, names, "node {i} lists {listed:?}");
+        let mut owners: BTreeMap<String, String> = BTreeMap::new();
+        let mut connected = BTreeSet::new();
+        for node in &cluster.nodes {
+            let entry = node_entry(&answer, &node.name);
+            assert!(entry.get("error").is_none(), "{} failed: {entry}", node.name);
+            assert_eq!(entry["addr"], node.http.to_string().as_str());
+            for kind in ["node", "presence", "router", "mesh", "supervisor"] {
+                assert!(!actors_of(entry, kind).is_empty(), "no {kind} on {}: {entry}", node.name);
+            }
+            for room in actors_of(entry, "room") {
+                assert_eq!(room["supervisor"], "rooms");
+                assert_eq!(room["state"]["owner"], node.name.as_str(), "{room}");
+                let room_name = room["state"]["room"].as_str().expect("room name").to_string();
+                if let Some(other) = owners.insert(room_name.clone(), node.name.clone()) {
+                    panic!("{room_name} runs on {other} and on {}", node.name);
+                }
+            }
+            for session in actors_of(entry, "session") {
+                connected.insert(session["state"]["user"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        for room in &rooms {
+            assert_eq!(
+                owners.get(room),
+                leases.get(room),
+                "room {room}: the admin answer of node {i} and the lease table disagree"
+            );
+        }
+        assert!(
+            users.is_subset(&connected),
+            "users without a session in node {i}'s answer: {:?}",
+            users.difference(&connected).collect::<Vec<_>>()
+        );
+    }
+
+    // A room looked up by name: its owner and who is in it, from any node.
+    let room = rooms.iter().next().expect("a traffic room").clone();
+    let answer = admin_get(&cluster, 2, &format!("/admin/actors?name={room}")).await;
+    let found: Vec<&serde_json::Value> = cluster
+        .nodes
+        .iter()
+        .flat_map(|n| actors_of(node_entry(&answer, &n.name), "room"))
+        .collect();
+    assert_eq!(found.len(), 1, "{room} by name: {answer}");
+    assert_eq!(found[0]["node"].as_str(), leases.get(&room).map(String::as_str));
+    let members: BTreeSet<String> = found[0]["state"]["member_list"]
+        .as_array()
+        .expect("a room looked up by name lists its members")
+        .iter()
+        .filter_map(|m| m["user"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(Some(&members), room_members.get(&room), "members of {room}");
+    assert!(
+        found[0]["state"]["last_seq"].as_u64().unwrap_or(0) > 0,
+        "{room} has traffic: {}",
+        found[0]
+    );
+
+    // /admin/nodes agrees with the leases.
+    let nodes = admin_get(&cluster, 1, "/admin/nodes").await;
+    for node in &cluster.nodes {
+        let entry = node_entry(&nodes, &node.name);
+        let listed: BTreeSet<String> = entry["rooms"]
+            .as_array()
+            .expect("rooms")
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .filter(|r| rooms.contains(r))
+            .collect();
+        let leased: BTreeSet<String> = leases
+            .iter()
+            .filter(|(r, owner)| rooms.contains(*r) && **owner == node.name)
+            .map(|(r, _)| r.clone())
+            .collect();
+        assert_eq!(listed, leased, "/admin/nodes rooms of {}", node.name);
+        assert!(entry["sessions"].as_u64().unwrap_or(0) > 0, "{entry}");
+    }
+
+    let outcome = load.finish(&cluster).await;
+    assert!(outcome.acked > 0);
+
+    // A node frozen, then killed, while the request waits on it: the answer
+    // comes anyway, with an error entry for that node.
+    let victim = 2;
+    let victim_name = cluster.nodes[victim].name.clone();
+    let pid = cluster.nodes[victim].pid();
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("kill -STOP");
+    assert!(stop.success());
+    let request = {
+        let url = cluster.nodes[0].url("/admin/actors");
+        let http = cluster.http().clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let resp = http
+                .get(&url)
+                .bearer_auth(common::cluster::ADMIN_TOKEN)
+                .send()
+                .await
+                .expect("GET /admin/actors");
+            assert_eq!(resp.status().as_u16(), 200);
+            let body: serde_json::Value = resp.json().await.expect("JSON");
+            (body, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.kill9(victim);
+    let (answer, took) = request.await.expect("the request task");
+    println!("[{name}] answer with {victim_name} frozen then killed after {} ms", took.as_millis());
+    let dead = node_entry(&answer, &victim_name);
+    assert!(
+        dead["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{victim_name} should be an error entry: {dead}"
+    );
+    for i in 0..2 {
+        let entry = node_entry(&answer, &cluster.nodes[i].name);
+        assert!(entry.get("error").is_none(), "{entry}");
+        assert!(!actors_of(entry, "node").is_empty(), "{entry}");
+    }
+}

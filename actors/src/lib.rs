@@ -10,7 +10,9 @@
 
 pub mod cluster;
 pub mod frames;
+pub mod inspect;
 pub mod limits;
+pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod presence;

@@ -9,6 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 
 use crate::cluster::mesh::{Mesh, MeshArgs, MeshConfig, MeshMsg};
 use crate::cluster::router::{Router, RouterArgs, RouterMsg};
+use crate::inspect::Inspector;
 use crate::limits::Limits;
 use crate::presence::{Presence, PresenceArgs, PresenceMsg};
 
@@ -24,6 +25,8 @@ use crate::store::Stores;
 #[derive(Clone)]
 pub struct NodeConfig {
     pub node: String,
+    /// Where the node's HTTP/WebSocket gateway listens (shown by the admin endpoints).
+    pub http_addr: String,
     pub stores: Stores,
     pub limits: Limits,
     pub tuning: RoomTuning,
@@ -42,6 +45,7 @@ pub struct NodeRefs {
     pub sessions: ActorRef<SessionSupervisorMsg>,
     pub router: ActorRef<RouterMsg>,
     pub mesh: Option<ActorRef<MeshMsg>>,
+    pub inspector: Inspector,
 }
 
 pub enum NodeMsg {
@@ -122,6 +126,7 @@ impl Actor for NodeSupervisor {
             cell.clone(),
         )
         .await?;
+        let cluster_addr = config.mesh.as_ref().map(|m| m.listen.to_string());
         let mesh = match config.mesh {
             Some(mesh_config) => {
                 let args = MeshArgs {
@@ -134,12 +139,25 @@ impl Actor for NodeSupervisor {
             }
             None => None,
         };
+        let inspector = Inspector {
+            node: config.node.clone(),
+            http_addr: config.http_addr.clone(),
+            cluster_addr,
+            started: std::time::Instant::now(),
+            presence: presence.clone(),
+            rooms: rooms.clone(),
+            sessions: sessions.clone(),
+            router: router.clone(),
+            mesh: mesh.clone(),
+        };
+        router.cast(RouterMsg::Inspector(Box::new(inspector.clone())))?;
         Ok(NodeRefs {
             presence,
             rooms,
             sessions,
             router,
             mesh,
+            inspector,
         })
     }
 

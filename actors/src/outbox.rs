@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::link::{Frames, RemoteSession};
 use crate::frames::ServerFrame;
+use crate::metrics;
 
 /// What the socket writer sends.
 #[derive(Debug, Clone)]
@@ -48,6 +49,39 @@ pub struct OutboxReceiver {
     pub frames: mpsc::Receiver<Outbound>,
     /// Fires when a push found the queue full.
     pub overflow: CancellationToken,
+}
+
+impl Outbound {
+    /// How many frames this is (for `troupe_outbox_queued_frames`).
+    fn frames(&self) -> i64 {
+        match self {
+            Outbound::Text(_) => 1,
+            Outbound::Batch(batch) => batch.len() as i64,
+            Outbound::Close(..) => 0,
+        }
+    }
+}
+
+impl OutboxReceiver {
+    /// The next queued item (None once every sender is gone).
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let out = self.frames.recv().await;
+        out.inspect(|o| metrics::OUTBOX_QUEUED_FRAMES.sub(o.frames()))
+    }
+
+    /// A queued item, if one is there now.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let out = self.frames.try_recv().ok();
+        out.inspect(|o| metrics::OUTBOX_QUEUED_FRAMES.sub(o.frames()))
+    }
+}
+
+impl Drop for OutboxReceiver {
+    /// What the writer never took leaves the queue-depth gauge too.
+    fn drop(&mut self) {
+        self.frames.close();
+        while self.try_recv().is_some() {}
+    }
 }
 
 impl Outbox {
@@ -114,13 +148,20 @@ impl Outbox {
         if overflow.is_cancelled() {
             return false;
         }
+        // Counted before the send, so the writer never takes a frame not yet counted.
+        let frames = out.frames();
+        metrics::OUTBOX_QUEUED_FRAMES.add(frames);
         match tx.try_send(out) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::OUTBOX_QUEUED_FRAMES.sub(frames);
                 overflow.cancel();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                metrics::OUTBOX_QUEUED_FRAMES.sub(frames);
+                false
+            }
         }
     }
 
@@ -129,6 +170,14 @@ impl Outbox {
         match &self.target {
             Target::Local { overflow, .. } => overflow.cancelled().await,
             Target::Remote(_) => std::future::pending().await,
+        }
+    }
+
+    /// Frames queued for the socket writer and not yet taken (0 for a remote outbox).
+    pub fn queued(&self) -> usize {
+        match &self.target {
+            Target::Local { tx, .. } => tx.max_capacity() - tx.capacity(),
+            Target::Remote(_) => 0,
         }
     }
 

@@ -60,6 +60,10 @@ pub struct Common {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Write SVG plots into this directory: TARGET-latency.svg (the latency
+    /// distribution) and TARGET-deliveries.svg (deliveries/s over time).
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
 }
 
 impl Common {

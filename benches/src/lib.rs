@@ -8,6 +8,7 @@ pub mod connections;
 pub mod failover;
 pub mod load;
 pub mod net;
+pub mod plot;
 pub mod proto;
 pub mod report;
 pub mod sys;

@@ -741,6 +741,7 @@ impl Load {
                     subscribers: self.group_subscribers[g],
                     delivered: sh.group_delivered[g].load(Relaxed) - group0[g],
                     latency: Latency::from_ns(&group),
+                    latency_percentiles: crate::plot::percentile_curve(&group),
                 });
             }
         }
@@ -823,6 +824,7 @@ impl Load {
             unacked,
             closed,
             latency,
+            latency_percentiles: crate::plot::percentile_curve(&hist),
             groups,
             generator_cpu_pct: cpu / elapsed * 100.0,
             server,

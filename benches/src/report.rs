@@ -102,6 +102,10 @@ pub struct RoundResult {
     pub closed: u64,
     /// Send-to-deliver latency of every distinct delivery.
     pub latency: Latency,
+    /// The same distribution as `[percentile, ms]` pairs (for the plots:
+    /// see `plot::percentile_curve`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency_percentiles: Vec<[f64; 2]>,
     /// The same, per group of subscribers (cluster: same node as the
     /// publishers, other nodes); empty when the load has no groups.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -126,6 +130,8 @@ pub struct GroupResult {
     pub subscribers: usize,
     pub delivered: u64,
     pub latency: Latency,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency_percentiles: Vec<[f64; 2]>,
 }
 
 /// The JSON summary of a run.

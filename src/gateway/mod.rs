@@ -1,6 +1,9 @@
 //! The HTTP/WebSocket gateway: one listener for REST, `/ws`, health and readiness.
 
+pub mod admin;
+pub mod admin_page;
 pub mod lines;
+pub mod metrics;
 pub mod rest;
 pub mod ws;
 
@@ -30,6 +33,10 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/users/online", get(rest::users_online))
         .route("/health", get(rest::health))
         .route("/ready", get(rest::ready))
+        .route("/metrics", get(metrics::metrics))
+        .route("/admin", get(admin::page))
+        .route("/admin/actors", get(admin::actors))
+        .route("/admin/nodes", get(admin::nodes))
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -24,6 +24,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use troupe_actors::ask;
 use troupe_actors::frames::{ChatError, ClientFrame, ErrorCode, ServerFrame};
+use troupe_actors::metrics;
 use troupe_actors::outbox::{Outbound, Outbox, OutboxReceiver};
 use troupe_actors::session::supervisor::SessionSupervisorMsg;
 use troupe_actors::session::{ResumeRequest, SessionMsg};
@@ -136,6 +137,7 @@ struct Connection {
 }
 
 async fn run(app: App, socket: Socket, auth: Option<(TokenInfo, String)>, peer: SocketAddr) {
+    let _open = metrics::CONNECTIONS.track();
     let (outbox, receiver) = Outbox::channel(app.config.limits.outbound_queue);
     let (sink, mut stream) = socket.split();
     let text_mode = Arc::new(AtomicBool::new(false));
@@ -424,20 +426,20 @@ async fn write_loop(
             _ = &mut stopped => Step::Stop,
             _ = &mut shutting_down => {
                 // Send what is queued, then say goodbye.
-                while let Ok(frame) = out.frames.try_recv() {
+                while let Some(frame) = out.try_recv() {
                     frames.push(frame);
                 }
                 let _ = write_frames(&mut sink, &mut frames, &text_mode).await;
                 Step::Close(1012, "service restart")
             }
-            first = out.frames.recv() => match first {
+            first = out.recv() => match first {
                 None => Step::Stop,
                 Some(first) => {
                     frames.push(first);
                     while frames.len() < 256 {
-                        match out.frames.try_recv() {
-                            Ok(frame) => frames.push(frame),
-                            Err(_) => break,
+                        match out.try_recv() {
+                            Some(frame) => frames.push(frame),
+                            None => break,
                         }
                     }
                     Step::Frames
@@ -515,6 +517,9 @@ async fn feed(
 }
 
 async fn close(sink: &mut SplitSink<Socket, Message>, code: u16, reason: &'static str) {
+    if code == 4008 {
+        metrics::SLOW_CONSUMER_CLOSES.inc();
+    }
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),

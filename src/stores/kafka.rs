@@ -109,6 +109,7 @@ pub struct KafkaLog {
 }
 
 fn unavailable(what: impl std::fmt::Display) -> StoreError {
+    troupe_actors::metrics::STORE_ERRORS_LOG.inc();
     StoreError::Unavailable {
         store: "kafka",
         message: what.to_string(),

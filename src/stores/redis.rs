@@ -24,6 +24,7 @@ pub struct RedisStore {
 }
 
 fn unavailable(e: fred::error::Error) -> StoreError {
+    troupe_actors::metrics::STORE_ERRORS_PRESENCE.inc();
     StoreError::Unavailable {
         store: "redis",
         message: e.to_string(),
@@ -116,6 +117,7 @@ impl RedisStore {
         if self.client.is_connected() {
             Ok(())
         } else {
+            troupe_actors::metrics::STORE_ERRORS_PRESENCE.inc();
             Err(StoreError::Unavailable {
                 store: "redis",
                 message: "not connected (reconnecting)".into(),

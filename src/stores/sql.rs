@@ -10,6 +10,7 @@ use sea_orm::{
 };
 use troupe_actors::frames::{ChatMessage, HistoryQuery};
 use troupe_actors::limits::now_ms;
+use troupe_actors::metrics;
 use troupe_actors::store::{
     Checkpoint, CheckpointStore, Directory, History, LeaseStore, LogPosition, LogRecord,
     MemberRecord, MessageLog, RoomRecord, StoreError, StoreResult, UserRecord,
@@ -40,6 +41,20 @@ impl SqlStore {
         }
     }
 
+    /// The node holding `room`'s lease (None: nobody, or it was released).
+    async fn lease_owner(&self, room: &str) -> StoreResult<Option<String>> {
+        let sql = "SELECT owner FROM room_leases WHERE room = $1";
+        let row = self
+            .db
+            .query_one_raw(statement(&self.db, sql, vec![room.into()]))
+            .await
+            .map_err(unavailable)?;
+        match row {
+            Some(row) => row.try_get("", "owner").map_err(unavailable),
+            None => Ok(None),
+        }
+    }
+
     /// A trivial query: does the database answer?
     pub async fn ping(&self) -> StoreResult<()> {
         self.db.ping().await.map_err(unavailable)
@@ -47,6 +62,16 @@ impl SqlStore {
 }
 
 fn unavailable(e: DbErr) -> StoreError {
+    metrics::STORE_ERRORS_SQL.inc();
+    StoreError::Unavailable {
+        store: "database",
+        message: e.to_string(),
+    }
+}
+
+/// An error of the message log (the `log_records` table).
+fn log_unavailable(e: DbErr) -> StoreError {
+    metrics::STORE_ERRORS_LOG.inc();
     StoreError::Unavailable {
         store: "database",
         message: e.to_string(),
@@ -339,7 +364,7 @@ impl MessageLog for SqlStore {
             Some(writer) => writer.append(rows).await,
             None => insert_log(&self.db, rows).await,
         }
-        .map_err(unavailable)?;
+        .map_err(log_unavailable)?;
         Ok(positions.into_iter().map(|p| p as u64).collect())
     }
 
@@ -356,7 +381,7 @@ impl MessageLog for SqlStore {
             .limit(max as u64)
             .all(&self.db)
             .await
-            .map_err(unavailable)?;
+            .map_err(log_unavailable)?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -495,16 +520,25 @@ impl LeaseStore for SqlStore {
             now_ms().into(),
         ];
         let _turn = self.write_turn().await;
+        // Only for troupe_room_failovers_total: did another node still hold it?
+        let previous = self.lease_owner(room).await?;
         let row = self
             .db
             .query_one_raw(statement(&self.db, sql, values))
             .await
             .map_err(unavailable)?
-            .ok_or_else(|| StoreError::Unavailable {
-                store: "database",
-                message: "lease upsert returned nothing".into(),
+            .ok_or_else(|| {
+                metrics::STORE_ERRORS_SQL.inc();
+                StoreError::Unavailable {
+                    store: "database",
+                    message: "lease upsert returned nothing".into(),
+                }
             })?;
         let epoch: i64 = row.try_get("", "epoch").map_err(unavailable)?;
+        metrics::LEASE_ACQUISITIONS.inc();
+        if previous.is_some_and(|owner| owner != node) {
+            metrics::ROOM_FAILOVERS.inc();
+        }
         Ok(epoch as u64)
     }
 

@@ -717,6 +717,9 @@ pub struct Cluster {
     _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
+/// The admin token of every cluster node (`/admin/actors`, `troupe inspect`).
+pub const ADMIN_TOKEN: &str = "cluster-admin-token-0123456789";
+
 /// How [`Cluster::start_with`] lays the nodes out.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
@@ -787,6 +790,7 @@ impl Cluster {
             ("TROUPE_LIMITS__LOGINS_PER_MINUTE", "100000".into()),
             // Fast password hashes: dozens of accounts per test.
             ("TROUPE_AUTH__SCRYPT_LOG_N", "10".into()),
+            ("TROUPE_ADMIN__TOKEN", ADMIN_TOKEN.into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

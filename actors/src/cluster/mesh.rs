@@ -41,6 +41,9 @@ pub struct MeshStatus {
     pub membership: Membership,
     /// (node, cluster address) of live peers.
     pub peers: Vec<(String, String)>,
+    /// Peers out of the view but not forgotten (not left): (node, cluster
+    /// address, seconds since they last answered, if ever).
+    pub absent: Vec<(String, String, Option<f64>)>,
 }
 
 pub enum MeshMsg {
@@ -312,6 +315,7 @@ impl Actor for Mesh {
                     ready: state.ready,
                     membership: state.membership.clone(),
                     peers: state.live_peers(),
+                    absent: state.absent_peers(),
                 });
             }
         }
@@ -421,6 +425,22 @@ impl MeshState {
             .collect()
     }
 
+    fn absent_peers(&self) -> Vec<(String, String, Option<f64>)> {
+        let now = Instant::now();
+        self.peers
+            .iter()
+            .filter(|(n, p)| !self.membership.live.contains(*n) && !p.leaving)
+            .filter(|(_, p)| {
+                p.last_seen
+                    .is_none_or(|seen| now.duration_since(seen) < self.config.forget_after)
+            })
+            .map(|(n, p)| {
+                let ago = p.last_seen.map(|seen| now.duration_since(seen).as_secs_f64());
+                (n.clone(), p.addr.clone(), ago)
+            })
+            .collect()
+    }
+
     /// Recomputes the view and tells the rooms and the router when it changed.
     fn publish(&mut self, myself: &ActorRef<MeshMsg>) {
         let now = Instant::now();
@@ -479,6 +499,7 @@ impl MeshState {
             quorum = next.quorum,
             "cluster membership changed"
         );
+        crate::metrics::CLUSTER_MEMBERS.set(next.live.len() as i64);
         self.membership = next.clone();
         let _ = self.rooms.cast(RoomSupervisorMsg::Membership(next.clone()));
         let _ = self.router.cast(RouterMsg::Membership(next));

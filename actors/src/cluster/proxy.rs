@@ -299,6 +299,13 @@ impl Actor for RoomProxy {
                 },
                 |_| {},
             ),
+            RoomMsg::Inspect { reply, .. } => {
+                let _ = reply.send(serde_json::json!({
+                    "room": state.args.room,
+                    "owner": state.args.owner,
+                    "local_sessions": state.gens.len(),
+                }));
+            }
             RoomMsg::Shutdown | RoomMsg::Handoff => myself.stop(None),
             // The rest is a local room's own bookkeeping.
             _ => {}

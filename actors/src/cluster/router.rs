@@ -22,6 +22,7 @@ use super::wire::{
 };
 use super::{router_group, Membership};
 use crate::frames::{ChatError, ServerFrame};
+use crate::inspect::Inspector;
 use crate::outbox::Outbox;
 use crate::room::supervisor::RoomSupervisorMsg;
 use crate::room::{refuse, RoomMsg, SendRequest};
@@ -111,6 +112,12 @@ pub enum RouterMsg {
         session: u64,
         gen: u64,
         reply: RpcReplyPort<bool>,
+    },
+    /// How this node's actors are found for an inspection from another node.
+    Inspector(Box<Inspector>),
+    /// A summary of the router itself (the admin endpoints).
+    Inspect {
+        reply: crate::inspect::InspectReply,
     },
 }
 
@@ -211,6 +218,7 @@ pub struct RouterState {
     /// Sends forwarded to another node, not yet answered:
     /// room -> (session, client_id) -> owner it went to.
     in_flight: HashMap<String, HashMap<(u64, String), String>>,
+    inspector: Option<Inspector>,
 }
 
 impl Actor for Router {
@@ -240,6 +248,7 @@ impl Actor for Router {
             barrier_order: VecDeque::new(),
             barrier_waiters: HashMap::new(),
             in_flight: HashMap::new(),
+            inspector: None,
         })
     }
 
@@ -322,6 +331,19 @@ impl Actor for Router {
             }
             RouterMsg::Membership(m) => state.membership_changed(m),
             RouterMsg::Rooms(rooms) => state.rooms = Some(rooms),
+            RouterMsg::Inspector(inspector) => state.inspector = Some(*inspector),
+            RouterMsg::Inspect { reply } => {
+                let mut links: Vec<&String> = state.links.keys().collect();
+                links.sort();
+                let _ = reply.send(serde_json::json!({
+                    "sessions": state.sessions.len(),
+                    "links": links,
+                    "followed_rooms": state.tracks.len(),
+                    "followers": state.tracks.values().map(HashMap::len).sum::<usize>(),
+                    "sends_in_flight": state.in_flight.values().map(HashMap::len).sum::<usize>(),
+                    "starting_rooms": state.slots.values().filter(|s| matches!(s, Slot::Starting(_))).count(),
+                }));
+            }
             RouterMsg::Book {
                 mesh,
                 ready,
@@ -654,6 +676,21 @@ impl RouterState {
 
     fn call(&mut self, myself: &ActorRef<RouterMsg>, call: WireCall, reply: RpcReplyPort<Vec<u8>>) {
         let (room, req) = match call {
+            WireCall::Inspect { query } => {
+                let Some(inspector) = self.inspector.clone() else {
+                    let e = ChatError::unavailable("the node is starting, retry");
+                    let _ = reply.send(wire::encode_json(&WireReply::Failed(e)));
+                    return;
+                };
+                // Off the router: the snapshot waits on every actor of the node.
+                tokio::spawn(async move {
+                    let snapshot = inspector.snapshot(&query).await;
+                    let _ = reply.send(wire::encode_json(&WireReply::Inspected(Box::new(
+                        snapshot,
+                    ))));
+                });
+                return;
+            }
             WireCall::Ping { .. } => {
                 let pong = WireReply::Pong {
                     node: self.me.clone(),

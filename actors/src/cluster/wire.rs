@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::frames::{ChatError, ChatMessage, HistoryQuery};
+use crate::inspect::{InspectQuery, NodeSnapshot};
 use crate::room::{CreateSpec, RoomInfo};
 
 /// A request to a room from a session on node `from` (fire and forget).
@@ -140,6 +141,8 @@ pub enum WireCall {
     },
     /// A heartbeat; the answer names the peer and the members it sees.
     Ping { from: String, addr: String },
+    /// The node's actor tree (the admin endpoints).
+    Inspect { query: InspectQuery },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +161,7 @@ pub enum WireReply {
         /// (name, cluster address) of the nodes it sees.
         peers: Vec<(String, String)>,
     },
+    Inspected(Box<NodeSnapshot>),
     Failed(ChatError),
 }
 

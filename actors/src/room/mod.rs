@@ -183,6 +183,12 @@ pub enum RoomMsg {
         online: bool,
         last_seen: Option<i64>,
     },
+    /// A summary of the room for the admin endpoints (with member and
+    /// subscriber lists when `detail`).
+    Inspect {
+        detail: bool,
+        reply: crate::inspect::InspectReply,
+    },
     /// Writes history and the checkpoint, then stops.
     Shutdown,
     /// The room now belongs to another node: finish the append in flight,
@@ -396,6 +402,9 @@ impl Actor for Room {
                     myself.stop(Some("idle".into()));
                 }
             }
+            RoomMsg::Inspect { detail, reply } => {
+                let _ = reply.send(state.inspect(detail));
+            }
             RoomMsg::Shutdown => myself.stop(Some("shutdown".into())),
             #[cfg(feature = "test-hooks")]
             RoomMsg::Panic => panic!("test hook: room {} panics", state.name),
@@ -405,6 +414,56 @@ impl Actor for Room {
 }
 
 impl RoomState {
+    /// What an operator sees of this room (`/admin/actors`).
+    fn inspect(&self, detail: bool) -> serde_json::Value {
+        let mut state = serde_json::json!({
+            "room": self.name,
+            "owner": self.ctx.node,
+            "private": self.private,
+            "members": self.members.len(),
+            "subscribers": self.subscribers.len(),
+            "last_seq": self.last_seq,
+            "epoch": self.epoch,
+            "history_seq": self.history_seq,
+            "checkpoint_seq": self.checkpoint_seq,
+            "checkpoint_age_s": self.checkpoint_at.elapsed().as_secs_f64(),
+            "queued_sends": self.pending.len() + self.failed_batch.len(),
+            "appending": self.appending,
+            "leaving": self.leaving.map(|l| format!("{l:?}").to_lowercase()),
+        });
+        if detail {
+            let mut members: Vec<_> = self.members.iter().collect();
+            members.sort();
+            state["member_list"] = members
+                .into_iter()
+                .map(|(user, read)| serde_json::json!({ "user": user, "read_seq": read }))
+                .collect();
+            let mut subscribers: Vec<_> = self.subscribers.values().collect();
+            subscribers.sort_by_key(|s| s.session.id);
+            state["subscriber_list"] = subscribers
+                .into_iter()
+                .map(|s| {
+                    let (live, from_seq) = match s.state {
+                        SubState::Pending { from_seq } => (false, from_seq),
+                        SubState::Live { from_seq } => (true, from_seq),
+                    };
+                    let node = match s.session.outbox.remote_session() {
+                        Some(remote) => remote.link.peer.to_string(),
+                        None => self.ctx.node.clone(),
+                    };
+                    serde_json::json!({
+                        "session": s.session.id,
+                        "user": s.session.user,
+                        "node": node,
+                        "live": live,
+                        "from_seq": from_seq,
+                    })
+                })
+                .collect();
+        }
+        state
+    }
+
     fn info(&self) -> RoomInfo {
         RoomInfo {
             name: self.name.clone(),
@@ -451,10 +510,14 @@ impl RoomState {
     fn fan_out_messages(&mut self, frames: Vec<Utf8Bytes>) {
         match frames.len() {
             0 => {}
-            1 => self.fan_out(&frames[0], None),
-            _ => {
+            1 => self.fan_out_with(None, |o| {
+                crate::metrics::delivered(1, o.push(frames[0].clone()))
+            }),
+            n => {
                 let batch: Arc<[Utf8Bytes]> = frames.into();
-                self.fan_out_with(None, |outbox| outbox.push_batch(batch.clone()));
+                self.fan_out_with(None, |o| {
+                    crate::metrics::delivered(n, o.push_batch(batch.clone()))
+                });
             }
         }
     }
@@ -531,7 +594,7 @@ impl RoomState {
                 .iter()
                 .filter(|c| c.message.seq > after && c.message.seq <= upper)
             {
-                outbox.push(c.frame.clone());
+                crate::metrics::delivered(1, outbox.push(c.frame.clone()));
             }
             if let Some(sub) = self.subscribers.get_mut(&session_id) {
                 sub.state = SubState::Live {
@@ -594,7 +657,7 @@ impl RoomState {
         let mut sent = after;
         for m in &messages {
             if m.seq == sent + 1 {
-                outbox.push(ServerFrame::Message(m.clone()).encode());
+                crate::metrics::delivered(1, outbox.push(ServerFrame::Message(m.clone()).encode()));
                 sent = m.seq;
             }
         }
@@ -606,7 +669,7 @@ impl RoomState {
                 return;
             }
             for c in self.recent.iter().filter(|c| c.message.seq > sent) {
-                outbox.push(c.frame.clone());
+                crate::metrics::delivered(1, outbox.push(c.frame.clone()));
             }
             if let Some(sub) = self.subscribers.get_mut(&session_id) {
                 sub.state = SubState::Live {
@@ -773,6 +836,7 @@ impl RoomState {
     }
 
     fn accept_send(&mut self, myself: &ActorRef<RoomMsg>, request: SendRequest) {
+        crate::metrics::MESSAGES_RECEIVED.inc();
         let check = match self.leaving {
             Some(_) => Err(moving()),
             None => self.check_writer(&request.user),
@@ -786,6 +850,7 @@ impl RoomState {
         let key = (request.user.clone(), request.client_id.clone());
         if let Some(&(seq, ts)) = self.dedupe.get(&key) {
             // A retry of a message already in the log: the first message's ack.
+            crate::metrics::MESSAGES_ACKED.inc();
             request.outbox.push_frame(&ServerFrame::Ack {
                 client_id: request.client_id,
                 room: self.name.clone(),
@@ -838,7 +903,9 @@ impl RoomState {
         let (room, node, epoch) = (self.name.clone(), self.ctx.node.clone(), self.epoch);
         let myself = myself.clone();
         tokio::spawn(async move {
-            let mut result = log.append(&room, &records).await;
+            let mut result = crate::metrics::LOG_APPEND_SECONDS
+                .time(log.append(&room, &records))
+                .await;
             if let (Ok(_), Some(leases)) = (&result, leases) {
                 // Durable is not enough to ack: another node may have taken
                 // the room meanwhile, and its restore may not have seen this.
@@ -916,6 +983,7 @@ impl RoomState {
         }
         .encode();
         for outbox in self.in_flight.remove(&key).unwrap_or_default() {
+            crate::metrics::MESSAGES_ACKED.inc();
             outbox.push(ack.clone());
         }
         self.remember(key, message.seq, message.ts);
@@ -1144,6 +1212,7 @@ impl RoomState {
     /// subscriber to the new owner, from the last seq it was sent.
     async fn moved_away(&mut self, why: Leaving) {
         if why == Leaving::Handoff {
+            crate::metrics::ROOM_HANDOFFS.inc();
             if let Some(leases) = &self.ctx.stores.leases {
                 if let Err(e) = leases.release(&self.name, &self.ctx.node, self.epoch).await {
                     tracing::warn!(room = %self.name, error = %e, "lease release failed; the next owner takes it anyway");

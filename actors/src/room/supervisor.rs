@@ -42,6 +42,10 @@ pub enum RoomSupervisorMsg {
     Shutdown { reply: RpcReplyPort<()> },
     /// How many rooms run.
     Count { reply: RpcReplyPort<usize> },
+    /// The rooms and proxies it supervises (the admin endpoints).
+    Children {
+        reply: RpcReplyPort<crate::inspect::RoomChildren>,
+    },
 }
 
 pub struct RoomSupervisor;
@@ -51,6 +55,10 @@ pub struct RoomSupervisorState {
     rooms: HashMap<String, ActorRef<RoomMsg>>,
     names: HashMap<ActorId, String>,
     restarts: HashMap<String, VecDeque<Instant>>,
+    /// Restarts per room since this node started.
+    restarted: HashMap<String, u64>,
+    /// Rooms that crashed too often and were left stopped.
+    given_up: Vec<String>,
     stopping: bool,
     membership: Membership,
     /// Rooms owned elsewhere: (owner, proxy).
@@ -65,6 +73,8 @@ impl RoomSupervisorState {
         if self.rooms.get(name).is_some_and(|r| r.get_id() == *id) {
             self.rooms.remove(name);
         }
+        // Called whenever a room actor is gone from `names`.
+        crate::metrics::ROOMS_OWNED.set(self.names.len() as i64);
     }
 
     /// A local room, if this node owns `name` and may serve it.
@@ -148,6 +158,7 @@ impl RoomSupervisorState {
         match Actor::spawn_linked(None, Room, args, myself.get_cell()).await {
             Ok((room, _)) => {
                 self.names.insert(room.get_id(), name.to_string());
+                crate::metrics::ROOMS_OWNED.set(self.names.len() as i64);
                 self.rooms.insert(name.to_string(), room.clone());
                 Ok(room)
             }
@@ -182,6 +193,8 @@ impl Actor for RoomSupervisor {
             rooms: HashMap::new(),
             names: HashMap::new(),
             restarts: HashMap::new(),
+            restarted: HashMap::new(),
+            given_up: Vec::new(),
             stopping: false,
         })
     }
@@ -298,6 +311,31 @@ impl Actor for RoomSupervisor {
             RoomSupervisorMsg::Count { reply } => {
                 let _ = reply.send(state.names.len());
             }
+            RoomSupervisorMsg::Children { reply } => {
+                let rooms = state
+                    .rooms
+                    .iter()
+                    .map(|(name, room)| {
+                        let restarts = state.restarted.get(name).copied().unwrap_or(0);
+                        (name.clone(), room.clone(), restarts)
+                    })
+                    .collect();
+                let proxies = state
+                    .proxies
+                    .iter()
+                    .map(|(name, (owner, proxy))| (name.clone(), owner.clone(), proxy.clone()))
+                    .collect();
+                let _ = reply.send(crate::inspect::RoomChildren {
+                    rooms,
+                    proxies,
+                    state: serde_json::json!({
+                        "stopping": state.names.len().saturating_sub(state.rooms.len()),
+                        "restarts": state.restarted.values().sum::<u64>(),
+                        "given_up": state.given_up,
+                        "live": state.membership.live,
+                    }),
+                });
+            }
         }
         Ok(())
     }
@@ -342,9 +380,15 @@ impl Actor for RoomSupervisor {
                 history.retain(|at| at.elapsed() < RESTART_WINDOW);
                 if history.len() >= MAX_RESTARTS {
                     tracing::error!(room = %name, "room keeps crashing; left stopped until its next use");
+                    if !state.given_up.contains(&name) {
+                        state.given_up.push(name.clone());
+                    }
                     return Ok(());
                 }
                 history.push_back(Instant::now());
+                crate::metrics::ROOM_RESTARTS.inc();
+                *state.restarted.entry(name.clone()).or_default() += 1;
+                state.given_up.retain(|n| n != &name);
                 match state.start(&myself, &name, None, true).await {
                     Ok(_) => {
                         tracing::info!(room = %name, "room restarted from its checkpoint and log")

@@ -161,6 +161,11 @@ pub enum SessionMsg {
     Describe {
         reply: RpcReplyPort<(String, Vec<String>)>,
     },
+    /// A summary for the admin endpoints.
+    Inspect {
+        detail: bool,
+        reply: crate::inspect::InspectReply,
+    },
 }
 
 /// Session ids are unique across the cluster: random high bits per process.
@@ -179,6 +184,10 @@ pub struct SessionState {
     /// Rooms being followed after a move: room -> the attempt that counts.
     following: HashMap<String, (u64, Option<u64>)>,
     follow_attempts: u64,
+    /// When the session started (ms since the epoch).
+    connected_since: i64,
+    /// The session took over an earlier connection's resume token.
+    resumed: bool,
 }
 
 impl Actor for Session {
@@ -229,6 +238,8 @@ impl Actor for Session {
             seen_presence: HashMap::new(),
             following: HashMap::new(),
             follow_attempts: 0,
+            connected_since: now_ms(),
+            resumed: false,
         };
         state.subscribe_all(&myself).await;
         state.push(&ServerFrame::Session {
@@ -242,6 +253,7 @@ impl Actor for Session {
         }
         match args.resume {
             Some(resume) => {
+                state.resumed = true;
                 // The older connection with this token, on any node, is closed.
                 if let Some(router) = &state.ctx.router {
                     let _ = router.cast(RouterMsg::TakeOver {
@@ -360,12 +372,36 @@ impl Actor for Session {
                 rooms.sort();
                 let _ = reply.send((state.handle.user.clone(), rooms));
             }
+            SessionMsg::Inspect { detail, reply } => {
+                let _ = reply.send(state.inspect(detail));
+            }
         }
         Ok(())
     }
 }
 
 impl SessionState {
+    /// What an operator sees of this session (`/admin/actors`).
+    fn inspect(&self, detail: bool) -> serde_json::Value {
+        let mut rooms: Vec<&String> = self.rooms.keys().collect();
+        rooms.sort();
+        let mut state = serde_json::json!({
+            "id": self.handle.id,
+            "user": self.handle.user,
+            "rooms": rooms,
+            "queued_frames": self.handle.outbox.queued(),
+            "connected_since": self.connected_since,
+            "live": self.active,
+            "resumed": self.resumed,
+        });
+        if detail {
+            let mut following: Vec<&String> = self.following.keys().collect();
+            following.sort();
+            state["following"] = serde_json::json!(following);
+        }
+        state
+    }
+
     fn push(&self, frame: &ServerFrame) {
         self.handle.outbox.push_frame(frame);
     }
@@ -522,6 +558,7 @@ impl SessionState {
             // their rooms needs no proof: an expired token, or one lost when an
             // embedded node restarted, still resumes.
             Ok(found) => {
+                self.resumed = true;
                 if found.is_some() {
                     // The older connection with this token, on any node, is closed.
                     if let Some(router) = &self.ctx.router {

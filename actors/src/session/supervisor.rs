@@ -22,6 +22,10 @@ pub enum SessionSupervisorMsg {
     },
     /// Closes every connection with 1012 (service restart) and stops the sessions.
     Shutdown { reply: RpcReplyPort<()> },
+    /// The sessions it supervises (the admin endpoints).
+    Children {
+        reply: RpcReplyPort<crate::inspect::SessionChildren>,
+    },
 }
 
 pub struct SessionSupervisor;
@@ -30,6 +34,8 @@ pub struct SessionSupervisorState {
     ctx: SessionContext,
     sessions: HashMap<ActorId, (String, Outbox, ActorRef<SessionMsg>)>,
     stopping: bool,
+    /// Sessions that crashed since this node started (their clients resumed).
+    crashed: u64,
 }
 
 impl Actor for SessionSupervisor {
@@ -46,6 +52,7 @@ impl Actor for SessionSupervisor {
             ctx,
             sessions: HashMap::new(),
             stopping: false,
+            crashed: 0,
         })
     }
 
@@ -98,7 +105,19 @@ impl Actor for SessionSupervisor {
                 }
                 let _ = reply.send(());
             }
+            SessionSupervisorMsg::Children { reply } => {
+                let sessions = state
+                    .sessions
+                    .values()
+                    .map(|(user, _, session)| (user.clone(), session.clone()))
+                    .collect();
+                let _ = reply.send(crate::inspect::SessionChildren {
+                    sessions,
+                    state: serde_json::json!({ "crashed": state.crashed }),
+                });
+            }
         }
+        crate::metrics::SESSIONS.set(state.sessions.len() as i64);
         Ok(())
     }
 
@@ -114,6 +133,8 @@ impl Actor for SessionSupervisor {
             }
             SupervisionEvent::ActorFailed(cell, error) => {
                 if let Some((user, outbox, session)) = state.sessions.remove(&cell.get_id()) {
+                    state.crashed += 1;
+                    crate::metrics::SESSION_RESTARTS.inc();
                     tracing::error!(%user, %error, "session crashed; asking the client to resume");
                     outbox.close(1011, "session failed; resume");
                     // Its post_stop did not run: take it out of presence here.
@@ -125,6 +146,7 @@ impl Actor for SessionSupervisor {
             }
             _ => {}
         }
+        crate::metrics::SESSIONS.set(state.sessions.len() as i64);
         Ok(())
     }
 }

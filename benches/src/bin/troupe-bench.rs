@@ -12,7 +12,7 @@ use troupe_bench::cluster::{Cluster, ClusterArgs};
 use troupe_bench::connections::{self, ConnectionsSpec};
 use troupe_bench::failover::{self, FailoverSpec};
 use troupe_bench::load::{ClientSpec, Load, LoadSpec};
-use troupe_bench::proto;
+use troupe_bench::{plot, proto};
 use troupe_bench::report::{self, ClusterFanout, GeneratorUsage, RoundResult, Summary};
 use troupe_bench::sys::{raise_nofile, self_cpu, ProcSample};
 
@@ -201,6 +201,10 @@ struct CompareArgs {
     /// Also write the table here.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Write SVG plots of both runs into this directory: compare-latency.svg
+    /// and compare-deliveries.svg.
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
 }
 
 impl Scenario {
@@ -280,10 +284,14 @@ fn compare(args: &CompareArgs) -> anyhow::Result<()> {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
     };
-    let table = report::compare(&read(&args.troupe)?, &read(&args.bare)?);
+    let (troupe, bare) = (read(&args.troupe)?, read(&args.bare)?);
+    let table = report::compare(&troupe, &bare);
     print!("{table}");
     if let Some(path) = &args.markdown {
         std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(dir) = &args.plots {
+        plot::write_plots(dir, &plot::compare_plots(&troupe, &bare))?;
     }
     Ok(())
 }
@@ -415,6 +423,15 @@ async fn run(scenario: Scenario, threads: usize) -> anyhow::Result<bool> {
         server_after: outcome.server_after,
     };
     summary.write(common.json.as_deref(), common.markdown.as_deref())?;
+    if let Some(dir) = &common.plots {
+        let prefix = match common.target {
+            Target::Troupe => "troupe",
+            Target::Bare => "bare",
+        };
+        let plots = plot::summary_plots(&serde_json::to_value(&summary)?, prefix);
+        plot::write_plots(dir, &plots)?;
+        env.progress(format!("{} plots in {}", plots.len(), dir.display()));
+    }
     Ok(summary.ok)
 }
 

@@ -1,0 +1,18 @@
+//! `GET /metrics`: every metric of this node in the Prometheus text format
+//! (no auth), for an operator's scraper. What each one means: docs/metrics.md.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::app::App;
+
+pub async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        troupe_actors::metrics::render(app.node_name()),
+    )
+}

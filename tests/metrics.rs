@@ -1,0 +1,260 @@
+//! `GET /metrics` as an operator's scraper sees it: Prometheus text, parsed
+//! with a Prometheus text parser; every metric documented in docs/metrics.md
+//! is there with its type, and chat traffic moves the counters by what was
+//! sent.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{http, Client, Node, WAIT};
+use prometheus_parse::{Sample, Scrape, Value};
+use serde_json::json;
+
+/// (name, type) of every metric in docs/metrics.md's table.
+fn documented() -> Vec<(String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md");
+    let text = std::fs::read_to_string(path).expect("docs/metrics.md");
+    let rows: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut cells = line.strip_prefix("| `troupe_")?.split('|');
+            let name = format!("troupe_{}", cells.next()?.trim().trim_end_matches('`'));
+            let kind = cells.next()?.trim().to_string();
+            Some((name, kind))
+        })
+        .collect();
+    assert!(
+        rows.len() >= 16,
+        "docs/metrics.md documents {} metrics: {rows:?}",
+        rows.len()
+    );
+    rows
+}
+
+async fn scrape(node: &Node) -> Scrape {
+    let response = http()
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .expect("/metrics answers");
+    assert_eq!(response.status(), 200);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let body = response.text().await.expect("a body");
+    Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text")
+}
+
+/// Scrapes until `done` holds (the node's actors update some metrics just
+/// after the frames the client already saw), at most [`WAIT`]; the last
+/// scrape either way, for the caller's assertions to judge.
+async fn scrape_until(node: &Node, done: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = scrape(node).await;
+        if done(&s) || tokio::time::Instant::now() >= deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn samples<'a>(s: &'a Scrape, name: &str) -> Vec<&'a Sample> {
+    s.samples.iter().filter(|x| x.metric == name).collect()
+}
+
+/// The value of the one sample of `name` whose labels include `labels`.
+fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<&Sample> = samples(s, name)
+        .into_iter()
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .collect();
+    assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
+    match &found[0].value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        other => panic!("{name}: not a single value: {other:?}"),
+    }
+}
+
+/// A histogram's observation count, from its `+Inf` bucket (the parser
+/// folds the buckets into one sample named after the family).
+fn histogram_count(s: &Scrape, name: &str) -> f64 {
+    let found = samples(s, name);
+    assert_eq!(found.len(), 1, "{name}: {found:?}");
+    let Value::Histogram(buckets) = &found[0].value else {
+        panic!("{name} is not a histogram: {:?}", found[0]);
+    };
+    let inf = buckets
+        .iter()
+        .find(|b| b.less_than.is_infinite())
+        .expect("a +Inf bucket");
+    assert_eq!(inf.count, value(s, &format!("{name}_count"), &[]));
+    inf.count
+}
+
+#[tokio::test]
+async fn every_documented_metric_is_exposed_with_its_type() {
+    let node = Node::start().await;
+    let s = scrape(&node).await;
+    for (name, kind) in documented() {
+        let found = samples(&s, &name);
+        assert!(!found.is_empty(), "{name} is documented but not exposed");
+        assert!(s.docs.contains_key(&name), "{name} has no # HELP");
+        for sample in found {
+            let ok = match kind.as_str() {
+                "counter" => matches!(sample.value, Value::Counter(_)),
+                "gauge" => matches!(sample.value, Value::Gauge(_)),
+                "histogram" => matches!(sample.value, Value::Histogram(_)),
+                other => panic!("{name}: unknown type {other} in docs/metrics.md"),
+            };
+            assert!(ok, "{name} should be a {kind}: {sample:?}");
+        }
+    }
+    // Nothing is exposed that the docs do not describe.
+    let names: Vec<String> = documented().into_iter().map(|(n, _)| n).collect();
+    for name in s.docs.keys() {
+        assert!(names.contains(name), "{name} is exposed but not documented");
+    }
+    // Histogram buckets: 100 µs .. 5 s, then +Inf.
+    let Value::Histogram(buckets) = &samples(&s, "troupe_log_append_seconds")[0].value else {
+        panic!("troupe_log_append_seconds is not a histogram");
+    };
+    let bounds: Vec<f64> = buckets.iter().map(|b| b.less_than).collect();
+    assert_eq!(bounds.len(), 16, "{bounds:?}");
+    assert!(
+        bounds.contains(&0.0001) && bounds.contains(&5.0),
+        "{bounds:?}"
+    );
+    // Labelled families expose every label value from the start.
+    for kind in ["room", "session"] {
+        assert_eq!(
+            value(&s, "troupe_actor_restarts_total", &[("kind", kind)]),
+            0.0
+        );
+    }
+    for store in ["sql", "log", "presence"] {
+        value(&s, "troupe_store_errors_total", &[("store", store)]);
+    }
+    // A node alone: one member, no connections yet.
+    assert_eq!(value(&s, "troupe_cluster_members", &[]), 1.0);
+    assert_eq!(value(&s, "troupe_connections", &[]), 0.0);
+    assert_eq!(value(&s, "troupe_sessions", &[]), 0.0);
+    let health: serde_json::Value = http()
+        .get(node.url("/health"))
+        .send()
+        .await
+        .expect("/health answers")
+        .json()
+        .await
+        .expect("JSON");
+    let node_name = health["node"].as_str().expect("a node name");
+    assert_eq!(
+        value(&s, "troupe_build_info", &[("node", node_name)]),
+        1.0,
+        "build_info names the node"
+    );
+    assert_eq!(
+        samples(&s, "troupe_build_info")[0].labels.get("version"),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn chat_traffic_moves_the_counters_and_gauges() {
+    const N: usize = 12;
+    let node = Node::start().await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    let mut bob = Client::new_user(&node, "bob").await;
+    ann.join("lobby").await;
+    bob.join("lobby").await;
+    let gauges = |s: &Scrape| {
+        (
+            value(s, "troupe_connections", &[]),
+            value(s, "troupe_sessions", &[]),
+        )
+    };
+    let before = scrape_until(&node, |s| gauges(s) == (2.0, 2.0)).await;
+    assert_eq!(gauges(&before), (2.0, 2.0), "two users connected");
+    assert!(
+        value(&before, "troupe_rooms_owned", &[]) >= 1.0,
+        "lobby runs"
+    );
+    let received = value(&before, "troupe_messages_received_total", &[]);
+    let acked = value(&before, "troupe_messages_acked_total", &[]);
+    let delivered = value(&before, "troupe_messages_delivered_total", &[]);
+    let appends = histogram_count(&before, "troupe_log_append_seconds");
+
+    // N messages, alternating senders; each one is acked.
+    for i in 0..N {
+        let sender = if i % 2 == 0 { &mut ann } else { &mut bob };
+        let ack = sender
+            .say("lobby", &format!("m{i}"), &format!("c{i}"))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    // Both members get all N, their own included.
+    for client in [&mut ann, &mut bob] {
+        for _ in 0..N {
+            client.expect_message("lobby").await;
+        }
+    }
+    // A retry of an acked client_id: received and acked again, delivered not.
+    let again = ann.say("lobby", "m0", "c0").await;
+    assert_eq!(again["type"], "ack", "{again}");
+    assert_eq!(again["seq"], 1, "{again}");
+    let n = N as f64;
+    let after = scrape_until(&node, |s| {
+        value(s, "troupe_messages_delivered_total", &[]) >= delivered + 2.0 * n
+            && value(s, "troupe_messages_acked_total", &[]) >= acked + n + 1.0
+            && value(s, "troupe_outbox_queued_frames", &[]) == 0.0
+    })
+    .await;
+    assert_eq!(
+        value(&after, "troupe_messages_received_total", &[]) - received,
+        n + 1.0,
+        "N sends and one retry reached the room"
+    );
+    assert_eq!(
+        value(&after, "troupe_messages_acked_total", &[]) - acked,
+        n + 1.0,
+        "each send and the retry were acked"
+    );
+    assert_eq!(
+        value(&after, "troupe_messages_delivered_total", &[]) - delivered,
+        2.0 * n,
+        "each message reached both members' sessions"
+    );
+    let appended = histogram_count(&after, "troupe_log_append_seconds") - appends;
+    assert!(
+        appended >= 1.0 && appended <= n,
+        "N messages took between 1 and N log appends (group commit): {appended}"
+    );
+    assert!(value(&after, "troupe_log_append_seconds_sum", &[]) > 0.0);
+    assert_eq!(
+        value(&after, "troupe_outbox_queued_frames", &[]),
+        0.0,
+        "the clients read everything"
+    );
+    assert_eq!(value(&after, "troupe_slow_consumer_closes_total", &[]), 0.0);
+    assert_eq!(gauges(&after), (2.0, 2.0));
+
+    // One user leaves: the gauges follow.
+    bob.close().await;
+    let closed = scrape_until(&node, |s| gauges(s) == (1.0, 1.0)).await;
+    assert_eq!(
+        gauges(&closed),
+        (1.0, 1.0),
+        "bob's connection and session are gone"
+    );
+    // The remaining user still chats.
+    ann.send(json!({"type": "ping", "nonce": "n1"})).await;
+    ann.expect("pong").await;
+}
