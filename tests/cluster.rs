@@ -988,6 +988,41 @@ async fn cluster_admin_sees_every_node() {
         assert!(entry["sessions"].as_u64().unwrap_or(0) > 0, "{entry}");
     }
 
+    // `troupe inspect` against the cluster: one node answers for all three.
+    let inspect = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+            .arg("inspect")
+            .args(["--url", &cluster.nodes[1].url(""), "--token", common::cluster::ADMIN_TOKEN])
+            .args(args)
+            .env_remove("TROUPE_ADMIN__TOKEN")
+            .output()
+            .expect("troupe inspect runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "troupe inspect {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let tree = inspect(&[]);
+    println!("[{name}] troupe inspect:\n{tree}");
+    for node in &cluster.nodes {
+        assert!(tree.contains(&node.name), "{} missing from:\n{tree}", node.name);
+    }
+    assert!(tree.contains(&format!("room:{room}")), "room:{room} missing from:\n{tree}");
+    let json: serde_json::Value =
+        serde_json::from_str(&inspect(&["--json", "--kind", "room", "--name", &room]))
+            .expect("--json prints JSON");
+    let owners: Vec<&str> = json["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .flat_map(|n| n["actors"].as_array().into_iter().flatten())
+        .filter_map(|a| a["node"].as_str())
+        .collect();
+    assert_eq!(owners, [leases[&room].as_str()], "{json}");
+
     let outcome = load.finish(&cluster).await;
     assert!(outcome.acked > 0);
 
