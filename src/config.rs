@@ -344,6 +344,11 @@ impl Config {
             })?;
             config.cluster.cookie = text.lines().next().map(|l| l.trim().to_string());
         }
+        // `TROUPE_ADMIN__TOKEN=` (empty, as a compose file passes an unset
+        // variable) means no token: the admin endpoints are off.
+        if config.admin.token.as_deref() == Some("") {
+            config.admin.token = None;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -589,6 +594,23 @@ mod tests {
             )
             .unwrap();
             assert_eq!(c.node.name, "from-flag");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_empty_admin_token_turns_the_admin_endpoints_off() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TROUPE_ADMIN__TOKEN", "");
+            let c = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(c.admin.token, None);
+            jail.set_env("TROUPE_ADMIN__TOKEN", "short");
+            let e = Config::load(None, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("admin.token"), "{e}");
+            jail.set_env("TROUPE_ADMIN__TOKEN", "0123456789abcdef");
+            jail.set_env("TROUPE_ADMIN__DEADLINE_MS", "5");
+            let e = Config::load(None, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("admin.deadline_ms"), "{e}");
             Ok(())
         });
     }

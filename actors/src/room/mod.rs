@@ -1214,8 +1214,13 @@ impl RoomState {
         if why == Leaving::Handoff {
             crate::metrics::ROOM_HANDOFFS.inc();
             if let Some(leases) = &self.ctx.stores.leases {
-                if let Err(e) = leases.release(&self.name, &self.ctx.node, self.epoch).await {
-                    tracing::warn!(room = %self.name, error = %e, "lease release failed; the next owner takes it anyway");
+                match leases.release(&self.name, &self.ctx.node, self.epoch).await {
+                    Ok(()) => {
+                        tracing::info!(room = %self.name, node = %self.ctx.node, epoch = self.epoch, "room lease released")
+                    }
+                    Err(e) => {
+                        tracing::warn!(room = %self.name, node = %self.ctx.node, epoch = self.epoch, error = %e, "lease release failed; the next owner takes it anyway")
+                    }
                 }
             }
         }

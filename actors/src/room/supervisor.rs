@@ -276,7 +276,7 @@ impl Actor for RoomSupervisor {
                     .collect();
                 for name in moving {
                     if let Some(room) = state.rooms.remove(&name) {
-                        tracing::info!(room = %name, to = ?m.owner(&name), "handing the room off");
+                        tracing::info!(room = %name, node = %state.ctx.node, to = ?m.owner(&name), "handing the room off");
                         let _ = room.cast(RoomMsg::Handoff);
                     }
                 }
@@ -372,14 +372,14 @@ impl Actor for RoomSupervisor {
                     return Ok(());
                 };
                 state.forget(&name, &cell.get_id());
-                tracing::error!(room = %name, %error, "room crashed");
+                tracing::error!(room = %name, node = %state.ctx.node, %error, "room crashed");
                 if state.stopping || !state.membership.owns(&name) {
                     return Ok(());
                 }
                 let history = state.restarts.entry(name.clone()).or_default();
                 history.retain(|at| at.elapsed() < RESTART_WINDOW);
                 if history.len() >= MAX_RESTARTS {
-                    tracing::error!(room = %name, "room keeps crashing; left stopped until its next use");
+                    tracing::error!(room = %name, node = %state.ctx.node, "room keeps crashing; left stopped until its next use");
                     if !state.given_up.contains(&name) {
                         state.given_up.push(name.clone());
                     }
@@ -391,9 +391,9 @@ impl Actor for RoomSupervisor {
                 state.given_up.retain(|n| n != &name);
                 match state.start(&myself, &name, None, true).await {
                     Ok(_) => {
-                        tracing::info!(room = %name, "room restarted from its checkpoint and log")
+                        tracing::info!(room = %name, node = %state.ctx.node, restarts = state.restarted.get(&name).copied().unwrap_or(0), "room restarted from its checkpoint and log (its lease epoch is in \"room lease taken\")")
                     }
-                    Err(e) => tracing::error!(room = %name, error = %e, "room restart failed"),
+                    Err(e) => tracing::error!(room = %name, node = %state.ctx.node, error = %e, "room restart failed"),
                 }
             }
             _ => {}
