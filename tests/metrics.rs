@@ -258,3 +258,93 @@ async fn chat_traffic_moves_the_counters_and_gauges() {
     ann.send(json!({"type": "ping", "nonce": "n1"})).await;
     ann.expect("pong").await;
 }
+
+#[tokio::test]
+async fn a_slow_consumer_shows_in_the_counter_and_the_queue_depth() {
+    let node = Node::start_with(&[
+        ("TROUPE_LIMITS__OUTBOUND_QUEUE", "64"),
+        ("TROUPE_LIMITS__MESSAGE_BURST", "100000"),
+    ])
+    .await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    let mut slow = Client::new_user(&node, "slow").await;
+    ann.join("lobby").await;
+    slow.join("lobby").await;
+    let closes = value(
+        &scrape(&node).await,
+        "troupe_slow_consumer_closes_total",
+        &[],
+    );
+
+    // slow stops reading: large messages fill its socket buffers, then its
+    // outbox, and the node closes it with 4008.
+    let stalled = slow.into_stalled();
+    let body = "x".repeat(3900);
+    let mut sent = 0u64;
+    loop {
+        sent += 1;
+        assert!(sent < 20_000, "the stalled client was never closed");
+        let ack = ann.say("lobby", &body, &format!("c{sent}")).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        // ann keeps reading (its own copies), so only slow falls behind.
+        ann.drain_for(Duration::ZERO).await;
+        if sent.is_multiple_of(10)
+            && value(
+                &scrape(&node).await,
+                "troupe_slow_consumer_closes_total",
+                &[],
+            ) > closes
+        {
+            break;
+        }
+    }
+    drop(stalled);
+    let gauges = |s: &Scrape| {
+        (
+            value(s, "troupe_connections", &[]),
+            value(s, "troupe_sessions", &[]),
+            value(s, "troupe_outbox_queued_frames", &[]),
+        )
+    };
+    let after = scrape_until(&node, |s| gauges(s) == (1.0, 1.0, 0.0)).await;
+    assert_eq!(
+        value(&after, "troupe_slow_consumer_closes_total", &[]) - closes,
+        1.0,
+        "one connection was closed as a slow consumer"
+    );
+    assert_eq!(
+        gauges(&after),
+        (1.0, 1.0, 0.0),
+        "the slow connection is gone, and what it never read left the queue depth"
+    );
+}
+
+#[cfg(feature = "test-hooks")]
+#[tokio::test]
+async fn a_crashed_room_counts_as_a_room_restart() {
+    let node = Node::start().await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    ann.join("lobby").await;
+    ann.say("lobby", "before the crash", "c1").await;
+    let room = [("kind", "room")];
+    let session = [("kind", "session")];
+    let before = scrape(&node).await;
+    let restarts = value(&before, "troupe_actor_restarts_total", &room);
+    ann.send(json!({"type": "debug_panic_room", "room": "lobby"}))
+        .await;
+    let after = scrape_until(&node, |s| {
+        value(s, "troupe_actor_restarts_total", &room) > restarts
+    })
+    .await;
+    assert_eq!(
+        value(&after, "troupe_actor_restarts_total", &room) - restarts,
+        1.0,
+        "the crashed room was restarted once"
+    );
+    assert_eq!(
+        value(&after, "troupe_actor_restarts_total", &session),
+        value(&before, "troupe_actor_restarts_total", &session),
+        "no session crashed"
+    );
+    assert!(value(&after, "troupe_rooms_owned", &[]) >= 1.0);
+}
