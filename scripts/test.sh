@@ -39,6 +39,8 @@ cargo clippy --workspace --all-targets --features test-hooks -- -D warnings
 # The fault tests (tests/faults.rs) run brokers, Redis and Postgres of their own.
 export TEST_TANSU
 TEST_TANSU=$(scripts/install-tansu.sh)
+# The admin page test (tests/admin_page.rs) drives Debian's chromium headless.
+scripts/install-chromium.sh
 
 echo "== unit and integration tests, embedded default (and the fault tests)"
 cargo test --workspace --features test-hooks -- --skip cluster_ 2>&1 | tee -a "$log"

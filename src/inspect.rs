@@ -333,9 +333,18 @@ pub fn summary(actor: &Value) -> String {
                 None => {}
             }
         }
-        _ => {
+        kind => {
+            // A node's addresses and name are on its header line already.
+            let skip: &[&str] = if kind == "node" {
+                &["addr", "cluster_addr", "node"]
+            } else {
+                &[]
+            };
             if let Some(obj) = s.as_object() {
-                for (k, v) in obj.iter().filter(|(_, v)| !v.is_object() && !v.is_array()) {
+                let fields = obj.iter().filter(|(k, v)| {
+                    !v.is_object() && !v.is_array() && !skip.contains(&k.as_str())
+                });
+                for (k, v) in fields {
                     if parts.len() == 4 {
                         break;
                     }
@@ -359,6 +368,12 @@ pub fn summary(actor: &Value) -> String {
 fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
+        // Fractions (seconds, mostly) to the millisecond.
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            let s = format!("{f:.3}");
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        }
         other => other.to_string(),
     }
 }
@@ -384,7 +399,8 @@ mod tests {
         json!({"nodes": [
             {"node": "n1", "addr": "127.0.0.1:8080", "cluster_addr": "127.0.0.1:4700", "uptime_s": 12.5,
              "actors": [
-                {"name": "node", "kind": "node", "supervisor": null, "node": "n1", "state": {}, "mailbox": null, "restarts": 0},
+                {"name": "node", "kind": "node", "supervisor": null, "node": "n1", "mailbox": null, "restarts": 0,
+                 "state": {"addr": "127.0.0.1:8080", "cluster_addr": null, "node": "n1", "children": ["presence", "rooms"]}},
                 {"name": "presence", "kind": "presence", "supervisor": "node", "state": {"online": 3}},
                 {"name": "rooms", "kind": "supervisor", "supervisor": "node", "state": {"children": 2}},
                 {"name": "sessions", "kind": "supervisor", "supervisor": "node", "state": {"children": 1}},
@@ -418,6 +434,7 @@ mod tests {
             l.len() - l.trim_start().len()
         };
         assert_eq!(indent("node "), 2);
+        assert_eq!(lines[1], "  node                node");
         assert_eq!(indent("rooms "), 4);
         assert_eq!(indent("room:lobby "), 6);
         assert_eq!(indent("session:123456 "), 6);
@@ -458,7 +475,7 @@ mod tests {
     #[test]
     fn detail_lists_every_state_field() {
         let answer = json!({"nodes": [{"node": "n1", "actors": [
-            {"name": "room:a", "kind": "room", "state": {"owner": "n1", "member_list": ["ann", "bob"]}}
+            {"name": "room:a", "kind": "room", "state": {"owner": "n1", "member_list": ["ann", "bob"], "checkpoint_age_s": 4.8868040839999995, "epoch": 3}}
         ]}]});
         let out = format_tree(&answer, None, true);
         assert!(out.contains("\n      owner: n1\n"), "{out}");
@@ -466,6 +483,8 @@ mod tests {
             out.contains("\n      member_list: [\"ann\",\"bob\"]\n"),
             "{out}"
         );
+        assert!(out.contains("\n      checkpoint_age_s: 4.887\n"), "{out}");
+        assert!(out.contains("\n      epoch: 3\n"), "{out}");
     }
 
     #[test]

@@ -96,8 +96,8 @@ async fn chromium(url: &str, extra: &[String]) -> String {
 
 /// The page after its script ran (`--dump-dom`), without the `<script>` and
 /// `<style>` elements, so that only rendered markup is searched.
-async fn rendered(node: &Node, token: &str) -> String {
-    let url = format!("{}#token={token}", node.url("/admin"));
+async fn rendered(node: &Node, fragment: &str) -> String {
+    let url = format!("{}#{fragment}", node.url("/admin"));
     let dom = chromium(&url, &["--dump-dom".to_string()]).await;
     assert!(
         dom.contains("<title>troupe admin</title>"),
@@ -144,7 +144,7 @@ fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
 #[tokio::test]
 async fn the_page_shows_the_node_and_its_room_actor() {
     let (node, _clients) = node_with_a_room().await;
-    let dom = rendered(&node, TOKEN).await;
+    let dom = rendered(&node, &format!("token={TOKEN}")).await;
 
     let section = node_section(&dom, NODE).unwrap_or_else(|| {
         panic!(
@@ -184,12 +184,51 @@ async fn the_page_shows_the_node_and_its_room_actor() {
     assert!(status.starts_with("updated "), "status: {status:?}");
     // The token was taken from the fragment: the form is hidden.
     assert!(dom.contains("<form id=\"login\" hidden=\"\">"), "{dom}");
+
+    // The filter (here from the fragment) keeps the matching actors and
+    // their supervisors: bob's session, not ann's, and no room.
+    let dom = rendered(&node, &format!("token={TOKEN}&filter=bob")).await;
+    let section = node_section(&dom, NODE).unwrap_or_else(|| panic!("{dom}"));
+    assert!(section.contains("user bob"), "{section}");
+    assert!(!section.contains("user ann"), "{section}");
+    assert!(section.contains("data-actor=\"sessions\""), "{section}");
+    assert!(!section.contains("data-kind=\"room\""), "{section}");
+
+    // An actor's detail (what a click opens; here from the fragment): its
+    // state from `/admin/actors?name=...&node=...`, one row per field.
+    let dom = rendered(
+        &node,
+        &format!("token={TOKEN}&actor=room:{ROOM}&node={NODE}"),
+    )
+    .await;
+    let at = dom
+        .find("<aside id=\"detail\">")
+        .unwrap_or_else(|| panic!("the detail is not shown:\n{dom}"));
+    let detail = &dom[at..at + dom[at..].find("</aside>").expect("</aside>")];
+    assert!(
+        detail.contains(&format!("<h2>room:{ROOM} on {NODE}</h2>")),
+        "{detail}"
+    );
+    for row in [
+        "<td class=\"key\">kind</td><td>room</td>",
+        "<td class=\"key\">last_seq</td><td>3</td>",
+        "<td class=\"key\">members</td><td>2</td>",
+    ] {
+        assert!(detail.contains(row), "no {row} in the detail:\n{detail}");
+    }
+    // And the row of that actor in the tree is marked.
+    assert!(
+        dom.contains(&format!(
+            "<li class=\"actor selected\" data-actor=\"room:{ROOM}\""
+        )),
+        "{dom}"
+    );
 }
 
 #[tokio::test]
 async fn a_wrong_token_shows_wrong_token_and_no_actors() {
     let (node, _clients) = node_with_a_room().await;
-    let dom = rendered(&node, "not-the-admin-token-at-all").await;
+    let dom = rendered(&node, "token=not-the-admin-token-at-all").await;
     let status = text_of(&dom, "status");
     assert!(status.contains("wrong token"), "status: {status:?}\n{dom}");
     assert!(dom.contains("id=\"status\" class=\"error\""), "{dom}");
@@ -229,6 +268,21 @@ impl Screenshot {
         }
     }
 
+    /// How many separate horizontal bands hold pixels of this colour (rows
+    /// of the tree showing it).
+    fn bands(&self, colour: [u8; 3]) -> usize {
+        let mut bands = 0;
+        let mut previous = false;
+        for row in self.rgb.chunks_exact(self.width) {
+            let has = row.contains(&colour);
+            if has && !previous {
+                bands += 1;
+            }
+            previous = has;
+        }
+        bands
+    }
+
     /// The bounding box (x0, y0, x1, y1) of the pixels of exactly this colour,
     /// and how many there are.
     fn find(&self, colour: [u8; 3]) -> Option<((usize, usize, usize, usize), usize)> {
@@ -246,9 +300,10 @@ impl Screenshot {
     }
 }
 
-async fn screenshot(node: &Node, token: &str, dir: &Path) -> Screenshot {
+/// A screenshot of the page with the filter box set to `filter`.
+async fn screenshot(node: &Node, token: &str, filter: &str, dir: &Path) -> Screenshot {
     let path = dir.join("admin.png");
-    let url = format!("{}#token={token}", node.url("/admin"));
+    let url = format!("{}#token={token}&filter={filter}", node.url("/admin"));
     chromium(
         &url,
         &[
@@ -266,7 +321,9 @@ async fn screenshot(node: &Node, token: &str, dir: &Path) -> Screenshot {
 async fn a_screenshot_shows_the_room_badge_under_its_node_header() {
     let (node, _clients) = node_with_a_room().await;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let shot = screenshot(&node, TOKEN, dir.path()).await;
+    // Filtered on the room: its row is the only one with a room badge
+    // (`!broadcast` is a room too).
+    let shot = screenshot(&node, TOKEN, ROOM, dir.path()).await;
     // Only evaluated when an assertion fails: keeps the screenshot to look at.
     let keep = || {
         let kept =
@@ -292,6 +349,12 @@ async fn a_screenshot_shows_the_room_badge_under_its_node_header() {
         "room badge: {room_pixels} pixels in ({rx0},{ry0})-({rx1},{ry1}) ({})",
         keep()
     );
+    assert_eq!(
+        shot.bands(ROOM_BADGE),
+        1,
+        "one room row expected with the filter {ROOM:?} ({})",
+        keep()
+    );
     // The room's badge is below its node's header and within its width.
     assert!(
         ry0 > hy0,
@@ -305,7 +368,7 @@ async fn a_screenshot_shows_the_room_badge_under_its_node_header() {
     );
 
     // With a wrong token neither is drawn: the colours come from the data.
-    let wrong = screenshot(&node, "not-the-admin-token-at-all", dir.path()).await;
+    let wrong = screenshot(&node, "not-the-admin-token-at-all", "", dir.path()).await;
     assert!(
         wrong.find(NODE_HEADER).is_none(),
         "a node header with a wrong token"
