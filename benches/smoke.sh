@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # CI's check of the benchmarks: builds them and runs every scenario once, at a
 # tiny size, against troupe and against the bare baseline, and the cluster
-# scenarios against a three-node troupe cluster they start. Fails on any
-# error, loss, duplicate or refused connection; never on timings.
+# scenarios against a three-node troupe cluster they start, and the hot-path
+# micro-benchmarks once each as tests. Fails on any error, loss, duplicate or
+# refused connection; never on timings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
@@ -107,6 +108,14 @@ PY
   fi
   [ -f "$BENCH_TMP/$name.md" ] && sed 's/^/     /' "$BENCH_TMP/$name.md"
 done
+
+# The hot-path micro-benchmarks (criterion), each run once as a test: they
+# build and work; nothing is timed.
+if cargo test -q -p troupe-bench --bench hot_paths >"$BENCH_TMP/hot_paths.log" 2>&1; then
+  echo "ok   micro-benchmarks (hot_paths, each once)"
+else
+  echo "FAIL micro-benchmarks (hot_paths)"; tail -30 "$BENCH_TMP/hot_paths.log" | sed 's/^/     /'; failed=1
+fi
 
 kill -0 "$troupe_pid" 2>/dev/null || { echo "FAIL troupe died"; failed=1; }
 kill -0 "$bare_pid" 2>/dev/null || { echo "FAIL bare-broadcast died"; failed=1; }

@@ -96,7 +96,7 @@ fn frames_in(item: Outbound) -> usize {
 async fn drain(rx: &mut OutboxReceiver, n: usize) {
     let mut got = 0;
     while got < n {
-        let item = rx.frames.recv().await.expect("the outbox is open");
+        let item = rx.recv().await.expect("the outbox is open");
         got += frames_in(item);
     }
 }
@@ -122,7 +122,7 @@ fn outbox(c: &mut Criterion) {
                 assert!(o.push(frame.clone()));
             }
             for rx in &mut receivers {
-                black_box(rx.frames.try_recv().expect("a frame"));
+                black_box(rx.try_recv().expect("a frame"));
             }
         })
     });
@@ -308,7 +308,10 @@ fn sqlite_log(
     durability: db::SqliteDurability,
 ) -> (tempfile::TempDir, Arc<dyn MessageLog>) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("troupe.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("troupe.db").display()
+    );
     let log = rt.block_on(async {
         let conn = db::connect(&url, durability).await.expect("SQLite opens");
         db::migrate(&conn, &url).await.expect("the schema");

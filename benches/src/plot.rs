@@ -56,6 +56,9 @@ pub fn write_plots(dir: &Path, plots: &[Plot]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A labelled vertical line at an x value.
+type Marker = (f64, String);
+
 /// A named line.
 #[derive(Debug, Clone)]
 pub struct Series {
@@ -201,7 +204,7 @@ fn per_second(ticks: impl Iterator<Item = (f64, f64)>) -> Vec<(f64, f64)> {
 
 /// Every round's deliveries per second, the rounds one after the other; a
 /// marker at the start of each round (when there are several) with its rate.
-fn rounds_timeline(rounds: &[Value]) -> (Vec<(f64, f64)>, Vec<(f64, String)>) {
+fn rounds_timeline(rounds: &[Value]) -> (Vec<(f64, f64)>, Vec<Marker>) {
     let mut points = Vec::new();
     let mut markers = Vec::new();
     let mut offset = 0.0;
@@ -265,7 +268,7 @@ fn fmt_num(v: f64) -> String {
         let digits = n.unsigned_abs().to_string();
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(c);
@@ -345,7 +348,11 @@ impl Axis {
 
     /// 0 to a round number above `max`, ticks at steps of 1, 2 or 5 x 10^k.
     fn linear(max: f64, label: &str) -> Axis {
-        let max = if max > 0.0 && max.is_finite() { max } else { 1.0 };
+        let max = if max > 0.0 && max.is_finite() {
+            max
+        } else {
+            1.0
+        };
         let raw = max / 5.0;
         let mag = 10f64.powf(raw.log10().floor());
         let step = [1.0, 2.0, 5.0, 10.0]
@@ -455,7 +462,7 @@ fn latency_chart(title: &str, series: &[Series]) -> String {
 }
 
 /// Counts per second (steps) against seconds.
-fn timeline_chart(title: &str, y_label: &str, series: &[Series], markers: &[(f64, String)]) -> String {
+fn timeline_chart(title: &str, y_label: &str, series: &[Series], markers: &[Marker]) -> String {
     let t_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
@@ -479,7 +486,7 @@ struct Chart {
     y: Axis,
     series: Vec<Series>,
     /// Vertical lines at x, labelled.
-    markers: Vec<(f64, String)>,
+    markers: Vec<Marker>,
 }
 
 const WIDTH: f64 = 860.0;
@@ -500,7 +507,10 @@ fn render(c: &Chart) -> String {
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
     );
-    let _ = writeln!(s, r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
+    );
     let _ = writeln!(
         s,
         r#"<text x="{}" y="24" font-size="15" text-anchor="middle">{}</text>"#,
@@ -673,7 +683,8 @@ mod tests {
                     let eq = attrs.find("=\"").expect("an attribute is name=\"value\"");
                     let attr = &attrs[..eq];
                     assert!(
-                        attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ':'),
+                        attr.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ':'),
                         "bad attribute name {attr:?}"
                     );
                     let value_end = attrs[eq + 2..].find('"').expect("a closing quote") + eq + 2;
@@ -757,7 +768,11 @@ mod tests {
                 "{}: one line",
                 p.file
             );
-            assert!(p.svg.contains("troupe fanout: S=100 P=1 R=1,000/s D=10s"), "{}", p.svg);
+            assert!(
+                p.svg.contains("troupe fanout: S=100 P=1 R=1,000/s D=10s"),
+                "{}",
+                p.svg
+            );
         }
         assert!(plots[0].svg.contains(">99.9%<"));
         // The latency spans two decades: a log scale.
@@ -767,7 +782,10 @@ mod tests {
     #[test]
     fn find_max_rounds_and_comparisons_plot_one_line_each() {
         let h = histogram();
-        let troupe = summary("troupe", vec![round(100.0, &h), round(150.0, &h), round(225.0, &h)]);
+        let troupe = summary(
+            "troupe",
+            vec![round(100.0, &h), round(150.0, &h), round(225.0, &h)],
+        );
         let plots = summary_plots(&troupe, "troupe");
         let latency = check_xml(&plots[0].svg);
         assert_eq!(latency.iter().filter(|e| *e == "polyline").count(), 3);

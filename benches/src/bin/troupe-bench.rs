@@ -12,9 +12,9 @@ use troupe_bench::cluster::{Cluster, ClusterArgs};
 use troupe_bench::connections::{self, ConnectionsSpec};
 use troupe_bench::failover::{self, FailoverSpec};
 use troupe_bench::load::{ClientSpec, Load, LoadSpec};
-use troupe_bench::{plot, proto};
 use troupe_bench::report::{self, ClusterFanout, GeneratorUsage, RoundResult, Summary};
 use troupe_bench::sys::{raise_nofile, self_cpu, ProcSample};
+use troupe_bench::{plot, proto};
 
 #[derive(Parser)]
 #[command(
