@@ -61,6 +61,8 @@ async fn chromium(url: &str, extra: &[String]) -> String {
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        // Containers often have a small /dev/shm.
+        "--disable-dev-shm-usage",
         "--disable-background-networking",
         "--disable-extensions",
         "--disable-component-update",
