@@ -92,7 +92,12 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow!("reading the answer of {url}: {}", root_cause(&e)))?;
     if !status.is_success() {
-        return Err(anyhow!("{url} answered {status}: {}", body.trim()));
+        // The API's errors are `{"error":{"code","message"}}`: say the message.
+        let message = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| body.trim().to_string());
+        return Err(anyhow!("{base} answered {status}: {message}"));
     }
     let tree: Value = serde_json::from_str(&body)
         .map_err(|e| anyhow!("{url} answered something that is not JSON: {e}"))?;

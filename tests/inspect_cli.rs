@@ -185,6 +185,15 @@ async fn inspect_errors_are_clear_and_exit_non_zero() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no admin token"), "{}", stderr(&out));
 
+    // A request the node refuses: its message, not the JSON around it.
+    let out = inspect(&["--url", &url, "--token", TOKEN, "--kind", "bogus"], None).await;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("answered 400 Bad Request: ") && err.contains("bogus") && !err.contains("{\""),
+        "{err}"
+    );
+
     // A node without admin.token has no admin endpoints.
     let plain = Node::start().await;
     let out = inspect(&["--url", &plain.url(""), "--token", TOKEN], None).await;
