@@ -71,6 +71,25 @@ fn busiest_owner(cluster: &Cluster, rooms: &BTreeSet<String>) -> (usize, BTreeSe
     (cluster.index_of(&name), rooms)
 }
 
+/// The sum of the samples of `metric` (all label sets) in node `i`'s `/metrics`.
+async fn metric(cluster: &Cluster, i: usize, metric: &str) -> f64 {
+    let url = cluster.nodes[i].url("/metrics");
+    let text = cluster
+        .http()
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .expect("a body");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(metric))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn leases_text(cluster: &Cluster) -> String {
     cluster
         .room_leases()
@@ -138,6 +157,19 @@ async fn cluster_kill9_one_of_three_then_rejoin() {
     cluster.wait_converged(Duration::from_secs(30)).await;
     println!("[{name}] leases after the kill: {}", leases_text(&cluster));
     load.run_for(BETWEEN).await;
+    // The survivors' metrics show the death: two members each, and the dead
+    // node's rooms taken over while its leases still named it.
+    let mut failovers = 0.0;
+    for i in (0..3).filter(|&i| i != victim) {
+        assert_eq!(metric(&cluster, i, "troupe_cluster_members").await, 2.0);
+        failovers += metric(&cluster, i, "troupe_room_failovers_total").await;
+    }
+    println!("[{name}] failovers counted by the survivors: {failovers}");
+    assert!(
+        failovers >= owned.len() as f64,
+        "{} rooms of {victim_name} were taken over, the survivors count {failovers} failovers",
+        owned.len()
+    );
 
     let t = Instant::now();
     cluster.restart(victim).await;
@@ -204,6 +236,21 @@ async fn cluster_join_fourth_node_under_traffic() {
         leases_text(&cluster)
     );
     load.run_for(BETWEEN).await;
+    // The rooms that moved were handed off, or taken over before their old
+    // owner let go (a race the lease settles): either way, counted.
+    let mut handoffs = 0.0;
+    let mut failovers = 0.0;
+    for i in 0..3 {
+        handoffs += metric(&cluster, i, "troupe_room_handoffs_total").await;
+        failovers += metric(&cluster, i, "troupe_room_failovers_total").await;
+    }
+    failovers += metric(&cluster, added, "troupe_room_failovers_total").await;
+    println!("[{name}] handoffs={handoffs} failovers={failovers}");
+    assert!(
+        handoffs + failovers >= owned.len() as f64,
+        "{new_name} took {owned:?}: {handoffs} handoffs and {failovers} failovers counted"
+    );
+    assert_eq!(metric(&cluster, added, "troupe_cluster_members").await, 4.0);
     let outcome = load.finish(&cluster).await;
     assert!(outcome.acked > 0);
     assert!(
