@@ -346,20 +346,20 @@ impl Axis {
         }
     }
 
-    /// 0 to a round number above `max`, ticks at steps of 1, 2 or 5 x 10^k.
+    /// 0 to a round number above `max`, ticks at steps of 1, 2 or 5 x 10^k:
+    /// the smallest step with at most 7 of them above 0.
     fn linear(max: f64, label: &str) -> Axis {
         let max = if max > 0.0 && max.is_finite() {
             max
         } else {
             1.0
         };
-        let raw = max / 5.0;
-        let mag = 10f64.powf(raw.log10().floor());
-        let step = [1.0, 2.0, 5.0, 10.0]
+        let mag = 10f64.powf((max / 10.0).log10().floor());
+        let step = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
             .into_iter()
             .map(|m| m * mag)
-            .find(|s| *s >= raw)
-            .unwrap_or(10.0 * mag);
+            .find(|s| (max / s).ceil() <= 7.0)
+            .unwrap_or(100.0 * mag);
         let hi = (max / step).ceil() * step;
         let mut ticks = Vec::new();
         let mut i = 0.0;
@@ -384,12 +384,21 @@ impl Axis {
         let decades = (hi / lo).log10().round() as i32;
         let mut ticks = Vec::new();
         let mut d = lo;
+        let tick_label = |v: f64| {
+            if v >= 1.0 {
+                fmt_num(v)
+            } else {
+                // 0.001, 0.02, 0.5: as many decimals as the value needs.
+                let decimals = (-v.log10()).ceil().max(1.0) as usize;
+                format!("{v:.decimals$}")
+            }
+        };
         while d <= hi * (1.0 + 1e-9) {
-            ticks.push((d, fmt_num(d)));
+            ticks.push((d, tick_label(d)));
             if decades <= 3 {
                 for m in [2.0, 5.0] {
                     if d * m < hi {
-                        ticks.push((d * m, fmt_num(d * m)));
+                        ticks.push((d * m, tick_label(d * m)));
                     }
                 }
             }
@@ -492,7 +501,7 @@ struct Chart {
 const WIDTH: f64 = 860.0;
 const HEIGHT: f64 = 480.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 24.0;
+const RIGHT: f64 = 44.0;
 const TOP: f64 = 44.0;
 const BOTTOM: f64 = 56.0;
 
@@ -834,7 +843,14 @@ mod tests {
         let a = Axis::linear(87.0, "x");
         assert_eq!(a.hi, 100.0);
         assert_eq!(a.ticks.len(), 6);
-        let l = Axis::log(0.3, 42.0, "y");
-        assert_eq!((l.lo, l.hi), (0.1, 100.0));
+        let a = Axis::linear(10.002, "x");
+        assert_eq!(a.hi, 12.0);
+        assert_eq!(a.ticks.len(), 7);
+        let a = Axis::linear(99_823.0, "x");
+        assert_eq!(a.hi, 100_000.0);
+        let l = Axis::log(0.03, 42.0, "y");
+        assert_eq!((l.lo, l.hi), (0.01, 100.0));
+        let labels: Vec<&str> = l.ticks.iter().map(|t| t.1.as_str()).collect();
+        assert_eq!(labels, ["0.01", "0.1", "1", "10", "100"]);
     }
 }
