@@ -18,7 +18,8 @@ async fn get(node: &Node, path: &str, token: Option<&str>) -> (u16, Value) {
     let resp = req.send().await.expect("a response");
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("a body");
-    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} {path}: {e}: {text}"));
+    let body =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} {path}: {e}: {text}"));
     (status, body)
 }
 
@@ -52,7 +53,10 @@ async fn admin_endpoints_need_the_right_token() {
         let (status, body) = get(&node, path, Some("admin-token-for-tests-0124")).await;
         assert_eq!(status, 401, "{path} with a wrong token: {body}");
         assert_eq!(body["error"]["code"], "unauthorized");
-        assert!(body.get("nodes").is_none(), "nothing leaks with a wrong token: {body}");
+        assert!(
+            body.get("nodes").is_none(),
+            "nothing leaks with a wrong token: {body}"
+        );
         let (status, body) = get(&node, path, Some(TOKEN)).await;
         assert_eq!(status, 200, "{path} with the token: {body}");
     }
@@ -70,7 +74,8 @@ async fn the_actor_tree_shows_rooms_sessions_and_their_state() {
     ann.join("lobby").await;
     bob.join("lobby").await;
     for i in 0..3 {
-        ann.say("lobby", &format!("hello {i}"), &format!("c{i}")).await;
+        ann.say("lobby", &format!("hello {i}"), &format!("c{i}"))
+            .await;
     }
     bob.expect_message("lobby").await;
 
@@ -88,7 +93,12 @@ async fn the_actor_tree_shows_rooms_sessions_and_their_state() {
     let root = named(&tree, "node").expect("the node actor");
     assert_eq!(root["kind"], "node");
     assert!(root["supervisor"].is_null());
-    for (name, kind) in [("presence", "presence"), ("router", "router"), ("rooms", "supervisor"), ("sessions", "supervisor")] {
+    for (name, kind) in [
+        ("presence", "presence"),
+        ("router", "router"),
+        ("rooms", "supervisor"),
+        ("sessions", "supervisor"),
+    ] {
         let a = named(&tree, name).unwrap_or_else(|| panic!("no {name}: {tree}"));
         assert_eq!(a["kind"], kind);
         assert_eq!(a["supervisor"], "node");
@@ -110,23 +120,38 @@ async fn the_actor_tree_shows_rooms_sessions_and_their_state() {
     assert!(state["checkpoint_seq"].as_u64().is_some(), "{state}");
     assert!(state["checkpoint_age_s"].as_f64().is_some(), "{state}");
     assert_eq!(state["queued_sends"], 0);
-    assert!(state.get("member_list").is_none(), "details only by name: {state}");
+    assert!(
+        state.get("member_list").is_none(),
+        "details only by name: {state}"
+    );
 
-    let sessions: Vec<&Value> = actors(&tree).into_iter().filter(|a| a["kind"] == "session").collect();
+    let sessions: Vec<&Value> = actors(&tree)
+        .into_iter()
+        .filter(|a| a["kind"] == "session")
+        .collect();
     assert_eq!(sessions.len(), 2, "{tree}");
     for s in &sessions {
         assert_eq!(s["supervisor"], "sessions");
         // Every session also follows the broadcast room.
-        assert_eq!(s["state"]["rooms"], serde_json::json!(["!broadcast", "lobby"]));
+        assert_eq!(
+            s["state"]["rooms"],
+            serde_json::json!(["!broadcast", "lobby"])
+        );
         assert!(s["state"]["queued_frames"].as_u64().is_some());
-        assert!(s["state"]["connected_since"].as_i64().is_some_and(|t| t > 0));
-        assert!(s["name"].as_str().is_some_and(|n| n.starts_with("session:")));
+        assert!(s["state"]["connected_since"]
+            .as_i64()
+            .is_some_and(|t| t > 0));
+        let id = s["state"]["id"].as_str().expect("session ids are strings");
+        assert_eq!(s["name"], format!("session:{id}").as_str());
     }
 
     // Filters.
     let (_, rooms) = get(&node, "/admin/actors?kind=room", Some(TOKEN)).await;
     let kinds: Vec<&Value> = actors(&rooms).iter().map(|a| &a["kind"]).collect();
-    assert!(!kinds.is_empty() && kinds.iter().all(|k| *k == "room"), "{rooms}");
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| *k == "room"),
+        "{rooms}"
+    );
 
     let (_, lobby) = get(&node, "/admin/actors?name=lobby", Some(TOKEN)).await;
     let found = actors(&lobby);
@@ -152,7 +177,12 @@ async fn the_actor_tree_shows_rooms_sessions_and_their_state() {
     assert_eq!(found[0]["kind"], "session");
     assert_eq!(found[0]["state"]["user"], "ann_adm");
 
-    let (_, by_node) = get(&node, &format!("/admin/actors?node={node_name}&kind=presence"), Some(TOKEN)).await;
+    let (_, by_node) = get(
+        &node,
+        &format!("/admin/actors?node={node_name}&kind=presence"),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(actors(&by_node).len(), 1, "{by_node}");
 
     // Bad filters are clear errors.

@@ -66,7 +66,8 @@ impl InspectQuery {
         };
         info.name == wanted
             || info.name.split_once(':').is_some_and(|(_, n)| n == wanted)
-            || (info.kind == "session" && info.state.get("user").and_then(Value::as_str) == Some(wanted))
+            || (info.kind == "session"
+                && info.state.get("user").and_then(Value::as_str) == Some(wanted))
     }
 
     fn keeps(&self, info: &ActorInfo) -> bool {
@@ -164,10 +165,7 @@ async fn timed<M: Message, T: Send + 'static>(
     let started = Instant::now();
     let answer = match actor.call(build, Some(deadline)).await {
         Ok(CallResult::Success(v)) => Ok(v),
-        Ok(CallResult::Timeout) => Err(format!(
-            "no answer within {} ms",
-            deadline.as_millis()
-        )),
+        Ok(CallResult::Timeout) => Err(format!("no answer within {} ms", deadline.as_millis())),
         Ok(CallResult::SenderError) | Err(_) => Err("stopped".to_string()),
     };
     (answer, started.elapsed().as_secs_f64() * 1000.0)
@@ -239,10 +237,19 @@ impl Inspector {
             0,
         ));
         let presence = match presence {
-            (Ok((users, sessions)), ms) => (Ok(json!({ "online": users, "sessions": sessions })), ms),
+            (Ok((users, sessions)), ms) => {
+                (Ok(json!({ "online": users, "sessions": sessions })), ms)
+            }
             (Err(e), ms) => (Err(e), ms),
         };
-        actors.push(entry("presence", "presence", Some("node"), node, presence, 0));
+        actors.push(entry(
+            "presence",
+            "presence",
+            Some("node"),
+            node,
+            presence,
+            0,
+        ));
         actors.push(entry("router", "router", Some("node"), node, router, 0));
         if let Some(mesh) = &self.mesh {
             let status = timed(mesh, deadline, |reply| MeshMsg::Status { reply }).await;
@@ -279,29 +286,47 @@ impl Inspector {
                     0,
                 ));
                 if query.wants_kind("room") {
-                    let asks = children.rooms.iter().map(|(name, room, restarts)| async move {
-                        let answer = timed(room, deadline, |reply| RoomMsg::Inspect {
-                            detail,
-                            reply,
-                        })
-                        .await;
-                        entry(format!("room:{name}"), "room", Some("rooms"), node, answer, *restarts)
-                    });
+                    let asks = children
+                        .rooms
+                        .iter()
+                        .map(|(name, room, restarts)| async move {
+                            let answer =
+                                timed(room, deadline, |reply| RoomMsg::Inspect { detail, reply })
+                                    .await;
+                            entry(
+                                format!("room:{name}"),
+                                "room",
+                                Some("rooms"),
+                                node,
+                                answer,
+                                *restarts,
+                            )
+                        });
                     actors.extend(join_all(asks).await);
                 }
                 if query.wants_kind("proxy") && !query.summary {
-                    let asks = children.proxies.iter().map(|(name, owner, proxy)| async move {
-                        let answer = timed(proxy, deadline, |reply| RoomMsg::Inspect {
-                            detail,
-                            reply,
-                        })
-                        .await;
-                        let answer = match answer {
-                            (Err(e), ms) => (Ok(json!({"room": name, "owner": owner, "error": e})), ms),
-                            ok => ok,
-                        };
-                        entry(format!("proxy:{name}"), "proxy", Some("rooms"), node, answer, 0)
-                    });
+                    let asks = children
+                        .proxies
+                        .iter()
+                        .map(|(name, owner, proxy)| async move {
+                            let answer =
+                                timed(proxy, deadline, |reply| RoomMsg::Inspect { detail, reply })
+                                    .await;
+                            let answer = match answer {
+                                (Err(e), ms) => {
+                                    (Ok(json!({"room": name, "owner": owner, "error": e})), ms)
+                                }
+                                ok => ok,
+                            };
+                            entry(
+                                format!("proxy:{name}"),
+                                "proxy",
+                                Some("rooms"),
+                                node,
+                                answer,
+                                0,
+                            )
+                        });
                     actors.extend(join_all(asks).await);
                 }
             }
@@ -335,7 +360,7 @@ impl Inspector {
                         })
                         .await;
                         let name = match &answer.0 {
-                            Ok(state) => match state.get("id").and_then(Value::as_u64) {
+                            Ok(state) => match state.get("id").and_then(Value::as_str) {
                                 Some(id) => format!("session:{id}"),
                                 None => format!("session:{}", session.get_id()),
                             },
@@ -454,7 +479,10 @@ mod tests {
             actors: vec![info("room:lobby", "room", json!({"last_seq": 3}))],
         };
         let text = serde_json::to_string(&snap).unwrap();
-        assert!(!text.contains("\"error\""), "no error key when it answered: {text}");
+        assert!(
+            !text.contains("\"error\""),
+            "no error key when it answered: {text}"
+        );
         let back: NodeSnapshot = serde_json::from_str(&text).unwrap();
         assert_eq!(back, snap);
         let failed = serde_json::to_value(NodeSnapshot::failed("n2", "no answer")).unwrap();

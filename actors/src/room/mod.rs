@@ -452,7 +452,7 @@ impl RoomState {
                         None => self.ctx.node.clone(),
                     };
                     serde_json::json!({
-                        "session": s.session.id,
+                        "session": s.session.id.to_string(),
                         "user": s.session.user,
                         "node": node,
                         "live": live,

@@ -386,7 +386,8 @@ impl SessionState {
         let mut rooms: Vec<&String> = self.rooms.keys().collect();
         rooms.sort();
         let mut state = serde_json::json!({
-            "id": self.handle.id,
+            // A string: ids use all 64 bits, more than a JSON number keeps in a browser.
+            "id": self.handle.id.to_string(),
             "user": self.handle.user,
             "rooms": rooms,
             "queued_frames": self.handle.outbox.queued(),
