@@ -934,7 +934,10 @@ async fn cluster_admin_sees_every_node() {
     let users: BTreeSet<String> = specs.iter().map(|u| u.name.clone()).collect();
     let mut room_members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for u in &specs {
-        room_members.entry(u.room.clone()).or_default().insert(u.name.clone());
+        room_members
+            .entry(u.room.clone())
+            .or_default()
+            .insert(u.name.clone());
     }
     let load = Load::start(&cluster, specs).await;
     load.run_for(Duration::from_secs(3)).await;
@@ -961,21 +964,37 @@ async fn cluster_admin_sees_every_node() {
         let mut connected = BTreeSet::new();
         for node in &cluster.nodes {
             let entry = node_entry(&answer, &node.name);
-            assert!(entry.get("error").is_none(), "{} failed: {entry}", node.name);
+            assert!(
+                entry.get("error").is_none(),
+                "{} failed: {entry}",
+                node.name
+            );
             assert_eq!(entry["addr"], node.http.to_string().as_str());
             for kind in ["node", "presence", "router", "mesh", "supervisor"] {
-                assert!(!actors_of(entry, kind).is_empty(), "no {kind} on {}: {entry}", node.name);
+                assert!(
+                    !actors_of(entry, kind).is_empty(),
+                    "no {kind} on {}: {entry}",
+                    node.name
+                );
             }
             for room in actors_of(entry, "room") {
                 assert_eq!(room["supervisor"], "rooms");
                 assert_eq!(room["state"]["owner"], node.name.as_str(), "{room}");
-                let room_name = room["state"]["room"].as_str().expect("room name").to_string();
+                let room_name = room["state"]["room"]
+                    .as_str()
+                    .expect("room name")
+                    .to_string();
                 if let Some(other) = owners.insert(room_name.clone(), node.name.clone()) {
                     panic!("{room_name} runs on {other} and on {}", node.name);
                 }
             }
             for session in actors_of(entry, "session") {
-                connected.insert(session["state"]["user"].as_str().unwrap_or_default().to_string());
+                connected.insert(
+                    session["state"]["user"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
             }
         }
         for room in &rooms {
@@ -1001,7 +1020,10 @@ async fn cluster_admin_sees_every_node() {
         .flat_map(|n| actors_of(node_entry(&answer, &n.name), "room"))
         .collect();
     assert_eq!(found.len(), 1, "{room} by name: {answer}");
-    assert_eq!(found[0]["node"].as_str(), leases.get(&room).map(String::as_str));
+    assert_eq!(
+        found[0]["node"].as_str(),
+        leases.get(&room).map(String::as_str)
+    );
     let members: BTreeSet<String> = found[0]["state"]["member_list"]
         .as_array()
         .expect("a room looked up by name lists its members")
@@ -1039,7 +1061,12 @@ async fn cluster_admin_sees_every_node() {
     let inspect = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
             .arg("inspect")
-            .args(["--url", &cluster.nodes[1].url(""), "--token", common::cluster::ADMIN_TOKEN])
+            .args([
+                "--url",
+                &cluster.nodes[1].url(""),
+                "--token",
+                common::cluster::ADMIN_TOKEN,
+            ])
             .args(args)
             .env_remove("TROUPE_ADMIN__TOKEN")
             .output()
@@ -1055,9 +1082,16 @@ async fn cluster_admin_sees_every_node() {
     let tree = inspect(&[]);
     println!("[{name}] troupe inspect:\n{tree}");
     for node in &cluster.nodes {
-        assert!(tree.contains(&node.name), "{} missing from:\n{tree}", node.name);
+        assert!(
+            tree.contains(&node.name),
+            "{} missing from:\n{tree}",
+            node.name
+        );
     }
-    assert!(tree.contains(&format!("room:{room}")), "room:{room} missing from:\n{tree}");
+    assert!(
+        tree.contains(&format!("room:{room}")),
+        "room:{room} missing from:\n{tree}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&inspect(&["--json", "--kind", "room", "--name", &room]))
             .expect("--json prints JSON");
@@ -1102,7 +1136,10 @@ async fn cluster_admin_sees_every_node() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.kill9(victim);
     let (answer, took) = request.await.expect("the request task");
-    println!("[{name}] answer with {victim_name} frozen then killed after {} ms", took.as_millis());
+    println!(
+        "[{name}] answer with {victim_name} frozen then killed after {} ms",
+        took.as_millis()
+    );
     let dead = node_entry(&answer, &victim_name);
     assert!(
         dead["error"].as_str().is_some_and(|e| !e.is_empty()),

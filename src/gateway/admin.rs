@@ -98,7 +98,8 @@ async fn snapshots(
         absent.extend(status.absent.iter().cloned());
     }
     let wanted = |node: &str| only.is_none_or(|o| o == node);
-    let known = wanted(me) || peers.iter().any(|p| wanted(p)) || absent.iter().any(|a| wanted(&a.0));
+    let known =
+        wanted(me) || peers.iter().any(|p| wanted(p)) || absent.iter().any(|a| wanted(&a.0));
     if !known {
         return Err(ChatError::not_found(format!(
             "no node named {:?} in this cluster",
@@ -124,7 +125,9 @@ async fn snapshots(
     let mut nodes: Vec<NodeSnapshot> = local.into_iter().chain(remote).collect();
     for (node, addr, ago) in absent.into_iter().filter(|a| wanted(&a.0)) {
         let why = match ago {
-            Some(s) => format!("not answering: out of the cluster view, last answered {s:.1} s ago"),
+            Some(s) => {
+                format!("not answering: out of the cluster view, last answered {s:.1} s ago")
+            }
             None => "not answering: never reached".to_string(),
         };
         let mut entry = NodeSnapshot::failed(&node, why);
@@ -158,7 +161,9 @@ pub async fn actors(
         summary: false,
     };
     let (nodes, _) = snapshots(&app, p.node.as_deref(), &inspect).await?;
-    Ok(Json(json!({ "answered_by": app.node_name(), "nodes": nodes })))
+    Ok(Json(
+        json!({ "answered_by": app.node_name(), "nodes": nodes }),
+    ))
 }
 
 /// `GET /admin/nodes`: the members and the rooms each one owns.

@@ -435,7 +435,9 @@ impl MeshState {
                     .is_none_or(|seen| now.duration_since(seen) < self.config.forget_after)
             })
             .map(|(n, p)| {
-                let ago = p.last_seen.map(|seen| now.duration_since(seen).as_secs_f64());
+                let ago = p
+                    .last_seen
+                    .map(|seen| now.duration_since(seen).as_secs_f64());
                 (n.clone(), p.addr.clone(), ago)
             })
             .collect()

@@ -685,9 +685,8 @@ impl RouterState {
                 // Off the router: the snapshot waits on every actor of the node.
                 tokio::spawn(async move {
                     let snapshot = inspector.snapshot(&query).await;
-                    let _ = reply.send(wire::encode_json(&WireReply::Inspected(Box::new(
-                        snapshot,
-                    ))));
+                    let _ =
+                        reply.send(wire::encode_json(&WireReply::Inspected(Box::new(snapshot))));
                 });
                 return;
             }

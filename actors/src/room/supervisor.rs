@@ -393,7 +393,9 @@ impl Actor for RoomSupervisor {
                     Ok(_) => {
                         tracing::info!(room = %name, node = %state.ctx.node, restarts = state.restarted.get(&name).copied().unwrap_or(0), "room restarted from its checkpoint and log (its lease epoch is in \"room lease taken\")")
                     }
-                    Err(e) => tracing::error!(room = %name, node = %state.ctx.node, error = %e, "room restart failed"),
+                    Err(e) => {
+                        tracing::error!(room = %name, node = %state.ctx.node, error = %e, "room restart failed")
+                    }
                 }
             }
             _ => {}
