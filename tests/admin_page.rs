@@ -24,20 +24,8 @@ const ROOM: &str = "pagetest";
 const NODE_HEADER: [u8; 3] = [0x23, 0x39, 0x5d];
 const ROOM_BADGE: [u8; 3] = [0x0a, 0x7d, 0x3b];
 
-/// A node with an admin token, two users in a room with a few messages. The
-/// clients stay connected so their sessions are live actors.
 async fn node_with_a_room() -> (Node, Vec<Client>) {
-    let node =
-        Node::start_with(&[("TROUPE_ADMIN__TOKEN", TOKEN), ("TROUPE_NODE__NAME", NODE)]).await;
-    let mut ann = Client::new_user(&node, "ann").await;
-    let mut bob = Client::new_user(&node, "bob").await;
-    ann.join(ROOM).await;
-    bob.join(ROOM).await;
-    for i in 0..3 {
-        let ack = ann.say(ROOM, &format!("hello {i}"), &format!("m{i}")).await;
-        assert_eq!(ack["type"], "ack", "{ack}");
-    }
-    (node, vec![ann, bob])
+    common::admin_node_with_a_room(TOKEN, NODE, ROOM).await
 }
 
 fn chromium_path() -> &'static Path {

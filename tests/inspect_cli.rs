@@ -49,17 +49,7 @@ fn ok(out: &Output) -> String {
 }
 
 async fn node_with_a_room() -> (Node, Vec<Client>) {
-    let node =
-        Node::start_with(&[("TROUPE_ADMIN__TOKEN", TOKEN), ("TROUPE_NODE__NAME", NODE)]).await;
-    let mut ann = Client::new_user(&node, "ann").await;
-    let mut bob = Client::new_user(&node, "bob").await;
-    ann.join(ROOM).await;
-    bob.join(ROOM).await;
-    for i in 0..3 {
-        let ack = ann.say(ROOM, &format!("hello {i}"), &format!("m{i}")).await;
-        assert_eq!(ack["type"], "ack", "{ack}");
-    }
-    (node, vec![ann, bob])
+    common::admin_node_with_a_room(TOKEN, NODE, ROOM).await
 }
 
 #[tokio::test]

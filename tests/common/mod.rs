@@ -458,3 +458,20 @@ impl Client {
         self.ws
     }
 }
+
+/// A node named `node` with the admin token `token`, and two users (ann and
+/// bob) in `room` with three messages. The clients stay connected so their
+/// sessions are live actors (the admin tests inspect them).
+pub async fn admin_node_with_a_room(token: &str, node: &str, room: &str) -> (Node, Vec<Client>) {
+    let node =
+        Node::start_with(&[("TROUPE_ADMIN__TOKEN", token), ("TROUPE_NODE__NAME", node)]).await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    let mut bob = Client::new_user(&node, "bob").await;
+    ann.join(room).await;
+    bob.join(room).await;
+    for i in 0..3 {
+        let ack = ann.say(room, &format!("hello {i}"), &format!("m{i}")).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    (node, vec![ann, bob])
+}
