@@ -40,6 +40,8 @@ enum Scenario {
     Failover(FailoverArgs),
     /// Compares two JSON summaries (troupe and bare): a Markdown table with ratios.
     Compare(CompareArgs),
+    /// Draws the SVG plots of kept JSON summaries (as --plots does).
+    Plot(PlotArgs),
 }
 
 #[derive(Args)]
@@ -207,6 +209,17 @@ struct CompareArgs {
     plots: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct PlotArgs {
+    /// JSON summaries (`--json` of a run); each gives TARGET-latency.svg and
+    /// TARGET-deliveries.svg, TARGET its target (troupe, bare).
+    #[arg(required = true)]
+    summaries: Vec<PathBuf>,
+    /// Where the SVG files go.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
 impl Scenario {
     fn common(&self) -> Option<&Common> {
         match self {
@@ -215,7 +228,7 @@ impl Scenario {
             Scenario::Connections(a) => Some(&a.common),
             Scenario::Cluster(a) => Some(&a.common),
             Scenario::Failover(a) => Some(&a.common),
-            Scenario::Compare(_) => None,
+            Scenario::Compare(_) | Scenario::Plot(_) => None,
         }
     }
 }
@@ -228,8 +241,13 @@ fn main() -> ExitCode {
         .and_then(|c| c.threads)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    if let Scenario::Compare(args) = &cli.scenario {
-        return match compare(args) {
+    let offline = match &cli.scenario {
+        Scenario::Compare(args) => Some(compare(args)),
+        Scenario::Plot(args) => Some(replot(args)),
+        _ => None,
+    };
+    if let Some(outcome) = offline {
+        return match outcome {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("troupe-bench: {e:#}");
@@ -278,13 +296,22 @@ fn main() -> ExitCode {
     }
 }
 
+fn read_json(p: &PathBuf) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+}
+
+fn replot(args: &PlotArgs) -> anyhow::Result<()> {
+    for path in &args.summaries {
+        let summary = read_json(path)?;
+        let prefix = summary["target"].as_str().unwrap_or("run").to_string();
+        plot::write_plots(&args.out, &plot::summary_plots(&summary, &prefix))?;
+    }
+    Ok(())
+}
+
 fn compare(args: &CompareArgs) -> anyhow::Result<()> {
-    let read = |p: &PathBuf| -> anyhow::Result<Value> {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
-    };
-    let (troupe, bare) = (read(&args.troupe)?, read(&args.bare)?);
+    let (troupe, bare) = (read_json(&args.troupe)?, read_json(&args.bare)?);
     let table = report::compare(&troupe, &bare);
     print!("{table}");
     if let Some(path) = &args.markdown {
@@ -395,7 +422,9 @@ async fn run(scenario: Scenario, threads: usize) -> anyhow::Result<bool> {
             let (env, outcome) = failover_run(&a).await?;
             (env, "failover", params, outcome)
         }
-        Scenario::Compare(_) => unreachable!("handled before the runtime starts"),
+        Scenario::Compare(_) | Scenario::Plot(_) => {
+            unreachable!("handled before the runtime starts")
+        }
     };
     let common = &env.common;
     let wall_s = wall0.elapsed().as_secs_f64();
