@@ -209,6 +209,96 @@ async fn resume_as_first_frame_replays_exactly_what_was_missed() {
     );
 }
 
+#[tokio::test]
+async fn resumed_comes_after_every_replay_and_before_any_live_message() {
+    const ROOMS: [&str; 6] = ["r1", "r2", "r3", "r4", "r5", "r6"];
+    // A cache of one message: each replay reads history, so every room's
+    // replay takes a while, with live traffic in the rooms replayed before.
+    let node = Node::start_with(&[("TROUPE_ROOMS__RECENT", "1")]).await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    let mut bob = Client::new_user(&node, "bob").await;
+    for room in ROOMS {
+        ann.join(room).await;
+        bob.join(room).await;
+        ann.say(room, "first", &format!("{room}-0")).await;
+        assert_eq!(bob.expect_message(room).await["seq"], 1);
+    }
+    let resume_token = bob.resume_token();
+    bob.close().await;
+    for room in ROOMS {
+        for i in 1..=3 {
+            ann.say(room, "missed", &format!("{room}-{i}")).await;
+        }
+    }
+    // Ann keeps talking in every room while Bob resumes: each room has live
+    // traffic while the others are still replaying.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let talker = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut i = 100;
+            while !stop.is_cancelled() {
+                for room in ROOMS {
+                    ann.send(json!({"type": "send", "room": room, "body": "live", "client_id": format!("{room}-{i}")}))
+                        .await;
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            ann
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut ws = Client::raw(&node).await;
+    let positions: BTreeMap<&str, u64> = ROOMS.iter().map(|r| (*r, 1)).collect();
+    let frame = json!({"type": "resume", "resume_token": resume_token, "rooms": positions});
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+    let mut before: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut after: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut resumed: Option<Value> = None;
+    // Until `resumed`, then until every room has had a few live messages.
+    while resumed.is_none() || ROOMS.iter().any(|r| after.get(*r).is_none_or(|v| v.len() < 3)) {
+        let msg = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut ws))
+            .await
+            .expect("frames")
+            .unwrap()
+            .unwrap();
+        let f: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        match f["type"].as_str().unwrap() {
+            "message" => {
+                let room = f["room"].as_str().unwrap().to_string();
+                let seq = f["seq"].as_u64().unwrap();
+                let into = if resumed.is_some() { &mut after } else { &mut before };
+                into.entry(room).or_default().push(seq);
+            }
+            "resumed" => resumed = Some(f),
+            _ => {}
+        }
+    }
+    stop.cancel();
+    let _ann = talker.await.unwrap();
+    let resumed = resumed.unwrap();
+    for room in ROOMS {
+        let through = resumed["rooms"][room].as_u64().expect("every room in `resumed`");
+        assert!(through >= 4, "{room}: the missed messages are replayed: {resumed}");
+        // Before `resumed`: exactly the replay, 2..=through.
+        assert_eq!(
+            before.get(room).cloned().unwrap_or_default(),
+            (2..=through).collect::<Vec<_>>(),
+            "{room}: only the replay comes before `resumed` ({resumed})"
+        );
+        // After it: live traffic, from through + 1 on, without a gap.
+        let live = &after[room];
+        assert_eq!(
+            *live,
+            (through + 1..through + 1 + live.len() as u64).collect::<Vec<_>>(),
+            "{room}: live traffic continues right after `resumed`"
+        );
+    }
+}
+
 #[cfg(feature = "test-hooks")]
 #[tokio::test]
 async fn a_room_that_panics_restarts_with_members_seq_and_history() {

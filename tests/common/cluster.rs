@@ -2685,12 +2685,25 @@ fn check(
             );
         }
 
-        // (4) a resume replays every missed message before `resumed`. Live
-        // messages may overtake `resumed` (the room goes live before the
-        // session answers), never the replay itself.
+        // (4) a resume replays every missed message, then `resumed`, then
+        // live traffic: `resumed` names exactly the last seq that arrived.
         for r in &s.resumes {
             let Some(claimed) = r.claimed else { continue };
-            if claimed <= r.seen_then {
+            if claimed < r.seen_then {
+                v.push(
+                    "(4) resume: a live message arrived before `resumed`",
+                    format!(
+                        "{}: resumed on node{} with {}: {}; `resumed` said caught up through #{claimed}, but #{} had arrived already",
+                        s.user,
+                        r.node + 1,
+                        s.room,
+                        r.from,
+                        r.seen_then
+                    ),
+                );
+                continue;
+            }
+            if claimed == r.seen_then {
                 continue;
             }
             let late: Vec<String> = (r.seen_then + 1..=claimed)

@@ -148,6 +148,7 @@ impl Actor for RoomProxy {
             RoomMsg::Activate {
                 session_id,
                 after,
+                hold,
                 reply,
             } => {
                 let gen = state.gens.get(&session_id).copied().unwrap_or(0);
@@ -162,6 +163,7 @@ impl Actor for RoomProxy {
                         session: session_id,
                         after,
                         barrier,
+                        hold,
                     },
                 };
                 tokio::spawn(async move {

@@ -706,9 +706,10 @@ impl RouterState {
                     session,
                     after,
                     barrier,
+                    hold,
                 } = req
                 {
-                    self.activate(myself, room, &from, session, after, barrier, reply);
+                    self.activate(myself, room, &from, session, after, barrier, hold, reply);
                     return;
                 }
                 (room, req)
@@ -795,6 +796,7 @@ impl RouterState {
         session: u64,
         after: Option<u64>,
         barrier: u64,
+        hold: bool,
         reply: RpcReplyPort<Vec<u8>>,
     ) {
         let link = self.link(from);
@@ -806,6 +808,7 @@ impl RouterState {
             RoomMsg::Activate {
                 session_id: session,
                 after,
+                hold,
                 reply: tx.into(),
             },
         );

@@ -61,6 +61,9 @@ pub enum RoomCall {
         session: u64,
         after: Option<u64>,
         barrier: u64,
+        /// Stay pending after the replay (see `RoomMsg::Activate`).
+        #[serde(default)]
+        hold: bool,
     },
     Join {
         user: String,

@@ -128,10 +128,14 @@ pub enum RoomMsg {
         pending: bool,
     },
     /// Replays what the session missed after `after` (default: since it
-    /// subscribed), in order, then delivers live. Replies with the last seq sent.
+    /// subscribed, or since its last replay), in order, then delivers live.
+    /// With `hold`, a pending subscription stays pending after the replay (a
+    /// resume: live traffic only after `resumed`; the next `Activate`
+    /// delivers what came meanwhile). Replies with the last seq sent.
     Activate {
         session_id: u64,
         after: Option<u64>,
+        hold: bool,
         reply: RpcReplyPort<u64>,
     },
     Unsubscribe {
@@ -208,6 +212,7 @@ pub enum RoomMsg {
     ReplayLoaded {
         session_id: u64,
         after: u64,
+        hold: bool,
         messages: Result<Vec<ChatMessage>, StoreError>,
         reply: RpcReplyPort<u64>,
     },
@@ -217,6 +222,17 @@ pub enum RoomMsg {
 }
 
 pub struct Room;
+
+/// A subscription's state once it was sent everything through `last_seq`:
+/// live, or still pending when the replay was asked to `hold` (the next
+/// activation then starts after `last_seq`).
+fn after_replay(live: bool, hold: bool, last_seq: u64) -> SubState {
+    if hold && !live {
+        SubState::Pending { from_seq: last_seq }
+    } else {
+        SubState::Live { from_seq: last_seq }
+    }
+}
 
 /// The answer to a send the room can no longer take.
 fn moving() -> ChatError {
@@ -315,8 +331,9 @@ impl Actor for Room {
             RoomMsg::Activate {
                 session_id,
                 after,
+                hold,
                 reply,
-            } => state.activate(&myself, session_id, after, reply),
+            } => state.activate(&myself, session_id, after, hold, reply),
             RoomMsg::Unsubscribe { session_id } => {
                 state.subscribers.remove(&session_id);
                 state.idle_since = state.subscribers.is_empty().then(Instant::now);
@@ -384,9 +401,10 @@ impl Actor for Room {
             RoomMsg::ReplayLoaded {
                 session_id,
                 after,
+                hold,
                 messages,
                 reply,
-            } => state.replay_loaded(&myself, session_id, after, messages, reply),
+            } => state.replay_loaded(&myself, session_id, after, hold, messages, reply),
             RoomMsg::Tick => {
                 // Retries a failed history write; the log still holds those messages.
                 state.write_history(&myself);
@@ -569,6 +587,7 @@ impl RoomState {
         myself: &ActorRef<RoomMsg>,
         session_id: u64,
         after: Option<u64>,
+        hold: bool,
         reply: RpcReplyPort<u64>,
     ) {
         let Some(sub) = self.subscribers.get(&session_id) else {
@@ -597,9 +616,7 @@ impl RoomState {
                 crate::metrics::delivered(1, outbox.push(c.frame.clone()));
             }
             if let Some(sub) = self.subscribers.get_mut(&session_id) {
-                sub.state = SubState::Live {
-                    from_seq: self.last_seq,
-                };
+                sub.state = after_replay(live, hold, self.last_seq);
             }
             let _ = reply.send(self.last_seq);
             return;
@@ -614,6 +631,7 @@ impl RoomState {
             let _ = myself.cast(RoomMsg::ReplayLoaded {
                 session_id,
                 after,
+                hold,
                 messages,
                 reply,
             });
@@ -625,6 +643,7 @@ impl RoomState {
         myself: &ActorRef<RoomMsg>,
         session_id: u64,
         after: u64,
+        hold: bool,
         messages: Result<Vec<ChatMessage>, StoreError>,
         reply: RpcReplyPort<u64>,
     ) {
@@ -639,6 +658,7 @@ impl RoomState {
                     let _ = myself2.cast(RoomMsg::Activate {
                         session_id,
                         after: Some(after),
+                        hold,
                         reply,
                     });
                 });
@@ -665,16 +685,14 @@ impl RoomState {
             let first_cached = self.recent.front().map(|c| c.message.seq);
             if sent < self.last_seq && first_cached.is_none_or(|f| f > sent + 1) {
                 // More arrived than the cache holds while we read: read again from `sent`.
-                self.activate(myself, session_id, Some(sent), reply);
+                self.activate(myself, session_id, Some(sent), hold, reply);
                 return;
             }
             for c in self.recent.iter().filter(|c| c.message.seq > sent) {
                 crate::metrics::delivered(1, outbox.push(c.frame.clone()));
             }
             if let Some(sub) = self.subscribers.get_mut(&session_id) {
-                sub.state = SubState::Live {
-                    from_seq: self.last_seq,
-                };
+                sub.state = after_replay(false, hold, self.last_seq);
             }
         }
         let _ = reply.send(self.last_seq);
