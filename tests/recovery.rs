@@ -259,7 +259,11 @@ async fn resumed_comes_after_every_replay_and_before_any_live_message() {
     let mut after: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut resumed: Option<Value> = None;
     // Until `resumed`, then until every room has had a few live messages.
-    while resumed.is_none() || ROOMS.iter().any(|r| after.get(*r).is_none_or(|v| v.len() < 3)) {
+    while resumed.is_none()
+        || ROOMS
+            .iter()
+            .any(|r| after.get(*r).is_none_or(|v| v.len() < 3))
+    {
         let msg = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut ws))
             .await
             .expect("frames")
@@ -270,7 +274,11 @@ async fn resumed_comes_after_every_replay_and_before_any_live_message() {
             "message" => {
                 let room = f["room"].as_str().unwrap().to_string();
                 let seq = f["seq"].as_u64().unwrap();
-                let into = if resumed.is_some() { &mut after } else { &mut before };
+                let into = if resumed.is_some() {
+                    &mut after
+                } else {
+                    &mut before
+                };
                 into.entry(room).or_default().push(seq);
             }
             "resumed" => resumed = Some(f),
@@ -281,8 +289,13 @@ async fn resumed_comes_after_every_replay_and_before_any_live_message() {
     let _ann = talker.await.unwrap();
     let resumed = resumed.unwrap();
     for room in ROOMS {
-        let through = resumed["rooms"][room].as_u64().expect("every room in `resumed`");
-        assert!(through >= 4, "{room}: the missed messages are replayed: {resumed}");
+        let through = resumed["rooms"][room]
+            .as_u64()
+            .expect("every room in `resumed`");
+        assert!(
+            through >= 4,
+            "{room}: the missed messages are replayed: {resumed}"
+        );
         // Before `resumed`: exactly the replay, 2..=through.
         assert_eq!(
             before.get(room).cloned().unwrap_or_default(),
