@@ -1151,3 +1151,165 @@ async fn cluster_admin_sees_every_node() {
         assert!(!actors_of(entry, "node").is_empty(), "{entry}");
     }
 }
+
+/// A WebSocket client of the presence test: frames it did not wait for yet
+/// are kept, in order.
+struct PresenceClient {
+    user: String,
+    ws: common::cluster::Ws,
+    seen: Vec<serde_json::Value>,
+}
+
+impl PresenceClient {
+    async fn connect(cluster: &Cluster, i: usize, user: &str) -> PresenceClient {
+        let token = cluster.account(i, user).await;
+        let url = format!("ws://{}/ws?token={token}", cluster.nodes[i].http);
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("{user}: connecting to {url}: {e}"));
+        let mut c = PresenceClient {
+            user: user.into(),
+            ws,
+            seen: Vec::new(),
+        };
+        c.expect("session", |_| true).await;
+        c
+    }
+
+    async fn send(&mut self, frame: serde_json::Value) {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                frame.to_string().into(),
+            ))
+            .await
+            .expect("a send");
+    }
+
+    /// The next frame of type `ty` that `pred` accepts (within 30 s).
+    async fn expect(
+        &mut self,
+        ty: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        use futures_util::StreamExt;
+        if let Some(k) = self.seen.iter().position(|f| f["type"] == ty && pred(f)) {
+            return self.seen.remove(k);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next()).await;
+            let Ok(Some(Ok(msg))) = next else {
+                panic!("{}: no {ty} frame; saw {:?}", self.user, self.seen);
+            };
+            let Ok(text) = msg.to_text() else { continue };
+            let Ok(f) = serde_json::from_str::<serde_json::Value>(text) else {
+                continue;
+            };
+            if f["type"] == ty && pred(&f) {
+                return f;
+            }
+            self.seen.push(f);
+        }
+    }
+
+    /// Asks `who` until `pred` holds for the online users (or 30 s pass).
+    async fn who_until(&mut self, what: &str, pred: impl Fn(&BTreeSet<String>) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.send(serde_json::json!({"type": "who"})).await;
+            let users = self.expect("users", |_| true).await;
+            let online: BTreeSet<String> = users["users"]
+                .as_array()
+                .expect("users")
+                .iter()
+                .filter(|u| u["online"] == true)
+                .filter_map(|u| u["user"].as_str().map(str::to_string))
+                .collect();
+            if pred(&online) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {what}; online: {online:?}",
+                self.user
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_presence_is_cluster_wide() {
+    let name = "cluster_presence_is_cluster_wide";
+    let mut cluster = Cluster::start(name, 3).await;
+    let mut ann = PresenceClient::connect(&cluster, 0, "ann_p").await;
+    let mut bob = PresenceClient::connect(&cluster, 1, "bob_p").await;
+    let mut cat = PresenceClient::connect(&cluster, 2, "cat_p").await;
+    for c in [&mut ann, &mut bob, &mut cat] {
+        c.send(serde_json::json!({"type": "join", "room": "porch"}))
+            .await;
+        c.expect("joined", |f| f["room"] == "porch").await;
+    }
+    let all: BTreeSet<String> = ["ann_p", "bob_p", "cat_p"].map(String::from).into();
+
+    // `who`, `members` and REST on any node list the users of every node.
+    ann.who_until("everyone online", |online| all.is_subset(online))
+        .await;
+    cat.send(serde_json::json!({"type": "members", "room": "porch"}))
+        .await;
+    let members = cat.expect("members", |f| f["room"] == "porch").await;
+    for user in &all {
+        let m = members["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["user"] == user.as_str()))
+            .unwrap_or_else(|| panic!("{user} missing from {members}"));
+        assert_eq!(m["online"], true, "{members}");
+    }
+    let token = cluster.account(1, "dan_p").await;
+    let online: serde_json::Value = cluster
+        .http()
+        .get(cluster.nodes[1].url("/api/v1/users/online"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("users/online")
+        .json()
+        .await
+        .expect("JSON");
+    let listed: BTreeSet<String> = online["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["user"].as_str().map(str::to_string))
+        .collect();
+    assert!(all.is_subset(&listed), "{online}");
+
+    // Bob leaves: the members on the two other nodes hear it, with a last seen.
+    drop(bob);
+    for c in [&mut ann, &mut cat] {
+        let news = c
+            .expect("presence", |f| f["user"] == "bob_p" && f["online"] == false)
+            .await;
+        assert!(news["last_seen"].as_i64().is_some_and(|t| t > 0), "{news}");
+    }
+
+    // Cat's node dies: cat goes offline everywhere once its heartbeat lapses.
+    cluster.kill9(2);
+    ann.who_until("cat offline after its node died", |online| {
+        !online.contains("cat_p") && online.contains("ann_p")
+    })
+    .await;
+    ann.send(serde_json::json!({"type": "members", "room": "porch"}))
+        .await;
+    let members = ann.expect("members", |f| f["room"] == "porch").await;
+    let cat_entry = members["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["user"] == "cat_p"))
+        .unwrap_or_else(|| panic!("cat missing from {members}"));
+    assert_eq!(cat_entry["online"], false, "{members}");
+    assert!(
+        cat_entry["last_seen"].as_i64().is_some_and(|t| t > 0),
+        "a dead node's user keeps a last seen: {members}"
+    );
+}

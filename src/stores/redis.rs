@@ -56,20 +56,37 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return ok
 "#;
 
-/// Heartbeat: `user\0node` members scored by their deadline (Redis's clock).
+/// Heartbeat: `user\0node` members scored by their deadline (Redis's clock),
+/// and when each was last renewed (KEYS[2]): the last seen of a user whose
+/// node dies without saying goodbye.
 const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
-local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = now + tonumber(ARGV[1])
 for i = 2, #ARGV do
   redis.call('ZADD', KEYS[1], deadline, ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], now)
 end
 return 1
 "#;
 
-/// Drops expired members, then lists the live ones.
+/// Drops expired members (a node that died: their users' last seen becomes
+/// the last heartbeat, unless a later one is known), then lists the live ones.
+/// KEYS: online, heartbeats, last_seen.
 const ONLINE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  local at = tonumber(redis.call('HGET', KEYS[2], m))
+  if at then
+    local user = string.match(m, '^([^%z]*)')
+    local seen = tonumber(redis.call('HGET', KEYS[3], user))
+    if seen == nil or seen < at then
+      redis.call('HSET', KEYS[3], user, at)
+    end
+    redis.call('HDEL', KEYS[2], m)
+  end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 "#;
@@ -235,7 +252,11 @@ impl EphemeralStore for RedisStore {
         let mut args = vec![ttl.as_millis().to_string()];
         args.extend(users.iter().map(|u| format!("{u}\0{node}")));
         self.client
-            .eval::<i64, _, _, _>(HEARTBEAT, vec![self.key("online")], args)
+            .eval::<i64, _, _, _>(
+                HEARTBEAT,
+                vec![self.key("online"), self.key("heartbeats")],
+                args,
+            )
             .await
             .map(|_| ())
             .map_err(unavailable)
@@ -243,8 +264,13 @@ impl EphemeralStore for RedisStore {
 
     async fn offline(&self, node: &str, user: &str) -> StoreResult<()> {
         self.up()?;
+        let member = format!("{user}\0{node}");
         self.client
-            .zrem::<(), _, _>(self.key("online"), format!("{user}\0{node}"))
+            .zrem::<(), _, _>(self.key("online"), member.as_str())
+            .await
+            .map_err(unavailable)?;
+        self.client
+            .hdel::<(), _, _>(self.key("heartbeats"), member)
             .await
             .map_err(unavailable)
     }
@@ -253,7 +279,15 @@ impl EphemeralStore for RedisStore {
         self.up()?;
         let members: Vec<String> = self
             .client
-            .eval(ONLINE, vec![self.key("online")], Vec::<String>::new())
+            .eval(
+                ONLINE,
+                vec![
+                    self.key("online"),
+                    self.key("heartbeats"),
+                    self.key("last_seen"),
+                ],
+                Vec::<String>::new(),
+            )
             .await
             .map_err(unavailable)?;
         let mut users: Vec<String> = members

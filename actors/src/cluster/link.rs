@@ -120,8 +120,7 @@ const DRAIN: usize = 4096;
 async fn carry(me: String, router: ActorRef<RouterMsg>, mut rx: mpsc::UnboundedReceiver<LinkItem>) {
     let mut items = Vec::with_capacity(64);
     while rx.recv_many(&mut items, DRAIN).await > 0 {
-        let mut pending: Option<Deliver> = None;
-        let mut pending_frames: Option<Frames> = None;
+        let mut pending = Pending::None;
         for item in items.drain(..) {
             match item {
                 LinkItem::Frames {
@@ -130,28 +129,22 @@ async fn carry(me: String, router: ActorRef<RouterMsg>, mut rx: mpsc::UnboundedR
                     gen,
                     frames,
                 } => {
-                    let joins = matches!(
-                        (&pending, &pending_frames),
-                        (Some(d), Some(f)) if *d.room == *room && f.same(&frames)
-                    );
-                    if joins {
-                        if let Some(d) = pending.as_mut() {
+                    if let Pending::Frames(d, f) = &mut pending {
+                        if *d.room == *room && f.same(&frames) {
                             d.targets.push((session, gen));
-                        }
-                        continue;
-                    }
-                    if let Some(d) = pending.take() {
-                        if !send(&router, wire::encode_deliver(&d)) {
-                            return;
+                            continue;
                         }
                     }
-                    pending = Some(Deliver {
+                    if !pending.flush(&router) {
+                        return;
+                    }
+                    let d = Deliver {
                         room: room.to_string(),
                         from: me.clone(),
                         targets: vec![(session, gen)],
                         frames: frames.to_strings(),
-                    });
-                    pending_frames = Some(frames);
+                    };
+                    pending = Pending::Frames(d, frames);
                 }
                 LinkItem::Event {
                     room,
@@ -159,28 +152,85 @@ async fn carry(me: String, router: ActorRef<RouterMsg>, mut rx: mpsc::UnboundedR
                     gen,
                     event,
                 } => {
-                    if let Some(d) = pending.take() {
-                        if !send(&router, wire::encode_deliver(&d)) {
-                            return;
+                    // Barriers and moves stay one per cast (they order a
+                    // session's own stream); the same presence news for
+                    // several sessions of a room travels once.
+                    if let Pending::Events {
+                        room: r,
+                        targets,
+                        event: e,
+                        ..
+                    } = &mut pending
+                    {
+                        if **r == *room
+                            && *e == event
+                            && matches!(event, SessionEvent::Presence { .. })
+                        {
+                            targets.push((session, gen));
+                            continue;
                         }
                     }
-                    pending_frames = None;
-                    let cast = WireCast::Event {
-                        room: room.to_string(),
-                        from: me.clone(),
-                        session,
-                        gen,
-                        event,
-                    };
-                    if !send(&router, wire::encode_cast(&cast)) {
+                    if !pending.flush(&router) {
                         return;
                     }
+                    pending = Pending::Events {
+                        room,
+                        from: me.clone(),
+                        targets: vec![(session, gen)],
+                        event,
+                    };
                 }
             }
         }
-        if let Some(d) = pending.take() {
-            if !send(&router, wire::encode_deliver(&d)) {
-                return;
+        if !pending.flush(&router) {
+            return;
+        }
+    }
+}
+
+/// What the carrier is gathering: one delivery of the same frames to several
+/// sessions, or one event for several sessions.
+enum Pending {
+    None,
+    Frames(Deliver, Frames),
+    Events {
+        room: Arc<str>,
+        from: String,
+        targets: Vec<(u64, u64)>,
+        event: SessionEvent,
+    },
+}
+
+impl Pending {
+    /// Sends what was gathered; false when the peer is gone.
+    fn flush(&mut self, router: &ActorRef<RouterMsg>) -> bool {
+        match std::mem::replace(self, Pending::None) {
+            Pending::None => true,
+            Pending::Frames(d, _) => send(router, wire::encode_deliver(&d)),
+            Pending::Events {
+                room,
+                from,
+                mut targets,
+                event,
+            } => {
+                let cast = if targets.len() == 1 {
+                    let (session, gen) = targets.remove(0);
+                    WireCast::Event {
+                        room: room.to_string(),
+                        from,
+                        session,
+                        gen,
+                        event,
+                    }
+                } else {
+                    WireCast::Events {
+                        room: room.to_string(),
+                        from,
+                        targets,
+                        event,
+                    }
+                };
+                send(router, wire::encode_cast(&cast))
             }
         }
     }
@@ -190,4 +240,102 @@ fn send(router: &ActorRef<RouterMsg>, bytes: Vec<u8>) -> bool {
     // A failed cast means the peer's node session is gone: end the link; its
     // sessions re-subscribe when they hear the owner left their view.
     router.cast(RouterMsg::Cast(bytes)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::{Actor, ActorProcessingErr, ActorRef};
+    use tokio::sync::mpsc::UnboundedSender;
+
+    use super::*;
+    use crate::cluster::wire::{decode_cast, Incoming};
+
+    /// Stands in for a peer's router: hands over every cast it gets.
+    struct Sink;
+
+    impl Actor for Sink {
+        type Msg = RouterMsg;
+        type State = UnboundedSender<Vec<u8>>;
+        type Arguments = UnboundedSender<Vec<u8>>;
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<RouterMsg>,
+            tx: UnboundedSender<Vec<u8>>,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(tx)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<RouterMsg>,
+            msg: RouterMsg,
+            tx: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            if let RouterMsg::Cast(bytes) = msg {
+                let _ = tx.send(bytes);
+            }
+            Ok(())
+        }
+    }
+
+    fn presence(user: &str) -> SessionEvent {
+        SessionEvent::Presence {
+            user: user.into(),
+            online: false,
+            last_seen: Some(7),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_presence_change_for_many_sessions_crosses_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (sink, _) = Actor::spawn(None, Sink, tx).await.unwrap();
+        let (link_tx, link_rx) = mpsc::unbounded_channel();
+        let room: Arc<str> = "lobby".into();
+        let event = |session, event| LinkItem::Event {
+            room: room.clone(),
+            session,
+            gen: 1,
+            event,
+        };
+        // Queued before the carrier runs, so it drains them together.
+        for session in 1..=3 {
+            link_tx.send(event(session, presence("ann"))).unwrap();
+        }
+        link_tx.send(event(4, presence("bob"))).unwrap();
+        link_tx
+            .send(event(5, SessionEvent::Barrier { id: 9 }))
+            .unwrap();
+        link_tx
+            .send(event(6, SessionEvent::Barrier { id: 9 }))
+            .unwrap();
+        tokio::spawn(carry("n1".into(), sink.clone(), link_rx));
+
+        let mut casts = Vec::new();
+        for _ in 0..4 {
+            let bytes = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a cast")
+                .expect("the sink is up");
+            match decode_cast(&bytes).expect("a cast decodes") {
+                Incoming::Cast(cast) => casts.push(cast),
+                Incoming::Deliver(d) => panic!("not an event: {d:?}"),
+            }
+        }
+        match &casts[0] {
+            WireCast::Events { targets, event, .. } => {
+                assert_eq!(targets, &[(1, 1), (2, 1), (3, 1)]);
+                assert_eq!(*event, presence("ann"));
+            }
+            other => panic!("ann's news should cross once: {other:?}"),
+        }
+        assert!(
+            matches!(&casts[1], WireCast::Event { session: 4, event, .. } if event == &presence("bob"))
+        );
+        // Barriers order one session's stream: never merged.
+        assert!(matches!(&casts[2], WireCast::Event { session: 5, .. }));
+        assert!(matches!(&casts[3], WireCast::Event { session: 6, .. }));
+        sink.stop(None);
+    }
 }

@@ -518,6 +518,16 @@ impl RouterState {
                 event,
                 ..
             } => self.event(room, session, gen, event),
+            WireCast::Events {
+                room,
+                targets,
+                event,
+                ..
+            } => {
+                for (session, gen) in targets {
+                    self.event(room.clone(), session, gen, event.clone());
+                }
+            }
             WireCast::AttachUser {
                 room,
                 user,

@@ -89,7 +89,7 @@ pub enum RoomCall {
 }
 
 /// What a room tells a session beside frames.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionEvent {
     /// The room moved (handoff): re-subscribe with its new owner from `after`.
     Moved { after: Option<u64> },
@@ -116,6 +116,14 @@ pub enum WireCast {
         from: String,
         session: u64,
         gen: u64,
+        event: SessionEvent,
+    },
+    /// The same event for several sessions (session, subscription gen): a
+    /// user's presence change reaches a node's members of a room in one cast.
+    Events {
+        room: String,
+        from: String,
+        targets: Vec<(u64, u64)>,
         event: SessionEvent,
     },
     /// `user` joined `room`: attach that user's sessions on this node.
