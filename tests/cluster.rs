@@ -530,6 +530,9 @@ impl LeaseTimeline {
                 .or_default()
                 .push((c.at_ms, c.owner.clone(), c.epoch));
         }
+        for changes in rooms.values_mut() {
+            changes.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
         LeaseTimeline(rooms)
     }
 
@@ -775,7 +778,20 @@ async fn cluster_partition_minority_is_fenced() {
 
     // The lease history: the cut-off node takes no room over while cut off.
     let (cut_ms, heal_ms) = (cluster.wall_ms(t_cut), cluster.wall_ms(t_heal));
-    let changes = cluster.lease_history();
+    let changes = cluster.lease_history_committed();
+    let stamped = cluster.lease_history();
+    let later: Vec<f64> = changes
+        .iter()
+        .zip(&stamped)
+        .map(|(c, s)| c.at_ms - s.at_ms)
+        .filter(|d| *d > 0.0)
+        .collect();
+    println!(
+        "[{name}] {} of {} lease changes visible later than their trigger stamp (by up to {:.1} ms)",
+        later.len(),
+        changes.len(),
+        later.iter().copied().fold(0.0, f64::max)
+    );
     let timeline = LeaseTimeline::new(&changes);
     let mut taken_while_cut: BTreeMap<String, u64> = BTreeMap::new();
     for c in &changes {
