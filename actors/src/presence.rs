@@ -113,24 +113,24 @@ impl Actor for Presence {
                 user,
                 reply,
             } => {
-                let mut last = None;
                 if let Some((sessions, _)) = state.users.get_mut(&user) {
                     sessions.retain(|s| s.id != session_id);
                     if sessions.is_empty() {
                         state.users.remove(&user);
-                        let ts = now_ms();
-                        state.spawn_offline(user.clone(), ts);
-                        last = Some(ts);
+                        // Answered once the store says so: whoever hears the
+                        // news and asks finds the user offline, with a last seen.
+                        state.spawn_offline(user.clone(), now_ms(), Some(reply));
+                        return Ok(());
                     }
                 }
-                let _ = reply.send(last);
+                let _ = reply.send(None);
             }
             PresenceMsg::Forget { user, actor } => {
                 if let Some((sessions, _)) = state.users.get_mut(&user) {
                     sessions.retain(|s| s.actor.local_id() != Some(actor));
                     if sessions.is_empty() {
                         state.users.remove(&user);
-                        state.spawn_offline(user.clone(), now_ms());
+                        state.spawn_offline(user.clone(), now_ms(), None);
                     }
                 }
             }
@@ -250,18 +250,31 @@ impl PresenceState {
         });
     }
 
-    fn spawn_offline(&self, user: String, ts: i64) {
+    /// Stores that `user` went offline at `ts` (off the actor), then answers
+    /// `reply` with `ts`: whoever hears the news and asks finds the user
+    /// offline, with a last seen (written first for that reason). A slow
+    /// store delays the answer by [`OFFLINE_WAIT`] at most; the writes go on.
+    fn spawn_offline(&self, user: String, ts: i64, reply: Option<RpcReplyPort<Option<i64>>>) {
         let (stores, node) = (self.stores.clone(), self.node.clone());
-        tokio::spawn(async move {
-            if let Err(e) = stores.ephemeral.offline(&node, &user).await {
-                tracing::warn!(%user, error = %e, "presence update failed");
-            }
+        let writes = tokio::spawn(async move {
             if let Err(e) = stores.ephemeral.set_last_seen(&user, ts).await {
                 tracing::warn!(%user, error = %e, "last seen not stored");
             }
+            if let Err(e) = stores.ephemeral.offline(&node, &user).await {
+                tracing::warn!(%user, error = %e, "presence update failed");
+            }
         });
+        if let Some(reply) = reply {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(OFFLINE_WAIT, writes).await;
+                let _ = reply.send(Some(ts));
+            });
+        }
     }
 }
+
+/// How long a user's departure waits for the store before it is announced.
+const OFFLINE_WAIT: Duration = Duration::from_secs(2);
 
 // Local-only: never sent to another node.
 impl ractor::Message for PresenceMsg {}
