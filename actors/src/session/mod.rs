@@ -347,6 +347,12 @@ impl Actor for Session {
                 state.rooms.remove(&room);
             }
             SessionMsg::Moved { room, after } => {
+                // A move that knows no position (its router saw nothing
+                // delivered on a subscription still activating) keeps the
+                // one of the follow in progress: else the replay would start
+                // at the new room's last seq and skip what came in between.
+                let after =
+                    after.or_else(|| state.following.get(&room).and_then(|(_, known)| *known));
                 Box::pin(state.start_following(&myself, room, after)).await
             }
             SessionMsg::Attach { room, after } => {
