@@ -123,6 +123,20 @@ async fn kill_9_mid_traffic_loses_no_acked_message_and_retries_create_each_once(
     );
 }
 
+/// The next frame of a raw connection, as JSON (within `common::WAIT`).
+async fn next_frame(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    let msg = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(ws))
+        .await
+        .expect("frames")
+        .unwrap()
+        .unwrap();
+    serde_json::from_str(msg.to_text().unwrap()).unwrap()
+}
+
 /// The first answer to `resume` as the first frame of a fresh connection.
 async fn resume_on_a_new_connection(node: &Node, resume_token: &str) -> Value {
     let mut ws = Client::raw(node).await;
@@ -168,12 +182,7 @@ async fn resume_as_first_frame_replays_exactly_what_was_missed() {
     let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut session_seen = false;
     loop {
-        let msg = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut ws))
-            .await
-            .expect("frames")
-            .unwrap()
-            .unwrap();
-        let f: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        let f = next_frame(&mut ws).await;
         match f["type"].as_str().unwrap() {
             "session" => session_seen = true,
             "message" => got
@@ -264,12 +273,7 @@ async fn resumed_comes_after_every_replay_and_before_any_live_message() {
             .iter()
             .any(|r| after.get(*r).is_none_or(|v| v.len() < 3))
     {
-        let msg = tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut ws))
-            .await
-            .expect("frames")
-            .unwrap()
-            .unwrap();
-        let f: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        let f = next_frame(&mut ws).await;
         match f["type"].as_str().unwrap() {
             "message" => {
                 let room = f["room"].as_str().unwrap().to_string();
