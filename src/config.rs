@@ -241,19 +241,14 @@ impl Default for RoomsSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionSection {
-    /// How long a new connection waits for `resume` before delivering live.
-    pub resume_grace_ms: u64,
-}
-
-impl Default for SessionSection {
-    fn default() -> Self {
-        Self {
-            resume_grace_ms: 300,
-        }
-    }
+    /// Deprecated and ignored: a session waits for the connection's first
+    /// frame (or `?live=1`), not for a timer. Still accepted so that older
+    /// configuration files load; a value set here is warned about at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_grace_ms: Option<u64>,
 }
 
 impl Default for NodeSection {
@@ -594,6 +589,21 @@ mod tests {
             )
             .unwrap();
             assert_eq!(c.node.name, "from-flag");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_deprecated_resume_grace_still_loads() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(c.session.resume_grace_ms, None);
+            jail.create_file("old.toml", "[session]\nresume_grace_ms = 300\n")?;
+            let c = Config::load(Some(Path::new("old.toml")), Overrides::default()).unwrap();
+            assert_eq!(c.session.resume_grace_ms, Some(300));
+            jail.set_env("TROUPE_SESSION__RESUME_GRACE_MS", "0");
+            let c = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(c.session.resume_grace_ms, Some(0));
             Ok(())
         });
     }

@@ -152,6 +152,13 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    if let Some(ms) = config.session.resume_grace_ms {
+        tracing::warn!(
+            resume_grace_ms = ms,
+            "session.resume_grace_ms is deprecated and ignored: a session goes live at the \
+             connection's first frame (a `resume` replays first), or at once with ?live=1"
+        );
+    }
     let opened = stores::open(&config).await?;
     let accounts = auth::Accounts::new(
         opened.stores.clone(),
@@ -172,7 +179,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         limits: config.limits.clone(),
         tuning: config.room_tuning(),
         admins: config.admin.users.clone(),
-        activate_grace: Duration::from_millis(config.session.resume_grace_ms),
         resume_ttl: config.token_ttl(),
         mesh: config.mesh(),
     };

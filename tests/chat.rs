@@ -160,8 +160,9 @@ async fn direct_messages_reach_both_sides_in_a_two_member_room() {
 async fn broadcast_reaches_every_online_user() {
     let node = Node::start().await;
     let mut ann = Client::new_user(&node, "ann").await;
-    let mut bob = Client::new_user(&node, "bob").await;
-    let mut cy = Client::new_user(&node, "cyd").await;
+    // Listeners: they never send a frame, so they ask to go live at once.
+    let mut bob = Client::new_live_user(&node, "bob").await;
+    let mut cy = Client::new_live_user(&node, "cyd").await;
     ann.send(json!({"type": "broadcast", "body": "hello all", "client_id": "b1"}))
         .await;
     assert_eq!(ann.expect("ack").await["client_id"], "b1");

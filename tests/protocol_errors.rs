@@ -299,6 +299,31 @@ async fn a_bad_token_is_refused_at_the_upgrade_with_401() {
 }
 
 #[tokio::test]
+async fn a_bad_live_parameter_is_refused_at_the_upgrade_with_400() {
+    let node = Node::start().await;
+    let token = common::account(&node, "ann").await;
+    for bad in ["yes", "2", ""] {
+        let url = format!("{}?token={token}&live={bad}", node.ws_url());
+        match tokio_tungstenite::connect_async(url).await {
+            Err(WsError::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 400, "live={bad}");
+                let body = response.body().as_deref().expect("an error body");
+                let v: Value = serde_json::from_slice(body).expect("a JSON error body");
+                assert_eq!(v["error"]["code"], "bad_request", "{v}");
+                assert!(
+                    v["error"]["message"].as_str().unwrap().contains("live"),
+                    "{v}"
+                );
+            }
+            Ok(_) => panic!("live={bad} was accepted"),
+            Err(e) => panic!("expected an HTTP answer to the upgrade, got {e}"),
+        }
+    }
+    let ann = Client::connect_live(&node, "ann", &token).await;
+    assert_eq!(ann.session["user"], "ann");
+}
+
+#[tokio::test]
 async fn a_revoked_token_is_refused_at_the_upgrade_and_by_auth() {
     let node = Node::start().await;
     let token = common::account(&node, "ann").await;

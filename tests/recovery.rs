@@ -316,6 +316,104 @@ async fn resumed_comes_after_every_replay_and_before_any_live_message() {
     }
 }
 
+/// A client that authenticated at the upgrade and sends `resume` late (here
+/// a whole second after `session`, as a client of a node under a reconnect
+/// storm may): nothing live reaches it before its replay, however long it
+/// took. Its subscriptions stay pending until its first frame.
+#[tokio::test]
+async fn a_late_resume_after_a_token_upgrade_still_replays_before_anything_live() {
+    let node = Node::start().await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    let mut bob = Client::new_user(&node, "bob").await;
+    for room in ["lobby", "side"] {
+        ann.join(room).await;
+        bob.join(room).await;
+        ann.say(room, "seen", &format!("{room}-1")).await;
+        assert_eq!(bob.expect_message(room).await["seq"], 1);
+    }
+    let resume_token = bob.resume_token();
+    let bob_token = bob.token.clone();
+    bob.close().await;
+    for i in 2..=4 {
+        ann.say("lobby", "missed", &format!("lobby-{i}")).await;
+    }
+    ann.say("side", "missed", "side-2").await;
+
+    // Bob is back, authenticated by his login token at the upgrade.
+    let url = format!("{}?token={bob_token}", node.ws_url());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await["type"], "session");
+    // Live traffic into his rooms while he takes his time (the old grace
+    // period was 300 ms).
+    ann.say("lobby", "live while bob waits", "lobby-5").await;
+    ann.say("side", "live while bob waits", "side-3").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ann.say("lobby", "live while bob waits", "lobby-6").await;
+    let frame =
+        json!({"type": "resume", "resume_token": resume_token, "rooms": {"lobby": 1, "side": 1}});
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+
+    let mut before: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let resumed = loop {
+        let f = next_frame(&mut ws).await;
+        match f["type"].as_str().unwrap() {
+            "message" => before
+                .entry(f["room"].as_str().unwrap().into())
+                .or_default()
+                .push(f["seq"].as_u64().unwrap()),
+            "resumed" => break f,
+            "error" => panic!("unexpected error: {f}"),
+            _ => {}
+        }
+    };
+    // Everything after seq 1, in order, the live ones included, then `resumed`.
+    assert_eq!(before["lobby"], [2, 3, 4, 5, 6], "resumed: {resumed}");
+    assert_eq!(before["side"], [2, 3], "resumed: {resumed}");
+    assert_eq!(resumed["rooms"]["lobby"], 6);
+    assert_eq!(resumed["rooms"]["side"], 3);
+    // And then live.
+    ann.say("lobby", "after", "lobby-7").await;
+    let f = next_frame(&mut ws).await;
+    assert_eq!(
+        (f["type"].as_str(), f["seq"].as_u64()),
+        (Some("message"), Some(7)),
+        "{f}"
+    );
+}
+
+/// Without `resume`, a session started by a token goes live at its first
+/// frame, whatever it is, with what arrived since it authenticated; with
+/// `?live=1` at once, for a client that only listens.
+#[tokio::test]
+async fn a_token_session_goes_live_at_its_first_frame_or_at_once_with_live_1() {
+    let node = Node::start().await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    ann.join("lobby").await;
+    let bob_token = common::account(&node, "bob").await;
+    let mut bob = Client::connect(&node, "bob", &bob_token).await;
+    bob.join("lobby").await;
+    bob.close().await;
+    let mut bob = Client::connect(&node, "bob", &bob_token).await;
+    let mut listener = Client::connect_live(&node, "bob", &bob_token).await;
+    ann.say("lobby", "one", "c1").await;
+    assert_eq!(listener.expect_message("lobby").await["seq"], 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ann.say("lobby", "two", "c2").await;
+    assert_eq!(listener.expect_message("lobby").await["seq"], 2);
+    // Bob sent nothing yet: nothing live reached him.
+    let early = bob.drain_for(Duration::from_millis(500)).await;
+    assert!(
+        !early.iter().any(|f| f["type"] == "message"),
+        "no live message before the first frame: {early:?}"
+    );
+    bob.send(json!({"type": "ping", "nonce": "n"})).await;
+    assert_eq!(bob.expect_message("lobby").await["seq"], 1);
+    assert_eq!(bob.expect_message("lobby").await["seq"], 2);
+    assert_eq!(bob.expect("pong").await["nonce"], "n");
+}
+
 #[cfg(feature = "test-hooks")]
 #[tokio::test]
 async fn a_room_that_panics_restarts_with_members_seq_and_history() {

@@ -31,7 +31,6 @@ pub struct NodeConfig {
     pub limits: Limits,
     pub tuning: RoomTuning,
     pub admins: Vec<String>,
-    pub activate_grace: Duration,
     pub resume_ttl: Duration,
     /// Set for a clustered node.
     pub mesh: Option<MeshConfig>,
@@ -115,7 +114,6 @@ impl Actor for NodeSupervisor {
             limits: config.limits.clone(),
             rooms: rooms.clone(),
             presence: presence.clone(),
-            activate_grace: config.activate_grace,
             resume_ttl: config.resume_ttl,
             router: Some(router.clone()),
         };

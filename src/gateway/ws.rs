@@ -79,6 +79,10 @@ pub async fn upgrade(
     if app.shutdown.is_cancelled() {
         return ApiError(ChatError::unavailable("the node is shutting down")).into_response();
     }
+    let live = match live_param(params.get("live").map(String::as_str)) {
+        Ok(live) => live,
+        Err(e) => return ApiError(e).into_response(),
+    };
     let token = bearer_token(headers)
         .map(str::to_string)
         .or_else(|| params.get("token").cloned());
@@ -101,7 +105,12 @@ pub async fn upgrade(
     // Boxed: the task lives as long as the connection, and a future keeps
     // its own slot for every value it captures or takes, even once moved on
     // (App alone is 600 bytes).
-    let start = Box::new(Start { app, auth, peer });
+    let start = Box::new(Start {
+        app,
+        auth,
+        peer,
+        live,
+    });
     tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => run(start, upgraded).await,
@@ -118,11 +127,24 @@ pub async fn upgrade(
     response
 }
 
+/// `?live=`: whether a session not started by `resume` goes live at once
+/// instead of at the connection's first frame.
+fn live_param(value: Option<&str>) -> Result<bool, ChatError> {
+    match value {
+        None | Some("0") | Some("false") => Ok(false),
+        Some("1") | Some("true") => Ok(true),
+        Some(other) => Err(ChatError::bad_request(format!(
+            "live={other}: expected 1 or 0 (true or false)"
+        ))),
+    }
+}
+
 /// What a connection task starts from.
 struct Start {
     app: App,
     auth: Option<(TokenInfo, String)>,
     peer: SocketAddr,
+    live: bool,
 }
 
 impl Start {
@@ -144,6 +166,10 @@ struct Connection {
     text_mode: Arc<AtomicBool>,
     /// A close frame is queued: the writer ends the connection.
     closing: bool,
+    /// `?live=1`: a session started by a token or `auth` goes live at once.
+    /// Otherwise it stays pending until the first frame after `session`,
+    /// with no deadline, so that a `resume` replays before anything live.
+    live: bool,
 }
 
 async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
@@ -155,7 +181,12 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
         Some(socket_config(&start.app)),
     ))
     .await;
-    let Start { app, auth, peer } = Start::unbox(start);
+    let Start {
+        app,
+        auth,
+        peer,
+        live,
+    } = Start::unbox(start);
     let (outbox, receiver) = Outbox::channel(app.config.limits.outbound_queue);
     let (sink, mut stream) = socket.split();
     let text_mode = Arc::new(AtomicBool::new(false));
@@ -176,10 +207,12 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
         token: None,
         text_mode,
         closing: false,
+        live,
     });
     if let Some((info, token)) = auth {
         conn.token = Some(token);
-        Box::pin(conn.start_session(info, None)).await;
+        let live = conn.live;
+        Box::pin(conn.start_session(info, None, live)).await;
     }
     let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
     let mut writer_done = false;
@@ -287,7 +320,7 @@ impl Connection {
             ClientFrame::Auth { token } => match self.app.accounts.authenticate(&token).await {
                 Ok(info) => {
                     self.token = Some(token);
-                    self.start_session(info, None).await;
+                    self.start_session(info, None, self.live).await;
                 }
                 Err(e) => self.push_error(&e, Some("auth".into())),
             },
@@ -302,7 +335,7 @@ impl Connection {
                         token: resume_token,
                         rooms,
                     };
-                    self.start_session(info, Some(resume)).await
+                    self.start_session(info, Some(resume), false).await
                 }
                 Err(e) => self.push_error(&e, Some("resume".into())),
             },
@@ -356,7 +389,9 @@ impl Connection {
                             parent: None,
                         };
                         self.token = Some(login.token);
-                        self.start_session(info, None).await;
+                        // Interactive: a text client cannot send `resume`,
+                        // so its session goes live at once.
+                        self.start_session(info, None, true).await;
                     }
                     Err(e) => self.push_error(&e, Some("login".into())),
                 }
@@ -400,7 +435,7 @@ impl Connection {
             .map(|(user, _)| user)
     }
 
-    async fn start_session(&mut self, info: TokenInfo, resume: Option<ResumeRequest>) {
+    async fn start_session(&mut self, info: TokenInfo, resume: Option<ResumeRequest>, live: bool) {
         let outbox = self.outbox.clone();
         let started = ask(&self.app.refs.sessions, |reply| {
             SessionSupervisorMsg::Start {
@@ -409,6 +444,7 @@ impl Connection {
                 login_token: self.token.clone(),
                 outbox,
                 resume,
+                live,
                 reply,
             }
         })

@@ -277,9 +277,20 @@ impl Client {
         ws
     }
 
-    /// Connects with `?token=` and waits for the `session` frame.
+    /// Connects with `?token=` and waits for the `session` frame. Its
+    /// session goes live at its first frame (a `resume` replays first).
     pub async fn connect(node: &Node, user: &str, token: &str) -> Client {
-        let url = format!("{}?token={}", node.ws_url(), token);
+        Self::connect_url(node, user, token, "").await
+    }
+
+    /// Connects with `?token=…&live=1`: live at once, for a client that
+    /// only listens.
+    pub async fn connect_live(node: &Node, user: &str, token: &str) -> Client {
+        Self::connect_url(node, user, token, "&live=1").await
+    }
+
+    async fn connect_url(node: &Node, user: &str, token: &str, extra: &str) -> Client {
+        let url = format!("{}?token={}{}", node.ws_url(), token, extra);
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connects");
@@ -298,6 +309,12 @@ impl Client {
     pub async fn new_user(node: &Node, user: &str) -> Client {
         let token = account(node, user).await;
         Client::connect(node, user, &token).await
+    }
+
+    /// Registers, logs in and connects with `?live=1` (a listener).
+    pub async fn new_live_user(node: &Node, user: &str) -> Client {
+        let token = account(node, user).await;
+        Client::connect_live(node, user, &token).await
     }
 
     pub async fn send(&mut self, frame: Value) {

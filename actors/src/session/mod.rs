@@ -108,8 +108,6 @@ pub struct SessionContext {
     pub presence: ActorRef<PresenceMsg>,
     /// Delivers what rooms of other nodes send to this node's sessions.
     pub router: Option<ActorRef<RouterMsg>>,
-    /// How long a new session waits for a `resume` before delivering live.
-    pub activate_grace: Duration,
     pub resume_ttl: Duration,
 }
 
@@ -128,14 +126,17 @@ pub struct SessionArgs {
     pub outbox: Outbox,
     /// Set when the connection started with `resume`: room -> last seq seen.
     pub resume: Option<ResumeRequest>,
+    /// Go live at once (`?live=1`, or an interactive `/login`). Otherwise a
+    /// session that did not start with `resume` stays pending until the
+    /// connection's first frame, however long that takes: a `resume` then
+    /// replays before anything live, any other frame goes live first.
+    pub live: bool,
     pub ctx: SessionContext,
 }
 
 pub enum SessionMsg {
     /// A decoded frame from the client.
     Frame(ClientFrame),
-    /// The grace period passed without a `resume`: deliver live.
-    ActivateNow,
     /// A room subscribed this session (a join, an invite, a DM, a room restart).
     Attached {
         room: String,
@@ -263,9 +264,10 @@ impl Actor for Session {
                 }
                 state.activate(Some(resume.rooms)).await
             }
-            None => {
-                myself.send_after(state.ctx.activate_grace, || SessionMsg::ActivateNow);
-            }
+            // No deadline here: a timer that turned the session live would
+            // let live traffic overtake the replay of a late `resume`.
+            None if args.live => state.activate(None).await,
+            None => {}
         }
         Ok(state)
     }
@@ -320,11 +322,6 @@ impl Actor for Session {
                     Box::pin(state.activate(None)).await;
                 }
                 Box::pin(state.handle_frame(frame)).await;
-            }
-            SessionMsg::ActivateNow => {
-                if !state.active {
-                    Box::pin(state.activate(None)).await;
-                }
             }
             SessionMsg::Attached {
                 room,

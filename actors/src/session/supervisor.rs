@@ -18,6 +18,8 @@ pub enum SessionSupervisorMsg {
         login_token: Option<String>,
         outbox: Outbox,
         resume: Option<super::ResumeRequest>,
+        /// Go live at once (see `SessionArgs::live`).
+        live: bool,
         reply: RpcReplyPort<Result<ActorRef<SessionMsg>, ChatError>>,
     },
     /// Closes every connection with 1012 (service restart) and stops the sessions.
@@ -69,6 +71,7 @@ impl Actor for SessionSupervisor {
                 login_token,
                 outbox,
                 resume,
+                live,
                 reply,
             } => {
                 if state.stopping {
@@ -81,6 +84,7 @@ impl Actor for SessionSupervisor {
                     login_token,
                     outbox: outbox.clone(),
                     resume,
+                    live,
                     ctx: state.ctx.clone(),
                 };
                 let answer = match Actor::spawn_linked(None, Session, args, myself.get_cell()).await
