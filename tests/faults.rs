@@ -1726,3 +1726,505 @@ async fn fault_postgres_restarted() {
         "Postgres down 3 s: {sent_while_down} sends made meanwhile, {unavailable} answered unavailable"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The reconnect storm
+
+/// What the storm's clients are told to do.
+#[derive(Clone, Debug, PartialEq)]
+enum Storm {
+    /// Connected and joined; no traffic yet.
+    Setup,
+    /// Chat. A client whose connection broke reconnects (at once, all
+    /// together) once `round` is newer than its connection's.
+    Chat { round: u32 },
+    /// The node is being killed and restarted: wait.
+    Down,
+    /// Stop sending.
+    Quiet,
+    /// Read until every room reached its last seq, then end.
+    Drain(BTreeMap<String, u64>),
+}
+
+/// One client of the storm: logged in at the upgrade (`?token=`), it resumes
+/// after every reconnect with `resume` as the first frame after `session`,
+/// and checks every message it receives against what it received before.
+struct StormClient {
+    user: String,
+    token: String,
+    rooms: Vec<String>,
+    resume_token: String,
+    /// Per room: every seq received, in arrival order.
+    arrivals: BTreeMap<String, Vec<u64>>,
+    /// Per room: every seq below this one arrived (the resume position).
+    contiguous: BTreeMap<String, u64>,
+    /// (room, seq) -> client_id of every message received.
+    ids: BTreeMap<(String, u64), String>,
+    /// Live messages that arrived between `session` and `resumed` with a
+    /// seq past the client's position: the broken guarantee.
+    live_before_replay: u64,
+    problems: Vec<String>,
+    sent: u64,
+    connection_round: u32,
+}
+
+impl StormClient {
+    fn new(user: String, token: String, rooms: Vec<String>) -> StormClient {
+        StormClient {
+            contiguous: rooms.iter().map(|r| (r.clone(), 0)).collect(),
+            arrivals: BTreeMap::new(),
+            user,
+            token,
+            rooms,
+            resume_token: String::new(),
+            ids: BTreeMap::new(),
+            live_before_replay: 0,
+            problems: Vec::new(),
+            sent: 0,
+            connection_round: 0,
+        }
+    }
+
+    /// Connects with `?token=` (retrying while the node comes up) and
+    /// waits for `session`.
+    async fn connect(&mut self, node_ws: &str) -> Ws {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let url = format!("{node_ws}?token={}", self.token);
+            match tokio::time::timeout(
+                Duration::from_secs(20),
+                tokio_tungstenite::connect_async(url),
+            )
+            .await
+            {
+                Ok(Ok((mut ws, _))) => {
+                    if let Some(session) = storm_next(&mut ws, "session").await {
+                        if session["type"] == "session" {
+                            self.resume_token = session["resume_token"]
+                                .as_str()
+                                .expect("a resume token")
+                                .to_string();
+                            return ws;
+                        }
+                    }
+                }
+                Ok(Err(_)) | Err(_) => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no session within 60 s of reconnecting",
+                self.user
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `replaying`: between `resume` and `resumed`, the next seq the
+    /// replay must bring per room.
+    fn on_message(&mut self, f: &Value, replaying: Option<&mut BTreeMap<String, u64>>) {
+        let room = f["room"].as_str().unwrap_or_default().to_string();
+        let seq = f["seq"].as_u64().unwrap_or(0);
+        let id = f["client_id"].as_str().unwrap_or_default().to_string();
+        if let Some(next) = replaying.and_then(|r| r.get_mut(&room)) {
+            // Only the replay may come before `resumed`: in order, right
+            // after the position sent in `resume`.
+            if seq == *next {
+                *next += 1;
+            } else {
+                self.live_before_replay += 1;
+            }
+        }
+        let arrivals = self.arrivals.entry(room.clone()).or_default();
+        arrivals.push(seq);
+        if self.ids.insert((room.clone(), seq), id).is_some() {
+            self.problems
+                .push(format!("{}: {room} #{seq} arrived twice", self.user));
+        }
+        let contiguous = self.contiguous.entry(room.clone()).or_default();
+        while self.ids.contains_key(&(room.clone(), *contiguous + 1)) {
+            *contiguous += 1;
+        }
+    }
+
+    /// Handles one frame; false when the connection is gone.
+    fn on_frame(&mut self, f: &Value, replaying: Option<&mut BTreeMap<String, u64>>) -> bool {
+        match f["type"].as_str().unwrap_or_default() {
+            "message" => self.on_message(f, replaying),
+            "error" => {
+                // A room restarting after the kill may refuse a send: fine.
+                if f["code"] != "unavailable" {
+                    self.problems
+                        .push(format!("{}: unexpected error {f}", self.user));
+                }
+            }
+            "__closed" => return false,
+            _ => {}
+        }
+        true
+    }
+
+    /// Resumes on a fresh connection: `resume` with the positions, then
+    /// everything up to `resumed` must be the replay.
+    async fn resume(&mut self, ws: &mut Ws) -> bool {
+        let positions = self.contiguous.clone();
+        let frame =
+            json!({"type": "resume", "resume_token": self.resume_token, "rooms": positions});
+        if ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        let mut next: BTreeMap<String, u64> =
+            positions.iter().map(|(r, s)| (r.clone(), s + 1)).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let Some(f) = storm_next(ws, "resumed").await else {
+                return false;
+            };
+            if f["type"] == "resumed" {
+                for room in &self.rooms {
+                    let through = f["rooms"][room.as_str()].as_u64();
+                    if through != Some(self.contiguous[room]) {
+                        self.problems.push(format!(
+                            "{}: `resumed` says {room} #{through:?}, the client has #{} in order",
+                            self.user, self.contiguous[room]
+                        ));
+                    }
+                }
+                return true;
+            }
+            if !self.on_frame(&f, Some(&mut next)) {
+                return false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no `resumed` within 60 s",
+                self.user
+            );
+        }
+    }
+
+    /// Joins its rooms on its first connection.
+    async fn join(&mut self, ws: &mut Ws) {
+        for room in self.rooms.clone() {
+            let frame = json!({"type": "join", "room": room});
+            ws.send(Message::Text(frame.to_string().into()))
+                .await
+                .expect("send join");
+            loop {
+                let f = storm_next(ws, "joined")
+                    .await
+                    .unwrap_or_else(|| panic!("{}: no joined {room}", self.user));
+                if f["type"] == "joined" && f["room"] == room.as_str() {
+                    assert_eq!(f["last_seq"], 0, "{}: traffic before every join", self.user);
+                    break;
+                }
+                assert!(
+                    self.on_frame(&f, None),
+                    "{}: closed while joining",
+                    self.user
+                );
+            }
+        }
+    }
+
+    fn drained(&self, targets: &BTreeMap<String, u64>) -> bool {
+        self.rooms
+            .iter()
+            .all(|r| self.contiguous[r] >= targets.get(r).copied().unwrap_or(0))
+    }
+
+    async fn run(
+        mut self,
+        node_ws: String,
+        mut phase: tokio::sync::watch::Receiver<Storm>,
+        resumed: Arc<AtomicU32>,
+        every: Duration,
+        offset: Duration,
+    ) -> StormClient {
+        let limit = Instant::now() + Duration::from_secs(170);
+        let mut ws = Some(self.connect(&node_ws).await);
+        self.join(ws.as_mut().expect("connected")).await;
+        resumed.fetch_add(1, Ordering::Relaxed);
+        let mut next_send = None;
+        loop {
+            assert!(
+                Instant::now() < limit,
+                "{}: the storm test ran too long",
+                self.user
+            );
+            let current = phase.borrow_and_update().clone();
+            match (&current, ws.is_some()) {
+                (Storm::Drain(targets), _) if self.drained(targets) => return self,
+                (Storm::Chat { round }, false) if *round > self.connection_round => {
+                    // The storm: every client reconnects at once.
+                    let mut fresh = self.connect(&node_ws).await;
+                    self.connection_round = *round;
+                    if self.resume(&mut fresh).await {
+                        ws = Some(fresh);
+                        resumed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let sending = matches!(current, Storm::Chat { .. }) && ws.is_some();
+            // Spread the senders over the interval.
+            let now = tokio::time::Instant::now();
+            let send_at = match sending {
+                true => *next_send.get_or_insert(now + offset),
+                false => now + Duration::from_secs(3600),
+            };
+            let Some(socket) = ws.as_mut() else {
+                let _ = tokio::time::timeout(Duration::from_secs(1), phase.changed()).await;
+                continue;
+            };
+            tokio::select! {
+                next = storm_next(socket, "a frame") => {
+                    let alive = next.is_some_and(|f| self.on_frame(&f, None));
+                    if !alive {
+                        ws = None;
+                    }
+                }
+                _ = tokio::time::sleep_until(send_at), if sending => {
+                    self.sent += 1;
+                    let room = &self.rooms[self.sent as usize % self.rooms.len()];
+                    let id = format!("{}-{}", self.user, self.sent);
+                    let frame = json!({"type": "send", "room": room, "body": "storm", "client_id": id});
+                    if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
+                        ws = None;
+                    }
+                    next_send = Some(tokio::time::Instant::now() + every);
+                }
+                _ = phase.changed() => {}
+            }
+        }
+    }
+}
+
+/// The next frame (a close or a broken socket as `__closed`), or None when
+/// nothing came within 30 s.
+async fn storm_next(ws: &mut Ws, _what: &str) -> Option<Value> {
+    match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => {
+            Some(serde_json::from_str(&t).unwrap_or(Value::String(t.to_string())))
+        }
+        Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) => {
+            Some(json!({"type": "__closed"}))
+        }
+        Ok(Some(Ok(_))) => Some(json!({"type": "__control"})),
+        Err(_) => None,
+    }
+}
+
+/// A busy loop pinned to CPU 0, with the node's every thread pinned there
+/// too: the node gets about half a core while the clients storm it.
+struct CpuHog {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl CpuHog {
+    fn start() -> CpuHog {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "0", "sh", "-c", "while :; do :; done"]);
+        let proc = Proc::spawn("cpu hog", cmd, &dir.path().join("hog.log"));
+        CpuHog {
+            _proc: proc,
+            _dir: dir,
+        }
+    }
+
+    fn pin(node: &Node) {
+        run(
+            "pinning the node to CPU 0",
+            Command::new("taskset")
+                .args(["-a", "-p", "-c", "0"])
+                .arg(node.pid().to_string()),
+        );
+    }
+}
+
+/// The newest seq of each room, over REST.
+async fn last_seqs(node: &Node, token: &str, rooms: &[String]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for room in rooms {
+        let r = common::http()
+            .get(node.url(&format!("/api/v1/rooms/{room}/messages?limit=1")))
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("the last message of {room}: {e}"));
+        let body: Value = r.json().await.unwrap_or_default();
+        let last = body["messages"][0]["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("the last message of {room}: {body}"));
+        out.insert(room.clone(), last);
+    }
+    out
+}
+
+/// Issue 10, problem 3: 200 clients logged in at the upgrade (`?token=`)
+/// chat in 8 rooms on one node (Postgres, Kafka, Redis) that shares its core
+/// with a busy loop. The node is killed (-9) and restarted three times; each
+/// time every client reconnects at once with `?token=`, waits for `session`
+/// and sends `resume` with its position. Under such a storm `resume` can
+/// come long after `session`: nothing live may reach a client before its
+/// replay (no reordering), and each client receives every message of its
+/// rooms exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_reconnect_storm_after_kill_9_keeps_every_client_in_order() {
+    const CLIENTS: usize = 200;
+    const ROOMS_N: usize = 8;
+    const ROUNDS: u32 = 3;
+    // Each client sends one message this often: ~130 messages/s in all.
+    const EVERY: Duration = Duration::from_millis(1500);
+
+    let tansu = Tansu::start().await;
+    let db = SharedDatabase::create();
+    let redis = SharedRedisPrefix::new();
+    let mut env = kafka_node_env(&tansu, &db, &redis);
+    env.push(("TROUPE_AUTH__SCRYPT_LOG_N".into(), "10".into()));
+    let mut node = start_node(&env).await;
+    let _hog = CpuHog::start();
+    CpuHog::pin(&node);
+
+    let rooms: Vec<String> = (0..ROOMS_N).map(|i| format!("storm{i}")).collect();
+    let (phase, phase_rx) = tokio::sync::watch::channel(Storm::Setup);
+    let resumed = Arc::new(AtomicU32::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let mut tokens = Vec::new();
+    for i in 0..CLIENTS {
+        let user = format!("storm{i}");
+        let token = common::account(&node, &user).await;
+        tokens.push(token.clone());
+        let mine = vec![rooms[i % ROOMS_N].clone(), rooms[(i + 3) % ROOMS_N].clone()];
+        let client = StormClient::new(user, token, mine);
+        tasks.push(tokio::spawn(client.run(
+            node.ws_url(),
+            phase_rx.clone(),
+            resumed.clone(),
+            EVERY,
+            EVERY.mul_f64((i % 16) as f64 / 16.0),
+        )));
+    }
+    let wait_all = |n: u32, what: &'static str| {
+        let resumed = resumed.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while resumed.load(Ordering::Relaxed) < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: only {} of {n} within 60 s",
+                    resumed.load(Ordering::Relaxed)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_all(CLIENTS as u32, "clients connected and joined").await;
+    let _ = phase.send(Storm::Chat { round: 0 });
+    for round in 1..=ROUNDS {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let _ = phase.send(Storm::Down);
+        node.kill9();
+        node.restart().await;
+        CpuHog::pin(&node);
+        let storm = Instant::now();
+        let _ = phase.send(Storm::Chat { round });
+        wait_all(
+            CLIENTS as u32 * (round + 1),
+            "clients resumed after the restart",
+        )
+        .await;
+        eprintln!(
+            "round {round}: {CLIENTS} clients resumed {:?} after the restart",
+            storm.elapsed()
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Stop sending; what was sent settles, then everyone must have it all.
+    let _ = phase.send(Storm::Quiet);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut targets = BTreeMap::new();
+    for (i, room) in rooms.iter().enumerate() {
+        targets.extend(last_seqs(&node, &tokens[i], std::slice::from_ref(room)).await);
+    }
+    let _ = phase.send(Storm::Drain(targets.clone()));
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.push(
+            tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .unwrap_or_else(|_| panic!("a client did not catch up within 60 s of the end"))
+                .expect("a storm client panicked"),
+        );
+    }
+    eprintln!(
+        "storm: {CLIENTS} clients, {ROUNDS} kill -9 rounds, {} messages sent, last seqs {targets:?}, {:?}",
+        clients.iter().map(|c| c.sent).sum::<u64>(),
+        started.elapsed()
+    );
+
+    // Every client: each room in order, from 1 to its last seq, exactly once;
+    // every message the same for all (room, seq -> client_id).
+    let mut problems = Vec::new();
+    let mut reordered_clients = 0;
+    let mut canonical: BTreeMap<(String, u64), String> = BTreeMap::new();
+    for c in &clients {
+        problems.extend(c.problems.iter().cloned());
+        let mut reordered = c.live_before_replay > 0;
+        for room in &c.rooms {
+            let got = c.arrivals.get(room).cloned().unwrap_or_default();
+            let expected: Vec<u64> = (1..=targets[room]).collect();
+            if got != expected {
+                let backwards = got.windows(2).filter(|w| w[1] < w[0]).count();
+                reordered |= backwards > 0;
+                let first_bad = got
+                    .iter()
+                    .zip(&expected)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(got.len().min(expected.len()));
+                let lo = first_bad.saturating_sub(3);
+                problems.push(format!(
+                    "{} in {room}: {} messages, expected 1..={} in order ({backwards} went \
+                     backwards); from #{lo}: {:?}",
+                    c.user,
+                    got.len(),
+                    targets[room],
+                    &got[lo..got.len().min(lo + 12)]
+                ));
+            }
+        }
+        if c.live_before_replay > 0 {
+            problems.push(format!(
+                "{}: {} live messages before its replay",
+                c.user, c.live_before_replay
+            ));
+        }
+        reordered_clients += reordered as usize;
+        for (key, id) in &c.ids {
+            if let Some(other) = canonical.insert(key.clone(), id.clone()) {
+                if &other != id {
+                    problems.push(format!(
+                        "{} #{}: {other} for one client, {id} for {}",
+                        key.0, key.1, c.user
+                    ));
+                }
+            }
+        }
+    }
+    eprintln!("storm: {reordered_clients} clients saw reordering");
+    assert!(
+        problems.is_empty(),
+        "{} problems ({reordered_clients} clients saw messages out of order), the first:\n{}\nnode log:\n{}",
+        problems.len(),
+        problems.iter().take(20).cloned().collect::<Vec<_>>().join("\n"),
+        node_log(&node)
+    );
+}
