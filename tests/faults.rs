@@ -1791,24 +1791,22 @@ impl StormClient {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let url = format!("{node_ws}?token={}", self.token);
-            match tokio::time::timeout(
-                Duration::from_secs(20),
-                tokio_tungstenite::connect_async(url),
-            )
-            .await
+            let connect = tokio_tungstenite::connect_async(url);
+            if let Ok(Ok((mut ws, _))) =
+                tokio::time::timeout(Duration::from_secs(20), connect).await
             {
-                Ok(Ok((mut ws, _))) => {
-                    if let Some(session) = storm_next(&mut ws, "session").await {
-                        if session["type"] == "session" {
-                            self.resume_token = session["resume_token"]
-                                .as_str()
-                                .expect("a resume token")
-                                .to_string();
-                            return ws;
-                        }
+                // `session` is the first frame of a connection.
+                if let Some(session) = storm_next(&mut ws).await {
+                    if session["type"] == "session" {
+                        self.resume_token = session["resume_token"]
+                            .as_str()
+                            .expect("a resume token")
+                            .to_string();
+                        return ws;
                     }
+                    self.problems
+                        .push(format!("{}: {session} before `session`", self.user));
                 }
-                Ok(Err(_)) | Err(_) => {}
             }
             assert!(
                 Instant::now() < deadline,
@@ -1850,13 +1848,11 @@ impl StormClient {
     fn on_frame(&mut self, f: &Value, replaying: Option<&mut BTreeMap<String, u64>>) -> bool {
         match f["type"].as_str().unwrap_or_default() {
             "message" => self.on_message(f, replaying),
-            "error" => {
-                // A room restarting after the kill may refuse a send: fine.
-                if f["code"] != "unavailable" {
-                    self.problems
-                        .push(format!("{}: unexpected error {f}", self.user));
-                }
-            }
+            // A room restarting after the kill may refuse a send: fine.
+            "error" if f["code"] == "unavailable" => {}
+            "error" => self
+                .problems
+                .push(format!("{}: unexpected error {f}", self.user)),
             "__closed" => return false,
             _ => {}
         }
@@ -1880,7 +1876,7 @@ impl StormClient {
             positions.iter().map(|(r, s)| (r.clone(), s + 1)).collect();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let Some(f) = storm_next(ws, "resumed").await else {
+            let Some(f) = storm_next(ws).await else {
                 return false;
             };
             if f["type"] == "resumed" {
@@ -1914,7 +1910,7 @@ impl StormClient {
                 .await
                 .expect("send join");
             loop {
-                let f = storm_next(ws, "joined")
+                let f = storm_next(ws)
                     .await
                     .unwrap_or_else(|| panic!("{}: no joined {room}", self.user));
                 if f["type"] == "joined" && f["room"] == room.as_str() {
@@ -1982,7 +1978,7 @@ impl StormClient {
                 continue;
             };
             tokio::select! {
-                next = storm_next(socket, "a frame") => {
+                next = storm_next(socket) => {
                     let alive = next.is_some_and(|f| self.on_frame(&f, None));
                     if !alive {
                         ws = None;
@@ -2006,7 +2002,7 @@ impl StormClient {
 
 /// The next frame (a close or a broken socket as `__closed`), or None when
 /// nothing came within 30 s.
-async fn storm_next(ws: &mut Ws, _what: &str) -> Option<Value> {
+async fn storm_next(ws: &mut Ws) -> Option<Value> {
     match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
         Ok(Some(Ok(Message::Text(t)))) => {
             Some(serde_json::from_str(&t).unwrap_or(Value::String(t.to_string())))
