@@ -68,7 +68,8 @@ async fn every_connection_of_a_member_receives_messages() {
     let node = Node::start().await;
     let token = common::account(&node, "ann").await;
     let mut tab1 = Client::connect(&node, "ann", &token).await;
-    let mut tab2 = Client::connect(&node, "ann", &token).await;
+    // A tab that only listens: live at once.
+    let mut tab2 = Client::connect_live(&node, "ann", &token).await;
     let mut bob = Client::new_user(&node, "bob").await;
     tab1.join("lobby").await;
     // The other tab is told about the join too.
@@ -116,7 +117,8 @@ async fn join_and_leave_tell_the_room() {
 async fn direct_messages_reach_both_sides_in_a_two_member_room() {
     let node = Node::start().await;
     let mut ann = Client::new_user(&node, "ann").await;
-    let mut bob = Client::new_user(&node, "bob").await;
+    // Bob listens before he answers: live at once.
+    let mut bob = Client::new_live_user(&node, "bob").await;
     ann.send(json!({"type": "dm", "to": "bob", "body": "psst", "client_id": "d1"}))
         .await;
     let ack = ann.expect("ack").await;

@@ -383,6 +383,72 @@ async fn a_late_resume_after_a_token_upgrade_still_replays_before_anything_live(
     );
 }
 
+/// Bob's connection waits for its `resume` (authenticated at the upgrade)
+/// while the room restarts after a crash, and while Bob joins the room again
+/// on another connection: neither turns the waiting session live, so the
+/// replay still comes first.
+#[cfg(feature = "test-hooks")]
+#[tokio::test]
+async fn a_room_restart_or_a_join_elsewhere_does_not_put_live_traffic_before_the_replay() {
+    let node = Node::start().await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    let bob_token = common::account(&node, "bob").await;
+    let mut bob = Client::connect(&node, "bob", &bob_token).await;
+    ann.join("lobby").await;
+    bob.join("lobby").await;
+    ann.say("lobby", "seen", "c1").await;
+    assert_eq!(bob.expect_message("lobby").await["seq"], 1);
+    let resume_token = bob.resume_token();
+    bob.close().await;
+    ann.say("lobby", "missed", "c2").await;
+
+    let url = format!("{}?token={bob_token}", node.ws_url());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await["type"], "session");
+    // The room crashes and restarts; its members' sessions are subscribed again.
+    ann.send(json!({"type": "debug_panic_room", "room": "lobby"}))
+        .await;
+    // A send that reached the crashed actor is never acked: resend it.
+    let send =
+        json!({"type": "send", "room": "lobby", "body": "after the crash", "client_id": "c3"});
+    let mut ack = Value::Null;
+    for _ in 0..10 {
+        ann.send(send.clone()).await;
+        let f = ann
+            .expect_where("ack of c3 or a restart notice", |f| {
+                (f["type"] == "ack" && f["client_id"] == "c3") || f["type"] == "error"
+            })
+            .await;
+        if f["type"] == "ack" {
+            ack = f;
+            break;
+        }
+        assert_eq!(f["code"], "unavailable", "{f}");
+    }
+    assert_eq!(ack["seq"], 3, "the restarted room takes sends again: {ack}");
+    // Bob joins the room again from another connection.
+    let mut bob2 = Client::connect(&node, "bob", &bob_token).await;
+    bob2.join("lobby").await;
+    ann.say("lobby", "after the join", "c30").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let frame = json!({"type": "resume", "resume_token": resume_token, "rooms": {"lobby": 1}});
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+    let mut before = Vec::new();
+    let resumed = loop {
+        let f = next_frame(&mut ws).await;
+        match f["type"].as_str().unwrap() {
+            "message" => before.push(f["seq"].as_u64().unwrap()),
+            "resumed" => break f,
+            _ => {}
+        }
+    };
+    assert_eq!(before, [2, 3, 4], "resumed: {resumed}");
+    assert_eq!(resumed["rooms"]["lobby"], 4);
+}
+
 /// Without `resume`, a session started by a token goes live at its first
 /// frame, whatever it is, with what arrived since it authenticated; with
 /// `?live=1` at once, for a client that only listens.

@@ -558,13 +558,15 @@ impl RoomState {
     }
 
     fn subscribe(&mut self, session: SessionHandle, pending: bool) {
-        // Already live on the same path (the room re-attached it after a
-        // restart): it keeps what it was sent; its activation replays only
-        // what came before it went live.
+        // Already subscribed on the same path: it keeps its state. Live (the
+        // room re-attached it after a restart), it keeps what it was sent;
+        // its activation replays only what came before it went live.
+        // Pending (a session waiting for its first frame, whose user joined
+        // again on another connection), it stays pending from where it was:
+        // turned live here, it would receive live traffic before the replay
+        // of its `resume`, and miss what came since it subscribed.
         if let Some(existing) = self.subscribers.get(&session.id) {
-            if matches!(existing.state, SubState::Live { .. })
-                && existing.session.same_path(&session)
-            {
+            if existing.session.same_path(&session) {
                 return;
             }
         }
@@ -719,7 +721,9 @@ impl RoomState {
                 actor: myself.clone(),
                 restarted: false,
             });
-            self.subscribe(session, false);
+            // Pending: the session goes live here when it is live itself
+            // (on `Attached`), like the user's sessions on other nodes.
+            self.subscribe(session, true);
         }
         // The user's connections on other nodes subscribe through their own.
         if let Some(router) = &self.ctx.router {

@@ -318,6 +318,10 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
 impl RoomState {
     /// After a (re)start, subscribes the local sessions of every member, so a
     /// restarted room keeps delivering to connections that were attached.
+    /// Pending: each session activates the subscription when it hears of it
+    /// (`SessionMsg::Attached`) if it is live, else with the rest of its
+    /// rooms at its first frame, so that a session waiting for `resume`
+    /// receives nothing live before its replay.
     pub(crate) async fn attach_member_sessions(
         &mut self,
         myself: &ActorRef<RoomMsg>,
@@ -345,7 +349,7 @@ impl RoomState {
                 actor: myself.clone(),
                 restarted,
             });
-            self.subscribe_live(session);
+            self.subscribe_pending(session);
         }
         // A new room (a DM, a private room with invitees): the members'
         // connections on other nodes subscribe through their own node.
@@ -361,12 +365,12 @@ impl RoomState {
         }
     }
 
-    fn subscribe_live(&mut self, session: SessionHandle) {
+    fn subscribe_pending(&mut self, session: SessionHandle) {
         self.subscribers.insert(
             session.id,
             super::state::Subscriber {
                 session,
-                state: SubState::Live {
+                state: SubState::Pending {
                     from_seq: self.last_seq,
                 },
             },

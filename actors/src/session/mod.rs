@@ -339,6 +339,26 @@ impl Actor for Session {
                     ));
                     state.push_error(&e, "send");
                 }
+                // Rooms subscribe sessions pending (a join, a new room, a
+                // restart): a live session goes live there now, delivering
+                // what came since; a pending one at its first frame.
+                if state.active {
+                    let id = state.handle.id;
+                    let live =
+                        Box::pin(
+                            state.call_room(&room, None, move |reply| RoomMsg::Activate {
+                                session_id: id,
+                                after: None,
+                                hold: false,
+                                reply,
+                            }),
+                        )
+                        .await;
+                    if let Err(e) = live {
+                        tracing::debug!(room = %room, error = %e, "activating a restarted room failed; following it");
+                        Box::pin(state.start_following(&myself, room, None)).await;
+                    }
+                }
             }
             SessionMsg::Detached { room } => {
                 state.rooms.remove(&room);
