@@ -2095,10 +2095,16 @@ async fn fault_reconnect_storm_after_kill_9_keeps_every_client_in_order() {
     let started = Instant::now();
     let mut tasks = Vec::new();
     let mut tokens = Vec::new();
-    for i in 0..CLIENTS {
+    for chunk in (0..CLIENTS).collect::<Vec<_>>().chunks(20) {
+        let node = &node;
+        let accounts = chunk.iter().map(|i| async move {
+            let user = format!("storm{i}");
+            common::account(node, &user).await
+        });
+        tokens.extend(futures_util::future::join_all(accounts).await);
+    }
+    for (i, token) in tokens.iter().cloned().enumerate() {
         let user = format!("storm{i}");
-        let token = common::account(&node, &user).await;
-        tokens.push(token.clone());
         let mine = vec![rooms[i % ROOMS_N].clone(), rooms[(i + 3) % ROOMS_N].clone()];
         let client = StormClient::new(user, token, mine);
         tasks.push(tokio::spawn(client.run(
