@@ -742,4 +742,34 @@ mod tests {
             Ok(())
         });
     }
+
+    #[test]
+    fn http_keys_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "h.toml",
+                "[http]\nallowed_origins = [\"https://chat.example.com\", \"*\"]\nmax_connections = 0\n",
+            )?;
+            let c = Config::load(Some(Path::new("h.toml")), Overrides::default()).unwrap();
+            assert_eq!(c.http.allowed_origins, ["https://chat.example.com", "*"]);
+            assert_eq!(c.http.max_connections, 0);
+            assert_eq!(c.http.ws_auth_timeout(), Duration::from_secs(60));
+            jail.set_env(
+                "TROUPE_HTTP__ALLOWED_ORIGINS",
+                "https://a.example, https://chat.example.com/",
+            );
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("http.allowed_origins"), "{e}");
+            assert!(e.contains("chat.example.com/"), "{e}");
+            jail.set_env("TROUPE_HTTP__ALLOWED_ORIGINS", "");
+            jail.set_env("TROUPE_HTTP__HEADER_TIMEOUT_MS", "0");
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("http.header_timeout_ms"), "{e}");
+            Ok(())
+        });
+    }
 }
