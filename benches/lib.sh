@@ -13,6 +13,11 @@ TROUPE_BENCH_ENV=(
   TROUPE_LIMITS__MESSAGE_BURST=1000000
   TROUPE_LIMITS__OUTBOUND_QUEUE=65536
   TROUPE_LIMITS__LOGINS_PER_MINUTE=1000000
+  # Thousands of connections come from a few loopback addresses, and some
+  # scenarios share one login among many connections: no connection caps.
+  TROUPE_HTTP__MAX_CONNECTIONS=0
+  TROUPE_HTTP__MAX_CONNECTIONS_PER_ADDRESS=0
+  TROUPE_HTTP__MAX_SESSIONS_PER_USER=0
   TROUPE_AUTH__SCRYPT_LOG_N="${BENCH_SCRYPT_LOG_N:-10}"
   RUST_LOG="${BENCH_RUST_LOG:-info}"
 )

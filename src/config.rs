@@ -30,6 +30,7 @@ pub struct Config {
     pub rooms: RoomsSection,
     pub session: SessionSection,
     pub cluster: ClusterSection,
+    pub http: HttpSection,
 }
 
 /// The cluster: unset `listen` = a node on its own.
@@ -251,6 +252,84 @@ pub struct SessionSection {
     pub resume_grace_ms: Option<u64>,
 }
 
+/// The HTTP layer: timeouts and caps that a normal client never reaches,
+/// and which browser pages may open a WebSocket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// A connection must send a request's whole header within this time,
+    /// counted from its opening or from the end of its previous response:
+    /// it also bounds silent connections and idle keep-alive ones.
+    pub header_timeout_ms: u64,
+    /// A request's whole body must arrive within this time (answer 408).
+    pub body_timeout_ms: u64,
+    /// Open TCP connections (HTTP and WebSocket) on this node; 0 = no cap.
+    pub max_connections: usize,
+    /// Open TCP connections from one IP address; 0 = no cap.
+    pub max_connections_per_address: usize,
+    /// WebSocket sessions of one user on this node; 0 = no cap.
+    pub max_sessions_per_user: usize,
+    /// A WebSocket that has no session after this long is closed (1008).
+    pub ws_auth_timeout_ms: u64,
+    /// Origins allowed to open `/ws` (`https://chat.example.com`, or `*`);
+    /// empty = all. A request without `Origin` is always allowed.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_connections: 100_000,
+            max_connections_per_address: 1_000,
+            max_sessions_per_user: 32,
+            ws_auth_timeout_ms: 60_000,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl HttpSection {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
+    pub fn ws_auth_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_auth_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad =
+            |key: &str, why: &str| Err(ConfigError(format!("invalid config key {key}: {why}")));
+        for (key, ms) in [
+            ("http.header_timeout_ms", self.header_timeout_ms),
+            ("http.body_timeout_ms", self.body_timeout_ms),
+            ("http.ws_auth_timeout_ms", self.ws_auth_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                return bad(key, "must be between 100 and 3600000 (ms)");
+            }
+        }
+        if let Some(origin) = self
+            .allowed_origins
+            .iter()
+            .find(|o| !crate::gateway::origin::is_valid_entry(o))
+        {
+            return Err(ConfigError(format!(
+                "invalid config key http.allowed_origins: {origin:?} is not an origin \
+                 (scheme://host[:port], no path) or *"
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for NodeSection {
     fn default() -> Self {
         Self {
@@ -275,6 +354,7 @@ impl Default for Config {
             rooms: RoomsSection::default(),
             session: SessionSection::default(),
             cluster: ClusterSection::default(),
+            http: HttpSection::default(),
         }
     }
 }
@@ -444,6 +524,7 @@ impl Config {
         if !(100..=60_000).contains(&self.admin.deadline_ms) {
             return bad("admin.deadline_ms", "must be between 100 and 60000");
         }
+        self.http.validate()?;
         self.validate_cluster()
     }
 
@@ -668,6 +749,36 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("listen"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn http_keys_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "h.toml",
+                "[http]\nallowed_origins = [\"https://chat.example.com\", \"*\"]\nmax_connections = 0\n",
+            )?;
+            let c = Config::load(Some(Path::new("h.toml")), Overrides::default()).unwrap();
+            assert_eq!(c.http.allowed_origins, ["https://chat.example.com", "*"]);
+            assert_eq!(c.http.max_connections, 0);
+            assert_eq!(c.http.ws_auth_timeout(), Duration::from_secs(60));
+            jail.set_env(
+                "TROUPE_HTTP__ALLOWED_ORIGINS",
+                "https://a.example, https://chat.example.com/",
+            );
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("http.allowed_origins"), "{e}");
+            assert!(e.contains("chat.example.com/"), "{e}");
+            jail.set_env("TROUPE_HTTP__ALLOWED_ORIGINS", "");
+            jail.set_env("TROUPE_HTTP__HEADER_TIMEOUT_MS", "0");
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("http.header_timeout_ms"), "{e}");
             Ok(())
         });
     }

@@ -199,6 +199,69 @@ pub static STORE_ERRORS_LOG: Counter = Counter::new();
 /// Errors returned by the ephemeral store (Redis: tokens, rate limits, presence).
 pub static STORE_ERRORS_PRESENCE: Counter = Counter::new();
 
+/// Why the node refused or cut off a connection or a request (the HTTP
+/// layer's limits, `[http]`): the label of `troupe_connections_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over `http.max_connections`: closed at accept (503).
+    NodeCap,
+    /// Over `http.max_connections_per_address`: closed at accept (503).
+    AddressCap,
+    /// Over `http.max_sessions_per_user`: error frame, close 1008.
+    UserSessions,
+    /// A WebSocket upgrade from an origin not in `http.allowed_origins` (403).
+    Origin,
+    /// No complete request header within `http.header_timeout_ms`.
+    HeaderTimeout,
+    /// No complete body within `http.body_timeout_ms` (408).
+    BodyTimeout,
+    /// A body over the limit, refused before it is read (413).
+    BodyTooLarge,
+    /// A WebSocket without a session after `http.ws_auth_timeout_ms` (1008).
+    AuthTimeout,
+    /// A WebSocket protocol violation (1002).
+    WsProtocol,
+    /// A text frame that is not UTF-8 (1007).
+    WsUtf8,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 10] = [
+        Refusal::NodeCap,
+        Refusal::AddressCap,
+        Refusal::UserSessions,
+        Refusal::Origin,
+        Refusal::HeaderTimeout,
+        Refusal::BodyTimeout,
+        Refusal::BodyTooLarge,
+        Refusal::AuthTimeout,
+        Refusal::WsProtocol,
+        Refusal::WsUtf8,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::NodeCap => "reason=\"node_cap\"",
+            Refusal::AddressCap => "reason=\"address_cap\"",
+            Refusal::UserSessions => "reason=\"user_sessions\"",
+            Refusal::Origin => "reason=\"origin\"",
+            Refusal::HeaderTimeout => "reason=\"header_timeout\"",
+            Refusal::BodyTimeout => "reason=\"body_timeout\"",
+            Refusal::BodyTooLarge => "reason=\"body_too_large\"",
+            Refusal::AuthTimeout => "reason=\"auth_timeout\"",
+            Refusal::WsProtocol => "reason=\"ws_protocol\"",
+            Refusal::WsUtf8 => "reason=\"ws_utf8\"",
+        }
+    }
+}
+
+static REFUSED: [Counter; Refusal::ALL.len()] = [const { Counter::new() }; Refusal::ALL.len()];
+
+/// Counts one refusal of the HTTP layer.
+pub fn refused(reason: Refusal) {
+    REFUSED[reason as usize].inc();
+}
+
 // Histograms.
 /// Message log append latency (one append per group-commit batch).
 pub static LOG_APPEND_SECONDS: Histogram = Histogram::new();
@@ -300,6 +363,16 @@ pub fn render(node: &str) -> String {
             ("store=\"log\"", STORE_ERRORS_LOG.get()),
             ("store=\"presence\"", STORE_ERRORS_PRESENCE.get()),
         ],
+    );
+    let refusals: Vec<(&str, u64)> = Refusal::ALL
+        .iter()
+        .map(|r| (r.label(), REFUSED[*r as usize].get()))
+        .collect();
+    counter(
+        o,
+        "troupe_connections_refused_total",
+        "Connections and requests the HTTP layer refused or cut off, by reason.",
+        &refusals,
     );
     histogram(
         o,
@@ -516,6 +589,7 @@ mod tests {
             "troupe_lease_acquisitions_total",
             "troupe_actor_restarts_total",
             "troupe_store_errors_total",
+            "troupe_connections_refused_total",
         ] {
             assert_eq!(types[family], "counter", "{family}");
         }
@@ -529,6 +603,10 @@ mod tests {
         assert_eq!(
             labels("troupe_store_errors_total"),
             ["store=\"sql\"", "store=\"log\"", "store=\"presence\""]
+        );
+        assert_eq!(
+            labels("troupe_connections_refused_total").len(),
+            Refusal::ALL.len()
         );
         assert_eq!(
             labels("troupe_build_info"),

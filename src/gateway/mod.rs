@@ -2,16 +2,17 @@
 
 pub mod admin;
 pub mod admin_page;
+pub mod body;
 pub mod lines;
 pub mod metrics;
+pub mod origin;
 pub mod rest;
+pub mod server;
 pub mod ws;
 
-use std::net::SocketAddr;
-
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -19,6 +20,10 @@ use crate::app::App;
 
 pub fn router(app: App) -> Router {
     let body_limit = app.config.limits.max_frame_bytes;
+    let body_rules = body::BodyRules {
+        max_bytes: body_limit,
+        timeout: app.config.http.body_timeout(),
+    };
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/api/v1/register", post(rest::register))
@@ -40,23 +45,13 @@ pub fn router(app: App) -> Router {
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(body_rules, body::read_body))
         .with_state(app)
 }
 
 /// Serves until the app's shutdown token fires; then stops accepting.
 pub async fn serve(listener: TcpListener, app: App) -> std::io::Result<()> {
     let shutdown = app.shutdown.clone();
-    // Chat frames are small and latency matters: no Nagle (with the peer's
-    // delayed ACK it holds small writes back by ~40 ms).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY");
-        }
-    });
-    axum::serve(
-        listener,
-        router(app).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    let config = app.config.clone();
+    server::serve(listener, router(app), &config.http, shutdown).await
 }

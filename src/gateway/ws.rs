@@ -16,6 +16,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use ractor::ActorRef;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -24,20 +25,18 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use troupe_actors::ask;
 use troupe_actors::frames::{ChatError, ClientFrame, ErrorCode, ServerFrame};
-use troupe_actors::metrics;
+use troupe_actors::metrics::{self, Refusal};
 use troupe_actors::outbox::{Outbound, Outbox, OutboxReceiver};
 use troupe_actors::session::supervisor::SessionSupervisorMsg;
 use troupe_actors::session::{ResumeRequest, SessionMsg};
 use troupe_actors::store::TokenInfo;
 
 use super::lines::{self, Line};
+use super::origin;
 use super::rest::{bearer_token, ApiError};
 use crate::app::App;
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-
-/// A connection that does not authenticate within this time is closed.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Socket buffers sized for many idle connections, not for bulk throughput.
 fn socket_config(app: &App) -> WebSocketConfig {
@@ -78,6 +77,17 @@ pub async fn upgrade(
     }
     if app.shutdown.is_cancelled() {
         return ApiError(ChatError::unavailable("the node is shutting down")).into_response();
+    }
+    if !origin::allowed(
+        &app.config.http.allowed_origins,
+        headers.get(header::ORIGIN),
+    ) {
+        metrics::refused(Refusal::Origin);
+        tracing::info!(%peer, origin = ?headers.get(header::ORIGIN), "upgrade from an origin not allowed");
+        return ApiError(ChatError::forbidden(
+            "this origin may not open a WebSocket here (http.allowed_origins)",
+        ))
+        .into_response();
     }
     let live = match live_param(params.get("live").map(String::as_str)) {
         Ok(live) => live,
@@ -214,12 +224,14 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
         let live = conn.live;
         Box::pin(conn.start_session(info, None, live)).await;
     }
-    let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+    // A connection that does not authenticate within this time is closed.
+    let deadline = tokio::time::Instant::now() + conn.app.config.http.ws_auth_timeout();
     let mut writer_done = false;
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
             _ = tokio::time::sleep_until(deadline), if conn.session.is_none() => {
+                metrics::refused(Refusal::AuthTimeout);
                 conn.close(1008, "authentication timeout");
                 break;
             }
@@ -252,6 +264,21 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
                 conn.close(1009, "frame too large");
                 break;
             }
+            // RFC 6455 7.4.1: a frame we cannot accept fails the connection
+            // with the code that says why (the reader stops; the writer
+            // sends the close frame).
+            Some(Err(WsError::Utf8(e))) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "text frame not UTF-8");
+                metrics::refused(Refusal::WsUtf8);
+                conn.close(1007, "invalid UTF-8");
+                break;
+            }
+            Some(Err(WsError::Protocol(e))) if fails_the_connection(&e) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "WebSocket protocol error");
+                metrics::refused(Refusal::WsProtocol);
+                conn.close(1002, "protocol error");
+                break;
+            }
             Some(Err(e)) => {
                 tracing::debug!(peer = %conn.peer, error = %e, "socket error");
                 break;
@@ -277,6 +304,17 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
         done.cancel();
         let _ = writer.await;
     }
+}
+
+/// A protocol error of the peer's frames (answered 1002), not the peer
+/// being gone or the connection already closing (nobody to answer).
+fn fails_the_connection(e: &ProtocolError) -> bool {
+    !matches!(
+        e,
+        ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::ReceivedAfterClosing
+            | ProtocolError::SendAfterClosing
+    )
 }
 
 impl Connection {
@@ -445,6 +483,7 @@ impl Connection {
                 outbox,
                 resume,
                 live,
+                max_per_user: self.app.config.http.max_sessions_per_user,
                 reply,
             }
         })
@@ -452,6 +491,11 @@ impl Connection {
         .and_then(|r| r);
         match started {
             Ok(session) => self.session = Some(session),
+            // Over the per-user session cap: say so, then close.
+            Err(e) if e.code == ErrorCode::RateLimited => {
+                self.push_error(&e, Some("session".into()));
+                self.close(1008, "too many sessions");
+            }
             Err(e) => self.push_error(&e, Some("session".into())),
         }
     }

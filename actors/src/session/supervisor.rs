@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::{Session, SessionArgs, SessionContext, SessionMsg};
-use crate::frames::ChatError;
+use crate::frames::{ChatError, ErrorCode};
 use crate::outbox::Outbox;
 use crate::presence::PresenceMsg;
 
@@ -20,6 +20,9 @@ pub enum SessionSupervisorMsg {
         resume: Option<super::ResumeRequest>,
         /// Go live at once (see `SessionArgs::live`).
         live: bool,
+        /// Sessions `user` may have on this node (0 = no cap); over it the
+        /// start is refused with `rate_limited`.
+        max_per_user: usize,
         reply: RpcReplyPort<Result<ActorRef<SessionMsg>, ChatError>>,
     },
     /// Closes every connection with 1012 (service restart) and stops the sessions.
@@ -35,6 +38,8 @@ pub struct SessionSupervisor;
 pub struct SessionSupervisorState {
     ctx: SessionContext,
     sessions: HashMap<ActorId, (String, Outbox, ActorRef<SessionMsg>)>,
+    /// How many of `sessions` each user has (the per-user cap).
+    per_user: HashMap<String, usize>,
     stopping: bool,
     /// Sessions that crashed since this node started (their clients resumed).
     crashed: u64,
@@ -53,6 +58,7 @@ impl Actor for SessionSupervisor {
         Ok(SessionSupervisorState {
             ctx,
             sessions: HashMap::new(),
+            per_user: HashMap::new(),
             stopping: false,
             crashed: 0,
         })
@@ -72,10 +78,21 @@ impl Actor for SessionSupervisor {
                 outbox,
                 resume,
                 live,
+                max_per_user,
                 reply,
             } => {
                 if state.stopping {
                     let _ = reply.send(Err(ChatError::unavailable("the node is shutting down")));
+                    return Ok(());
+                }
+                let open = state.per_user.get(&user).copied().unwrap_or(0);
+                if max_per_user > 0 && open >= max_per_user {
+                    crate::metrics::refused(crate::metrics::Refusal::UserSessions);
+                    tracing::info!(%user, open, "session refused: too many sessions of this user");
+                    let _ = reply.send(Err(ChatError::new(
+                        ErrorCode::RateLimited,
+                        format!("{user} has {open} sessions on this node, the most allowed; close one first"),
+                    )));
                     return Ok(());
                 }
                 let args = SessionArgs {
@@ -90,6 +107,7 @@ impl Actor for SessionSupervisor {
                 let answer = match Actor::spawn_linked(None, Session, args, myself.get_cell()).await
                 {
                     Ok((session, _)) => {
+                        *state.per_user.entry(user.clone()).or_default() += 1;
                         state
                             .sessions
                             .insert(session.get_id(), (user, outbox, session.clone()));
@@ -103,6 +121,7 @@ impl Actor for SessionSupervisor {
             }
             SessionSupervisorMsg::Shutdown { reply } => {
                 state.stopping = true;
+                state.per_user.clear();
                 for (_, (_, outbox, session)) in state.sessions.drain() {
                     outbox.close(1012, "service restart");
                     let _ = session.stop_and_wait(None, Some(crate::CALL_TIMEOUT)).await;
@@ -133,10 +152,10 @@ impl Actor for SessionSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.sessions.remove(&cell.get_id());
+                state.remove(cell.get_id());
             }
             SupervisionEvent::ActorFailed(cell, error) => {
-                if let Some((user, outbox, session)) = state.sessions.remove(&cell.get_id()) {
+                if let Some((user, outbox, session)) = state.remove(cell.get_id()) {
                     state.crashed += 1;
                     crate::metrics::SESSION_RESTARTS.inc();
                     tracing::error!(%user, %error, "session crashed; asking the client to resume");
@@ -152,6 +171,19 @@ impl Actor for SessionSupervisor {
         }
         crate::metrics::SESSIONS.set(state.sessions.len() as i64);
         Ok(())
+    }
+}
+
+impl SessionSupervisorState {
+    fn remove(&mut self, id: ActorId) -> Option<(String, Outbox, ActorRef<SessionMsg>)> {
+        let entry = self.sessions.remove(&id)?;
+        if let Some(n) = self.per_user.get_mut(&entry.0) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(&entry.0);
+            }
+        }
+        Some(entry)
     }
 }
 
