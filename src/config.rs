@@ -392,6 +392,9 @@ impl Config {
         if l.outbound_queue == 0 {
             return bad("limits.outbound_queue", "must be at least 1");
         }
+        if l.outbound_queue_bytes < 64 * 1024 {
+            return bad("limits.outbound_queue_bytes", "must be at least 65536");
+        }
         if l.messages_per_second.is_nan() || l.messages_per_second <= 0.0 || l.message_burst == 0 {
             return bad(
                 "limits.messages_per_second",

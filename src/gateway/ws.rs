@@ -156,7 +156,8 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
     ))
     .await;
     let Start { app, auth, peer } = Start::unbox(start);
-    let (outbox, receiver) = Outbox::channel(app.config.limits.outbound_queue);
+    let limits = &app.config.limits;
+    let (outbox, receiver) = Outbox::channel(limits.outbound_queue, limits.outbound_queue_bytes);
     let (sink, mut stream) = socket.split();
     let text_mode = Arc::new(AtomicBool::new(false));
     let done = CancellationToken::new();
@@ -453,6 +454,7 @@ async fn write_loop(
                     frames.push(frame);
                 }
                 let _ = Box::pin(write_frames(&mut sink, &mut frames, &text_mode)).await;
+                out.written();
                 Step::Close(1012, "service restart")
             }
             first = out.recv() => match first {
@@ -480,7 +482,8 @@ async fn write_loop(
                     r = Box::pin(write_frames(&mut sink, &mut frames, &text_mode)) => r,
                 };
                 match written {
-                    Ok(()) => {}
+                    // Flushed to the socket: those bytes leave the budget.
+                    Ok(()) => out.written(),
                     Err(Some((code, reason))) => {
                         Box::pin(close(&mut sink, code, reason)).await;
                         return;
