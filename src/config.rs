@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use troupe_actors::limits::Limits;
+use troupe_actors::rate_limits::RateLimits;
 use troupe_actors::room::RoomTuning;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +28,7 @@ pub struct Config {
     pub auth: AuthSection,
     pub admin: AdminSection,
     pub limits: Limits,
+    pub rate_limits: RateLimits,
     pub rooms: RoomsSection,
     pub session: SessionSection,
     pub cluster: ClusterSection,
@@ -277,6 +279,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             admin: AdminSection::default(),
             limits: Limits::default(),
+            rate_limits: RateLimits::default(),
             rooms: RoomsSection::default(),
             session: SessionSection::default(),
             cluster: ClusterSection::default(),
@@ -403,6 +406,9 @@ impl Config {
         }
         if l.logins_per_minute == 0 {
             return bad("limits.logins_per_minute", "must be at least 1");
+        }
+        if let Err((key, why)) = self.rate_limits.validate() {
+            return bad(&key, why);
         }
         if !(10..=20).contains(&self.auth.scrypt_log_n) {
             return bad("auth.scrypt_log_n", "must be between 10 and 20");

@@ -215,3 +215,171 @@ async fn a_member_that_never_reads_is_closed_4008_under_room_traffic() {
         "/metrics counts the close"
     );
 }
+
+/// A `rate_limited` error frame's `retry_after_ms`, checked.
+fn retry_after(e: &Value) -> Duration {
+    assert_eq!(e["code"], "rate_limited", "{e}");
+    let ms = e["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!((1..=60_000).contains(&ms), "{e}");
+    Duration::from_millis(ms)
+}
+
+/// A 429 answer: its `Retry-After` (seconds, rounded up) agrees with the
+/// JSON error's `retry_after_ms`.
+async fn too_many(response: reqwest::Response) -> Duration {
+    assert_eq!(response.status(), 429, "{}", response.url());
+    let header: u64 = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After header in seconds");
+    let body: Value = response.json().await.expect("a JSON error");
+    let wait = retry_after(&body["error"]);
+    assert_eq!(header, (wait.as_millis() as u64).div_ceil(1000), "{body}");
+    wait
+}
+
+#[tokio::test]
+async fn every_kind_of_action_is_rate_limited_with_a_retry_after() {
+    let admin = "an-admin-token-of-16+";
+    let node = Node::start_with(&[
+        ("TROUPE_ADMIN__TOKEN", admin),
+        ("TROUPE_RATE_LIMITS__HISTORY__BURST", "2"),
+        ("TROUPE_RATE_LIMITS__HISTORY__PER_SECOND", "2"),
+        ("TROUPE_RATE_LIMITS__TYPING__BURST", "2"),
+        ("TROUPE_RATE_LIMITS__TYPING__PER_SECOND", "2"),
+        ("TROUPE_RATE_LIMITS__JOIN__BURST", "3"),
+        ("TROUPE_RATE_LIMITS__JOIN__PER_SECOND", "2"),
+        ("TROUPE_RATE_LIMITS__CREATE_ROOM__BURST", "1"),
+        ("TROUPE_RATE_LIMITS__CREATE_ROOM__PER_SECOND", "1"),
+        ("TROUPE_RATE_LIMITS__REGISTER__BURST", "3"),
+        ("TROUPE_RATE_LIMITS__REGISTER__PER_SECOND", "1"),
+        ("TROUPE_RATE_LIMITS__ADMIN_AUTH__BURST", "2"),
+        ("TROUPE_RATE_LIMITS__ADMIN_AUTH__PER_SECOND", "0.5"),
+    ])
+    .await;
+    let mut ann = Client::new_user(&node, "ann").await; // registration 1 of 3
+    let refused = |kind: &str| format!("kind=\"{kind}\"");
+
+    // join: lobby, a and b; c is refused until the bucket refills.
+    for room in ["lobby", "a", "b"] {
+        ann.join(room).await;
+    }
+    ann.send(json!({"type": "join", "room": "c"})).await;
+    let e = ann.expect_error("rate_limited").await;
+    assert_eq!(e["ref"], "join");
+    tokio::time::sleep(retry_after(&e)).await;
+    ann.join("c").await;
+
+    // history
+    for _ in 0..2 {
+        ann.send(json!({"type": "history", "room": "lobby"})).await;
+        ann.expect("history").await;
+    }
+    ann.send(json!({"type": "history", "room": "lobby"})).await;
+    let e = ann.expect_error("rate_limited").await;
+    assert_eq!(e["ref"], "history");
+    tokio::time::sleep(retry_after(&e)).await;
+    ann.send(json!({"type": "history", "room": "lobby"})).await;
+    ann.expect("history").await;
+
+    // typing: the third notice in a row is refused; later ones go again.
+    let typing = json!({"type": "typing", "room": "lobby", "active": true});
+    for _ in 0..3 {
+        ann.send(typing.clone()).await;
+    }
+    let e = ann.expect_error("rate_limited").await;
+    assert_eq!(e["ref"], "typing");
+    tokio::time::sleep(retry_after(&e)).await;
+    ann.send(typing.clone()).await;
+    ann.send(json!({"type": "ping", "nonce": 1})).await;
+    ann.expect("pong").await;
+    assert!(
+        !ann.saw(|f| f["type"] == "error"),
+        "typing works again after the wait"
+    );
+
+    // Room creation over REST: 429 with Retry-After.
+    let create = |name: &str| {
+        common::http()
+            .post(node.url("/api/v1/rooms"))
+            .bearer_auth(&ann.token)
+            .json(&json!({"name": name}))
+            .send()
+    };
+    let mut made = 0;
+    let refused_create = loop {
+        let r = create(&format!("made{made}")).await.expect("answers");
+        if r.status() != 201 {
+            break r;
+        }
+        made += 1;
+        assert!(made <= 2, "a burst of 1 created {made} rooms");
+    };
+    let wait = too_many(refused_create).await;
+    tokio::time::sleep(wait).await;
+    let r = create(&format!("made{made}")).await.expect("answers");
+    assert_eq!(r.status(), 201);
+
+    // Registration, per address (the bucket refilled a little meanwhile).
+    let mut registered = 0;
+    let refused_register = loop {
+        let r = common::register(&node, &format!("reg{registered}"), common::PASSWORD).await;
+        if r.status() != 201 {
+            break r;
+        }
+        registered += 1;
+        assert!(
+            registered <= 4,
+            "a burst of 3 registered {registered} users"
+        );
+    };
+    let wait = too_many(refused_register).await;
+    tokio::time::sleep(wait).await;
+    let r = common::register(&node, &format!("reg{registered}"), common::PASSWORD).await;
+    assert_eq!(r.status(), 201);
+
+    // Admin-token failures, per address: after two, even the right token
+    // is refused until the bucket refills (nobody guesses at speed).
+    let admin_get = |token: &str| {
+        common::http()
+            .get(node.url("/admin/nodes"))
+            .bearer_auth(token)
+            .send()
+    };
+    for _ in 0..2 {
+        let r = admin_get("a-wrong-token-of-16++").await.expect("answers");
+        assert_eq!(r.status(), 401);
+    }
+    let wait = too_many(admin_get(admin).await.expect("answers")).await;
+    assert!(
+        node.log_text().contains("127.0.0.1"),
+        "the failures are logged with the client address"
+    );
+    tokio::time::sleep(wait).await;
+    assert_eq!(admin_get(admin).await.expect("answers").status(), 200);
+
+    for kind in [
+        "join",
+        "history",
+        "typing",
+        "create_room",
+        "register",
+        "admin_auth",
+    ] {
+        let n = node
+            .metric("troupe_rate_limited_total", &refused(kind))
+            .await;
+        assert!(
+            n >= 1.0,
+            "troupe_rate_limited_total{{kind=\"{kind}\"}} is {n}"
+        );
+    }
+    assert_eq!(
+        node.metric("troupe_rate_limited_total", &refused("members"))
+            .await,
+        0.0,
+        "kinds nobody exceeded stay at 0"
+    );
+}

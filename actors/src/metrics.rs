@@ -309,6 +309,17 @@ pub fn render(node: &str) -> String {
             ("store=\"presence\"", STORE_ERRORS_PRESENCE.get()),
         ],
     );
+    let refusals: Vec<(String, u64)> = crate::rate_limits::refusals()
+        .into_iter()
+        .map(|(kind, n)| (format!("kind=\"{kind}\""), n))
+        .collect();
+    let refusals: Vec<(&str, u64)> = refusals.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    counter(
+        o,
+        "troupe_rate_limited_total",
+        "Requests refused with rate_limited, by kind of action.",
+        &refusals,
+    );
     histogram(
         o,
         "troupe_log_append_seconds",

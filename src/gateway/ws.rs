@@ -26,6 +26,7 @@ use troupe_actors::ask;
 use troupe_actors::frames::{ChatError, ClientFrame, ErrorCode, ServerFrame};
 use troupe_actors::metrics;
 use troupe_actors::outbox::{Outbound, Outbox, OutboxReceiver};
+use troupe_actors::rate_limits::Kind;
 use troupe_actors::session::supervisor::SessionSupervisorMsg;
 use troupe_actors::session::{ResumeRequest, SessionMsg};
 use troupe_actors::store::TokenInfo;
@@ -330,7 +331,12 @@ impl Connection {
         match line {
             Line::Help => self.push_line(lines::HELP),
             Line::Register { user, password } => {
-                match self.app.accounts.register(&user, &password).await {
+                let addr = format!("addr:{}", self.peer.ip());
+                let registered = match self.app.allow(Kind::Register, &addr).await {
+                    Ok(()) => self.app.accounts.register(&user, &password).await,
+                    Err(e) => Err(e),
+                };
+                match registered {
                     Ok(user) => self.push_line(format!(
                         "registered {}; now /login {} <password>",
                         user.username, user.username
@@ -377,7 +383,15 @@ impl Connection {
                     self.push_line("error: /login first");
                     return true;
                 };
-                match self.app.create_room(&user, &name, false).await {
+                let created = match self
+                    .app
+                    .allow(Kind::CreateRoom, &format!("user:{user}"))
+                    .await
+                {
+                    Ok(()) => self.app.create_room(&user, &name, false).await,
+                    Err(e) => Err(e),
+                };
+                match created {
                     Ok(room) => self.push_line(format!("created group {}", room.name)),
                     Err(e) => self.push_error(&e, Some("group_create".into())),
                 }

@@ -129,8 +129,10 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env("RUST_LOG", "info")
-            // Many logins come from 127.0.0.1 in a test run; the limit has its own test.
+            // Many logins and registrations come from 127.0.0.1 in a test
+            // run; the limits have their own tests.
             .env("TROUPE_LIMITS__LOGINS_PER_MINUTE", "100000")
+            .env("TROUPE_RATE_LIMITS__REGISTER__BURST", "100000")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         for (k, v) in &self.env {
