@@ -625,6 +625,37 @@ mod tests {
     }
 
     #[test]
+    fn rate_limits_come_from_toml_tables_and_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "r.toml",
+                "[rate_limits]\nhistory = { per_second = 2.5, burst = 4 }\n",
+            )?;
+            jail.set_env("TROUPE_RATE_LIMITS__TYPING__BURST", "7");
+            let c = Config::load(Some(Path::new("r.toml")), Overrides::default()).unwrap();
+            assert_eq!(c.rate_limits.history.per_second, 2.5);
+            assert_eq!(c.rate_limits.history.burst, 4);
+            assert_eq!(c.rate_limits.typing.burst, 7);
+            assert_eq!(c.rate_limits.who, RateLimits::default().who);
+            jail.set_env("TROUPE_RATE_LIMITS__JOIN__PER_SECOND", "0");
+            let e = Config::load(None, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("rate_limits.join"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_annotated_cluster_toml_holds_the_defaults_of_its_limits() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.toml");
+        let file: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .extract()
+            .expect("cluster.toml parses");
+        assert_eq!(file.rate_limits, RateLimits::default());
+        assert_eq!(file.limits, Limits::default());
+    }
+
+    #[test]
     fn lists_come_from_toml_arrays() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
