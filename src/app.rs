@@ -10,6 +10,7 @@ use troupe_actors::ask;
 use troupe_actors::frames::{ChatError, ChatMessage, ErrorCode, HistoryQuery};
 use troupe_actors::limits::check_room_name;
 use troupe_actors::node::NodeRefs;
+use troupe_actors::rate_limits::Kind;
 use troupe_actors::room::supervisor::RoomSupervisorMsg;
 use troupe_actors::room::{CreateSpec, RoomInfo, RoomMsg};
 use troupe_actors::store::Stores;
@@ -34,6 +35,15 @@ pub struct App {
 impl App {
     pub fn node_name(&self) -> &str {
         &self.config.node.name
+    }
+
+    /// Takes one `kind` action of `subject` (`user:NAME` or `addr:IP`).
+    pub async fn allow(&self, kind: Kind, subject: &str) -> Result<(), ChatError> {
+        let ephemeral = &*self.stores.ephemeral;
+        self.config
+            .rate_limits
+            .check(ephemeral, kind, subject)
+            .await
     }
 
     async fn room(

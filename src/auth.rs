@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use troupe_actors::frames::{ChatError, ErrorCode};
 use troupe_actors::limits::{check_username, now_ms, Limits};
+use troupe_actors::rate_limits::{self, Kind, Rate};
 use troupe_actors::session::new_token;
 use troupe_actors::store::{StoreError, Stores, TokenInfo, UserRecord};
 
@@ -141,23 +142,16 @@ impl Accounts {
             })
     }
 
+    /// Both buckets (the keys of before `[rate_limits]`); refused while
+    /// the store cannot say.
     async fn allow_login(&self, username: &str, addr: IpAddr) -> Result<(), ChatError> {
         let burst = self.limits.logins_per_minute;
-        let rate = burst as f64 / 60.0;
+        let rate = Rate::new(burst as f64 / 60.0, burst);
         for key in [
             format!("login:user:{username}"),
             format!("login:addr:{addr}"),
         ] {
-            match self.stores.ephemeral.rate_limit(&key, burst, rate).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(ChatError::new(
-                        ErrorCode::RateLimited,
-                        "too many login attempts; wait a minute",
-                    ))
-                }
-                Err(e) => return Err(store_error(e)),
-            }
+            rate_limits::take(&*self.stores.ephemeral, Kind::Login, &key, rate, 1).await?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use troupe_actors::limits::Limits;
+use troupe_actors::rate_limits::RateLimits;
 use troupe_actors::room::RoomTuning;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +28,7 @@ pub struct Config {
     pub auth: AuthSection,
     pub admin: AdminSection,
     pub limits: Limits,
+    pub rate_limits: RateLimits,
     pub rooms: RoomsSection,
     pub session: SessionSection,
     pub cluster: ClusterSection,
@@ -351,6 +353,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             admin: AdminSection::default(),
             limits: Limits::default(),
+            rate_limits: RateLimits::default(),
             rooms: RoomsSection::default(),
             session: SessionSection::default(),
             cluster: ClusterSection::default(),
@@ -467,6 +470,9 @@ impl Config {
         if l.outbound_queue == 0 {
             return bad("limits.outbound_queue", "must be at least 1");
         }
+        if l.outbound_queue_bytes < 64 * 1024 {
+            return bad("limits.outbound_queue_bytes", "must be at least 65536");
+        }
         if l.messages_per_second.is_nan() || l.messages_per_second <= 0.0 || l.message_burst == 0 {
             return bad(
                 "limits.messages_per_second",
@@ -475,6 +481,9 @@ impl Config {
         }
         if l.logins_per_minute == 0 {
             return bad("limits.logins_per_minute", "must be at least 1");
+        }
+        if let Err((key, why)) = self.rate_limits.validate() {
+            return bad(&key, why);
         }
         if !(10..=20).contains(&self.auth.scrypt_log_n) {
             return bad("auth.scrypt_log_n", "must be between 10 and 20");
@@ -704,6 +713,37 @@ mod tests {
             assert!(e.to_string().contains("admin.deadline_ms"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn rate_limits_come_from_toml_tables_and_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "r.toml",
+                "[rate_limits]\nhistory = { per_second = 2.5, burst = 4 }\n",
+            )?;
+            jail.set_env("TROUPE_RATE_LIMITS__TYPING__BURST", "7");
+            let c = Config::load(Some(Path::new("r.toml")), Overrides::default()).unwrap();
+            assert_eq!(c.rate_limits.history.per_second, 2.5);
+            assert_eq!(c.rate_limits.history.burst, 4);
+            assert_eq!(c.rate_limits.typing.burst, 7);
+            assert_eq!(c.rate_limits.who, RateLimits::default().who);
+            jail.set_env("TROUPE_RATE_LIMITS__JOIN__PER_SECOND", "0");
+            let e = Config::load(None, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("rate_limits.join"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_annotated_cluster_toml_holds_the_defaults_of_its_limits() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.toml");
+        let file: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .extract()
+            .expect("cluster.toml parses");
+        assert_eq!(file.rate_limits, RateLimits::default());
+        assert_eq!(file.limits, Limits::default());
     }
 
     #[test]

@@ -177,6 +177,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         http_addr: listener.local_addr()?.to_string(),
         stores: opened.stores.clone(),
         limits: config.limits.clone(),
+        rate_limits: config.rate_limits.clone(),
         tuning: config.room_tuning(),
         admins: config.admin.users.clone(),
         resume_ttl: config.token_ttl(),

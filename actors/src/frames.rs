@@ -29,6 +29,9 @@ pub enum ErrorCode {
 pub struct ChatError {
     pub code: ErrorCode,
     pub message: String,
+    /// For `rate_limited`: when to retry, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ChatError {
@@ -36,7 +39,13 @@ impl ChatError {
         Self {
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
+    }
+    /// The same error, telling the client to retry after `ms` milliseconds.
+    pub fn retry_after(mut self, ms: u64) -> Self {
+        self.retry_after_ms = Some(ms);
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
@@ -325,6 +334,9 @@ pub enum ServerFrame {
         message: String,
         #[serde(rename = "ref")]
         reference: Option<String>,
+        /// Only on `rate_limited`: when to retry, in milliseconds.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     Pong {
         nonce: Option<Value>,
@@ -337,6 +349,7 @@ impl ServerFrame {
             code: error.code,
             message: error.message.clone(),
             reference,
+            retry_after_ms: error.retry_after_ms,
         }
     }
 

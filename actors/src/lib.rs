@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod presence;
+pub mod rate_limits;
 pub mod room;
 pub mod session;
 pub mod store;

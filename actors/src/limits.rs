@@ -16,6 +16,9 @@ pub struct Limits {
     pub max_client_id_chars: usize,
     /// Frames queued for one connection before it is closed as a slow consumer (4008).
     pub outbound_queue: usize,
+    /// Bytes queued for one connection (from push until written to its
+    /// socket) before it is closed as a slow consumer (4008).
+    pub outbound_queue_bytes: usize,
     /// Messages a user may send per second, sustained.
     pub messages_per_second: f64,
     /// Messages a user may send in a burst.
@@ -35,6 +38,7 @@ impl Default for Limits {
             max_body_chars: 4000,
             max_client_id_chars: 64,
             outbound_queue: 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
             messages_per_second: 50.0,
             message_burst: 200,
             logins_per_minute: 10,

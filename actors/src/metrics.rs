@@ -170,6 +170,8 @@ pub static SESSIONS: Gauge = Gauge::new(0);
 pub static ROOMS_OWNED: Gauge = Gauge::new(0);
 /// Frames queued in local outboxes and not yet taken by a socket writer.
 pub static OUTBOX_QUEUED_FRAMES: Gauge = Gauge::new(0);
+/// Bytes queued in local outboxes (or in their writers' hands), not yet written to a socket.
+pub static OUTBOX_QUEUED_BYTES: Gauge = Gauge::new(0);
 /// Live cluster members this node sees (itself included); 1 when alone.
 pub static CLUSTER_MEMBERS: Gauge = Gauge::new(1);
 
@@ -299,6 +301,12 @@ pub fn render(node: &str) -> String {
     );
     gauge(
         o,
+        "troupe_outbox_queued_bytes",
+        "Bytes queued in connection outboxes or held by their socket writers, not yet written to a socket.",
+        OUTBOX_QUEUED_BYTES.get(),
+    );
+    gauge(
+        o,
         "troupe_cluster_members",
         "Live cluster members this node sees, itself included (1 when alone).",
         CLUSTER_MEMBERS.get(),
@@ -324,7 +332,7 @@ pub fn render(node: &str) -> String {
     counter(
         o,
         "troupe_slow_consumer_closes_total",
-        "Connections closed with 4008 because their outbox was full.",
+        "Connections closed with 4008 because their outbox was full (in frames or bytes).",
         &[("", SLOW_CONSUMER_CLOSES.get())],
     );
     counter(
@@ -373,6 +381,17 @@ pub fn render(node: &str) -> String {
         "troupe_connections_refused_total",
         "Connections and requests the HTTP layer refused or cut off, by reason.",
         &refusals,
+    );
+    let limited: Vec<(String, u64)> = crate::rate_limits::refusals()
+        .into_iter()
+        .map(|(kind, n)| (format!("kind=\"{kind}\""), n))
+        .collect();
+    let limited: Vec<(&str, u64)> = limited.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    counter(
+        o,
+        "troupe_rate_limited_total",
+        "Requests refused with rate_limited, by kind of action.",
+        &limited,
     );
     histogram(
         o,

@@ -15,6 +15,7 @@ use crate::presence::{Presence, PresenceArgs, PresenceMsg};
 
 /// A node's users stay online this long after its last heartbeat.
 pub const PRESENCE_TTL: Duration = Duration::from_secs(15);
+use crate::rate_limits::RateLimits;
 use crate::room::supervisor::{RoomSupervisor, RoomSupervisorMsg};
 use crate::room::{RoomContext, RoomTuning};
 use crate::session::supervisor::{SessionSupervisor, SessionSupervisorMsg};
@@ -29,6 +30,7 @@ pub struct NodeConfig {
     pub http_addr: String,
     pub stores: Stores,
     pub limits: Limits,
+    pub rate_limits: RateLimits,
     pub tuning: RoomTuning,
     pub admins: Vec<String>,
     pub resume_ttl: Duration,
@@ -112,6 +114,7 @@ impl Actor for NodeSupervisor {
             node: config.node.clone(),
             stores: config.stores.clone(),
             limits: config.limits.clone(),
+            rate_limits: config.rate_limits.clone(),
             rooms: rooms.clone(),
             presence: presence.clone(),
             resume_ttl: config.resume_ttl,

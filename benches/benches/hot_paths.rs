@@ -112,7 +112,7 @@ fn outbox(c: &mut Criterion) {
     })
     .encode();
     let (outboxes, mut receivers): (Vec<Outbox>, Vec<OutboxReceiver>) = (0..SUBSCRIBERS)
-        .map(|_| Outbox::channel(Limits::default().outbound_queue))
+        .map(|_| Outbox::channel(Limits::default().outbound_queue, usize::MAX))
         .unzip();
     let mut g = c.benchmark_group("outbox");
     g.throughput(Throughput::Elements(SUBSCRIBERS as u64));
@@ -205,7 +205,7 @@ async fn fanout_room() -> FanoutRoom {
     let queue = Limits::default().outbound_queue;
     let mut receivers = Vec::with_capacity(SUBSCRIBERS);
     for id in 0..SUBSCRIBERS as u64 {
-        let (outbox, rx) = Outbox::channel(queue);
+        let (outbox, rx) = Outbox::channel(queue, usize::MAX);
         let handle = SessionHandle {
             id: 1_000 + id,
             user: "ann".into(),
@@ -228,7 +228,7 @@ async fn fanout_room() -> FanoutRoom {
     .expect("the room answers")
     .expect("ann may read");
     assert_eq!(info.name, "bench-room");
-    let (sender, acks) = Outbox::channel(queue);
+    let (sender, acks) = Outbox::channel(queue, usize::MAX);
     FanoutRoom {
         room,
         sender,

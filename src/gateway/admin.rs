@@ -4,10 +4,11 @@
 //! does not answer is listed with an `error` instead of failing the answer.
 //! Off (404) unless `admin.token` is set; a wrong token is 401.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,6 +19,7 @@ use troupe_actors::ask;
 use troupe_actors::cluster::mesh::{MeshMsg, MeshStatus};
 use troupe_actors::frames::{ChatError, ErrorCode};
 use troupe_actors::inspect::{inspect_peer, InspectQuery, NodeSnapshot, KINDS};
+use troupe_actors::rate_limits::Kind;
 
 use super::rest::{bearer_token, ApiError};
 use crate::app::App;
@@ -32,23 +34,37 @@ pub struct ActorsParams {
     name: Option<String>,
 }
 
-/// Lets the request through only with the configured admin token.
-fn authorize(app: &App, headers: &HeaderMap) -> ApiResult<()> {
+/// Lets the request through only with the configured admin token. Each
+/// failure takes from the client address's `admin_auth` bucket; an address
+/// whose bucket is empty is refused before its token is even compared, so
+/// nobody can guess at speed.
+async fn authorize(app: &App, peer: SocketAddr, headers: &HeaderMap) -> ApiResult<()> {
     let Some(expected) = app.config.admin.token.as_deref() else {
         // No token configured: the endpoints do not exist.
         return Err(ChatError::not_found("no such endpoint").into());
     };
-    let given = bearer_token(headers).ok_or_else(|| {
-        ChatError::new(
+    let limits = &app.config.rate_limits;
+    let store = &*app.stores.ephemeral;
+    let addr = format!("addr:{}", peer.ip());
+    if let Err(e) = limits.peek(store, Kind::AdminAuth, &addr).await {
+        tracing::warn!(peer = %peer.ip(), "admin request refused: too many failures from this address");
+        return Err(e.into());
+    }
+    let given = bearer_token(headers);
+    let refusal = match given {
+        None => ChatError::new(
             ErrorCode::Unauthorized,
             "missing Authorization: Bearer <admin token>",
-        )
-    })?;
-    if !same(given.as_bytes(), expected.as_bytes()) {
-        tracing::warn!("admin request with a wrong token");
-        return Err(ChatError::new(ErrorCode::Unauthorized, "wrong admin token").into());
-    }
-    Ok(())
+        ),
+        Some(given) if !same(given.as_bytes(), expected.as_bytes()) => {
+            ChatError::new(ErrorCode::Unauthorized, "wrong admin token")
+        }
+        Some(_) => return Ok(()),
+    };
+    tracing::warn!(peer = %peer.ip(), "admin request with a wrong or missing token");
+    // This failure counts; the one that empties the bucket is still a 401.
+    let _ = limits.check(store, Kind::AdminAuth, &addr).await;
+    Err(refusal.into())
 }
 
 /// Compares without stopping at the first difference (no timing hint).
@@ -150,10 +166,11 @@ pub async fn page(State(app): State<App>) -> Response {
 /// `GET /admin/actors`: the actor tree of every node.
 pub async fn actors(
     State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<ActorsParams>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    authorize(&app, &headers)?;
+    authorize(&app, peer, &headers).await?;
     let p = params(query)?;
     let inspect = InspectQuery {
         kind: p.kind,
@@ -167,8 +184,12 @@ pub async fn actors(
 }
 
 /// `GET /admin/nodes`: the members and the rooms each one owns.
-pub async fn nodes(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    authorize(&app, &headers)?;
+pub async fn nodes(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    authorize(&app, peer, &headers).await?;
     let summary = InspectQuery {
         summary: true,
         ..InspectQuery::default()

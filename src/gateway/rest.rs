@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -16,6 +16,7 @@ use troupe_actors::ask;
 use troupe_actors::cluster::mesh::MeshMsg;
 use troupe_actors::frames::{ChatError, ErrorCode, HistoryQuery};
 use troupe_actors::presence::PresenceMsg;
+use troupe_actors::rate_limits::Kind;
 use troupe_actors::store::TokenInfo;
 
 use crate::app::App;
@@ -44,8 +45,19 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.0.code, "message": self.0.message}});
-        (status_of(self.0.code), Json(body)).into_response()
+        let mut body = json!({"error": {"code": self.0.code, "message": self.0.message}});
+        if let Some(ms) = self.0.retry_after_ms {
+            body["error"]["retry_after_ms"] = json!(ms);
+        }
+        let mut response = (status_of(self.0.code), Json(body)).into_response();
+        if let Some(ms) = self.0.retry_after_ms {
+            // Whole seconds, rounded up (RFC 9110 delay-seconds).
+            let seconds = ms.div_ceil(1000).max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -73,6 +85,13 @@ async fn user_of(app: &App, headers: &HeaderMap) -> ApiResult<TokenInfo> {
     Ok(app.accounts.authenticate(token).await?)
 }
 
+/// The request's user, once it may take one `kind` action.
+async fn limited_user(app: &App, headers: &HeaderMap, kind: Kind) -> ApiResult<TokenInfo> {
+    let user = user_of(app, headers).await?;
+    app.allow(kind, &format!("user:{}", user.username)).await?;
+    Ok(user)
+}
+
 /// A JSON body; axum's own rejections (too large, unreadable) as JSON errors too.
 fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let body = body.map_err(|e| {
@@ -94,9 +113,12 @@ struct Credentials {
 
 pub async fn register(
     State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let c: Credentials = parse_body(body)?;
+    app.allow(Kind::Register, &format!("addr:{}", peer.ip()))
+        .await?;
     let user = app.accounts.register(&c.username, &c.password).await?;
     Ok((
         StatusCode::CREATED,
@@ -129,7 +151,7 @@ pub async fn logout(State(app): State<App>, headers: HeaderMap) -> ApiResult<Sta
 }
 
 pub async fn list_rooms(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let user = user_of(&app, &headers).await?;
+    let user = limited_user(&app, &headers, Kind::RestRead).await?;
     let rooms = app.rooms_of(&user.username).await?;
     Ok(Json(json!({"rooms": rooms})))
 }
@@ -146,8 +168,8 @@ pub async fn create_room(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let user = user_of(&app, &headers).await?;
     let new: NewRoom = parse_body(body)?;
+    let user = limited_user(&app, &headers, Kind::CreateRoom).await?;
     let room = app
         .create_room(&user.username, &new.name, new.private)
         .await?;
@@ -160,8 +182,8 @@ pub async fn room_messages(
     Path(room): Path<String>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let user = user_of(&app, &headers).await?;
     let Query(query) = query.map_err(|e| ChatError::bad_request(format!("invalid query: {e}")))?;
+    let user = limited_user(&app, &headers, Kind::History).await?;
     let messages = app.history(&user.username, &room, query).await?;
     Ok(Json(json!({"room": room, "messages": messages})))
 }
@@ -177,14 +199,14 @@ pub async fn invite(
     Path(room): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
-    let user = user_of(&app, &headers).await?;
     let invitation: Invitation = parse_body(body)?;
+    let user = limited_user(&app, &headers, Kind::Invite).await?;
     app.invite(&user.username, &room, &invitation.user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn users_online(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    user_of(&app, &headers).await?;
+    limited_user(&app, &headers, Kind::RestRead).await?;
     let users = ask(&app.refs.presence, |reply| PresenceMsg::Online { reply }).await?;
     Ok(Json(json!({"users": users})))
 }

@@ -27,6 +27,7 @@ use troupe_actors::ask;
 use troupe_actors::frames::{ChatError, ClientFrame, ErrorCode, ServerFrame};
 use troupe_actors::metrics::{self, Refusal};
 use troupe_actors::outbox::{Outbound, Outbox, OutboxReceiver};
+use troupe_actors::rate_limits::Kind;
 use troupe_actors::session::supervisor::SessionSupervisorMsg;
 use troupe_actors::session::{ResumeRequest, SessionMsg};
 use troupe_actors::store::TokenInfo;
@@ -197,7 +198,8 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
         peer,
         live,
     } = Start::unbox(start);
-    let (outbox, receiver) = Outbox::channel(app.config.limits.outbound_queue);
+    let limits = &app.config.limits;
+    let (outbox, receiver) = Outbox::channel(limits.outbound_queue, limits.outbound_queue_bytes);
     let (sink, mut stream) = socket.split();
     let text_mode = Arc::new(AtomicBool::new(false));
     let done = CancellationToken::new();
@@ -400,7 +402,12 @@ impl Connection {
         match line {
             Line::Help => self.push_line(lines::HELP),
             Line::Register { user, password } => {
-                match self.app.accounts.register(&user, &password).await {
+                let addr = format!("addr:{}", self.peer.ip());
+                let registered = match self.app.allow(Kind::Register, &addr).await {
+                    Ok(()) => self.app.accounts.register(&user, &password).await,
+                    Err(e) => Err(e),
+                };
+                match registered {
                     Ok(user) => self.push_line(format!(
                         "registered {}; now /login {} <password>",
                         user.username, user.username
@@ -449,7 +456,15 @@ impl Connection {
                     self.push_line("error: /login first");
                     return true;
                 };
-                match self.app.create_room(&user, &name, false).await {
+                let created = match self
+                    .app
+                    .allow(Kind::CreateRoom, &format!("user:{user}"))
+                    .await
+                {
+                    Ok(()) => self.app.create_room(&user, &name, false).await,
+                    Err(e) => Err(e),
+                };
+                match created {
                     Ok(room) => self.push_line(format!("created group {}", room.name)),
                     Err(e) => self.push_error(&e, Some("group_create".into())),
                 }
@@ -533,6 +548,7 @@ async fn write_loop(
                     frames.push(frame);
                 }
                 let _ = Box::pin(write_frames(&mut sink, &mut frames, &text_mode)).await;
+                out.written();
                 Step::Close(1012, "service restart")
             }
             first = out.recv() => match first {
@@ -560,7 +576,8 @@ async fn write_loop(
                     r = Box::pin(write_frames(&mut sink, &mut frames, &text_mode)) => r,
                 };
                 match written {
-                    Ok(()) => {}
+                    // Flushed to the socket: those bytes leave the budget.
+                    Ok(()) => out.written(),
                     Err(Some((code, reason))) => {
                         Box::pin(close(&mut sink, code, reason)).await;
                         return;

@@ -31,11 +31,14 @@ fn unavailable(e: fred::error::Error) -> StoreError {
     }
 }
 
-/// A token bucket: refills `rate` a second up to `burst`; takes one if it can.
-/// Redis's clock is the one every node shares.
+/// A token bucket: refills `rate` a second up to `burst`; takes `cost` (0:
+/// only looks) if it holds at least max(cost, 1). Returns 0 when it did,
+/// else the milliseconds until it would (rounded up). Redis's clock is the
+/// one every node shares.
 const TOKEN_BUCKET: &str = r#"
 local burst = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -45,15 +48,17 @@ if tokens == nil then
   tokens = burst
   at = now
 end
-tokens = math.min(burst, tokens + (now - at) / 1000 * rate)
-local ok = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  ok = 1
+tokens = math.min(burst, tokens + math.max(0, now - at) / 1000 * rate)
+local need = math.max(cost, 1)
+local wait = 0
+if tokens >= need then
+  tokens = tokens - cost
+else
+  wait = math.max(1, math.ceil((need - tokens) / rate * 1000))
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return ok
+return wait
 "#;
 
 /// Heartbeat: `user\0node` members scored by their deadline (Redis's clock),
@@ -205,18 +210,24 @@ impl EphemeralStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn rate_limit(&self, key: &str, burst: u32, per_second: f64) -> StoreResult<bool> {
+    async fn rate_limit(
+        &self,
+        key: &str,
+        burst: u32,
+        per_second: f64,
+        cost: u32,
+    ) -> StoreResult<Option<Duration>> {
         self.up()?;
-        let allowed: i64 = self
+        let wait_ms: i64 = self
             .client
             .eval(
                 TOKEN_BUCKET,
                 vec![self.key(&format!("rate:{key}"))],
-                vec![burst.to_string(), per_second.to_string()],
+                vec![burst.to_string(), per_second.to_string(), cost.to_string()],
             )
             .await
             .map_err(unavailable)?;
-        Ok(allowed == 1)
+        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms as u64)))
     }
 
     async fn set_last_seen(&self, user: &str, ts: i64) -> StoreResult<()> {

@@ -788,6 +788,7 @@ impl Cluster {
             ("TROUPE_CLUSTER__JOIN_TIMEOUT_MS", JOIN_TIMEOUT_MS.into()),
             // Every login of a test comes from 127.0.0.1.
             ("TROUPE_LIMITS__LOGINS_PER_MINUTE", "100000".into()),
+            ("TROUPE_RATE_LIMITS__REGISTER__BURST", "100000".into()),
             // Fast password hashes: dozens of accounts per test.
             ("TROUPE_AUTH__SCRYPT_LOG_N", "10".into()),
             ("TROUPE_ADMIN__TOKEN", ADMIN_TOKEN.into()),

@@ -129,8 +129,10 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env("RUST_LOG", "info")
-            // Many logins come from 127.0.0.1 in a test run; the limit has its own test.
+            // Many logins and registrations come from 127.0.0.1 in a test
+            // run; the limits have their own tests.
             .env("TROUPE_LIMITS__LOGINS_PER_MINUTE", "100000")
+            .env("TROUPE_RATE_LIMITS__REGISTER__BURST", "100000")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         for (k, v) in &self.env {
@@ -204,12 +206,51 @@ impl Node {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+
+    /// The node process's resident memory, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        rss_bytes_of(self.pid())
+    }
+
+    /// One sample of `GET /metrics`: `name` with exactly these labels
+    /// (`kind="history"`, or "" for none); 0 when the node has no such line.
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let text = http()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("/metrics text");
+        let series = if labels.is_empty() {
+            format!("{name} ")
+        } else {
+            format!("{name}{{{labels}}} ")
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map(|v| v.trim().parse().expect("a number"))
+            .unwrap_or(0.0)
+    }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A process's resident memory (`VmRSS` of /proc/PID/status), in bytes.
+pub fn rss_bytes_of(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the node's /proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line");
+    kib * 1024
 }
 
 pub fn http() -> reqwest::Client {
@@ -473,6 +514,53 @@ impl Client {
     /// Stops reading without closing: the socket stays open.
     pub fn into_stalled(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
         self.ws
+    }
+}
+
+/// A connection authenticated with `token` at the upgrade whose client will
+/// not read: its socket's receive buffer is 4 KiB, so the node's writes stall
+/// as soon as the kernel buffers are full. Read it later to see what came.
+pub async fn stalled_connection(node: &Node, token: &str) -> WebSocketStream<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("a small receive buffer");
+    let tcp = socket.connect(node.addr).await.expect("tcp connects");
+    let url = format!("{}?token={}", node.ws_url(), token);
+    let (ws, _) = tokio_tungstenite::client_async(url, tcp)
+        .await
+        .expect("ws connects");
+    ws
+}
+
+/// What a stalled connection received once read: its frames, up to a close
+/// frame (its code), the end of the stream, or `stop` matching a frame.
+pub async fn read_until_closed(
+    ws: &mut WebSocketStream<TcpStream>,
+    stop: impl Fn(&Value) -> bool,
+) -> (Vec<Value>, Option<u16>) {
+    let mut frames: Vec<Value> = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Err(_) => panic!(
+                "no frame and no close within {WAIT:?}; got {} frames, the last of type {}",
+                frames.len(),
+                frames.last().map_or(Value::Null, |f| f["type"].clone())
+            ),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(&t).unwrap_or(Value::String(t.to_string()));
+                let done = stop(&v);
+                frames.push(v);
+                if done {
+                    return (frames, None);
+                }
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return (frames, frame.map(|f| u16::from(f.code)))
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_))) | Ok(None) => return (frames, None),
+        }
     }
 }
 

@@ -194,7 +194,7 @@ async fn an_append_that_failed_after_writing_is_acked_once_not_duplicated() {
     let log = Arc::new(FlakyLog::new(1, true, false));
     let f = fixture(log.clone()).await;
     let room = f.room("lobby").await;
-    let (outbox, mut rx) = Outbox::channel(16);
+    let (outbox, mut rx) = Outbox::channel(16, usize::MAX);
     room.cast(send(&outbox, "a")).unwrap();
     let ack = next_frame(&mut rx).await;
     assert_eq!(ack["type"], "ack", "{ack}");
@@ -212,7 +212,7 @@ async fn an_append_that_wrote_nothing_answers_unavailable_and_a_retry_succeeds()
     let log = Arc::new(FlakyLog::new(1, false, false));
     let f = fixture(log.clone()).await;
     let room = f.room("lobby").await;
-    let (outbox, mut rx) = Outbox::channel(16);
+    let (outbox, mut rx) = Outbox::channel(16, usize::MAX);
     room.cast(send(&outbox, "a")).unwrap();
     let e = next_frame(&mut rx).await;
     assert_eq!(
@@ -233,7 +233,7 @@ async fn a_restarted_room_restores_seq_dedupe_and_history_from_the_stores() {
     let log: Arc<dyn MessageLog> = Arc::new(MemoryLog::default());
     let f = fixture(log).await;
     let room = f.room("lobby").await;
-    let (outbox, mut rx) = Outbox::channel(64);
+    let (outbox, mut rx) = Outbox::channel(64, usize::MAX);
     for i in 0..10 {
         room.cast(send(&outbox, &format!("c{i}"))).unwrap();
     }
@@ -265,7 +265,7 @@ async fn a_late_landing_append_never_replaces_an_acked_message_on_replay() {
     // With history down, a restart has only the log to go by.
     let f = fixture_with(log.clone(), true).await;
     let room = f.room("lobby").await;
-    let (outbox, mut rx) = Outbox::channel(16);
+    let (outbox, mut rx) = Outbox::channel(16, usize::MAX);
     room.cast(send(&outbox, "lost")).unwrap();
     assert_eq!(next_frame(&mut rx).await["code"], "unavailable");
     // The failed record lands now, just before this one: both claim seq 1.
@@ -298,7 +298,7 @@ async fn a_room_whose_lease_another_node_took_acks_nothing_more_and_stops() {
     let log: Arc<dyn MessageLog> = Arc::new(MemoryLog::default());
     let f = fixture_full(log.clone(), false, Some(leases.clone())).await;
     let room = f.room("lobby").await;
-    let (outbox, mut rx) = Outbox::channel(16);
+    let (outbox, mut rx) = Outbox::channel(16, usize::MAX);
     room.cast(send(&outbox, "a")).unwrap();
     let ack = next_frame(&mut rx).await;
     assert_eq!(

@@ -19,6 +19,7 @@ use crate::frames::{ChatError, ClientFrame, ErrorCode, MemberStatus, ServerFrame
 use crate::limits::{check_room_name, check_room_ref, check_username, now_ms, Limits};
 use crate::outbox::Outbox;
 use crate::presence::PresenceMsg;
+use crate::rate_limits::{self, Kind, RateLimits};
 use crate::room::supervisor::RoomSupervisorMsg;
 use crate::room::{dm_room, CreateSpec, RoomMsg, SendRequest, BROADCAST_ROOM};
 use crate::store::{Stores, TokenInfo};
@@ -104,6 +105,7 @@ pub struct SessionContext {
     pub node: String,
     pub stores: Stores,
     pub limits: Limits,
+    pub rate_limits: RateLimits,
     pub rooms: ActorRef<RoomSupervisorMsg>,
     pub presence: ActorRef<PresenceMsg>,
     /// Delivers what rooms of other nodes send to this node's sessions.
@@ -763,8 +765,34 @@ impl SessionState {
         }
     }
 
+    /// Takes one `kind` action of this session's user.
+    async fn allow(&self, kind: Kind) -> Result<(), ChatError> {
+        let subject = format!("user:{}", self.user());
+        let ctx = &self.ctx;
+        ctx.rate_limits
+            .check(&*ctx.stores.ephemeral, kind, &subject)
+            .await
+    }
+
     async fn handle_frame(&mut self, frame: ClientFrame) {
         let user = self.user().to_string();
+        let limited = match &frame {
+            ClientFrame::Join { .. } => Some(Kind::Join),
+            ClientFrame::Leave { .. } => Some(Kind::Leave),
+            ClientFrame::Invite { .. } => Some(Kind::Invite),
+            ClientFrame::Typing { .. } => Some(Kind::Typing),
+            ClientFrame::Read { .. } => Some(Kind::Read),
+            ClientFrame::History { .. } => Some(Kind::History),
+            ClientFrame::Members { .. } => Some(Kind::Members),
+            ClientFrame::Who => Some(Kind::Who),
+            _ => None,
+        };
+        if let Some(kind) = limited {
+            if let Err(e) = self.allow(kind).await {
+                self.push_error(&e, &frame.reference());
+                return;
+            }
+        }
         match frame {
             ClientFrame::Auth { .. } => {
                 self.push_error(&ChatError::bad_request("already authenticated"), "auth")
@@ -946,25 +974,14 @@ impl SessionState {
             self.push_error(&e, &client_id);
             return;
         }
-        let allowed = self
-            .ctx
-            .stores
-            .ephemeral
-            .rate_limit(
-                &format!("msg:{}", self.user()),
-                limits.message_burst,
-                limits.messages_per_second,
-            )
-            .await;
-        match allowed {
-            Ok(true) => {}
-            Ok(false) => {
-                let e = ChatError::new(ErrorCode::RateLimited, "too many messages; slow down");
-                self.push_error(&e, &client_id);
-                return;
-            }
-            // Chat keeps working when the rate-limit store is down.
-            Err(e) => tracing::warn!(error = %e, "rate limit unavailable; allowing"),
+        // The key and rate of before `[rate_limits]`; chat keeps working
+        // when the rate-limit store is down.
+        let rate = rate_limits::Rate::new(limits.messages_per_second, limits.message_burst);
+        let key = format!("msg:{}", self.user());
+        let ephemeral = &*self.ctx.stores.ephemeral;
+        if let Err(e) = rate_limits::take(ephemeral, Kind::Message, &key, rate, 1).await {
+            self.push_error(&e, &client_id);
+            return;
         }
         let request = SendRequest {
             user: self.user().to_string(),

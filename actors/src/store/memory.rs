@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -197,6 +197,16 @@ impl CheckpointStore for MemoryDatabase {
 struct Bucket {
     tokens: f64,
     at: Instant,
+    burst: f64,
+    per_second: f64,
+}
+
+impl Bucket {
+    /// Its tokens at `now`.
+    fn refilled(&self, now: Instant) -> f64 {
+        let refill = now.duration_since(self.at).as_secs_f64() * self.per_second;
+        (self.tokens + refill).min(self.burst)
+    }
 }
 
 /// Tokens, token buckets and last-seen times of one node.
@@ -243,27 +253,38 @@ impl EphemeralStore for MemoryEphemeral {
         Ok(())
     }
 
-    async fn rate_limit(&self, key: &str, burst: u32, per_second: f64) -> StoreResult<bool> {
+    async fn rate_limit(
+        &self,
+        key: &str,
+        burst: u32,
+        per_second: f64,
+        cost: u32,
+    ) -> StoreResult<Option<Duration>> {
         let mut buckets = lock(&self.buckets);
         let now = Instant::now();
         if buckets.len() > 100_000 {
             // Full buckets carry no information; forget them.
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < burst as f64
-            });
+            buckets.retain(|_, b| b.refilled(now) < b.burst);
         }
         let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
             tokens: burst as f64,
             at: now,
+            burst: burst as f64,
+            per_second,
         });
-        let refill = now.duration_since(bucket.at).as_secs_f64() * per_second;
-        bucket.tokens = (bucket.tokens + refill).min(burst as f64);
+        // The bucket follows the configured rate, also after a change.
+        (bucket.burst, bucket.per_second) = (burst as f64, per_second);
+        bucket.tokens = bucket.refilled(now);
         bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(true)
+        let need = cost.max(1) as f64;
+        if bucket.tokens >= need {
+            bucket.tokens -= cost as f64;
+            Ok(None)
         } else {
-            Ok(false)
+            let wait = (need - bucket.tokens) / per_second;
+            Ok(Some(
+                Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX),
+            ))
         }
     }
 
@@ -318,11 +339,13 @@ mod tests {
     async fn token_bucket_empties_and_refills() {
         let e = MemoryEphemeral::default();
         for _ in 0..3 {
-            assert!(e.rate_limit("k", 3, 1000.0).await.unwrap());
+            assert_eq!(e.rate_limit("k", 3, 1000.0, 1).await.unwrap(), None);
         }
-        assert!(!e.rate_limit("k", 3, 0.001).await.unwrap());
+        let wait = e.rate_limit("k", 3, 0.5, 1).await.unwrap();
+        let wait = wait.expect("empty: a wait");
+        assert!(wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2));
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        assert!(e.rate_limit("k", 3, 1000.0).await.unwrap());
+        assert_eq!(e.rate_limit("k", 3, 1000.0, 1).await.unwrap(), None);
     }
 
     #[tokio::test]

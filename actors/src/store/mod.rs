@@ -163,8 +163,16 @@ pub trait EphemeralStore: Send + Sync + 'static {
     /// The token's owner, unless it is unknown, expired or revoked.
     async fn token(&self, token: &str) -> StoreResult<Option<TokenInfo>>;
     async fn revoke_token(&self, token: &str) -> StoreResult<()>;
-    /// Takes one unit from the token bucket `key`; false when it is empty.
-    async fn rate_limit(&self, key: &str, burst: u32, per_second: f64) -> StoreResult<bool>;
+    /// Takes `cost` units from the token bucket `key` (`burst` units, refilled
+    /// at `per_second`; 0 only looks). None when it held enough (at least
+    /// one unit), else how long until it does; then nothing is taken.
+    async fn rate_limit(
+        &self,
+        key: &str,
+        burst: u32,
+        per_second: f64,
+        cost: u32,
+    ) -> StoreResult<Option<std::time::Duration>>;
     async fn set_last_seen(&self, user: &str, ts: i64) -> StoreResult<()>;
     async fn last_seen(&self, users: &[String]) -> StoreResult<HashMap<String, i64>>;
     /// `node` has these users online until `ttl` from now (a heartbeat: a
