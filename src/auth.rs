@@ -145,7 +145,8 @@ impl Accounts {
         let burst = self.limits.logins_per_minute;
         let rate = burst as f64 / 60.0;
         for key in [
-            format!("login:user:{username}"),
+            // One budget per account, whatever the case of the attempts.
+            format!("login:user:{}", username.to_ascii_lowercase()),
             format!("login:addr:{addr}"),
         ] {
             match self.stores.ephemeral.rate_limit(&key, burst, rate).await {
