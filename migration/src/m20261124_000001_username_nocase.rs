@@ -7,6 +7,8 @@
 //! the index; the migration then refuses with the names, and changes nothing:
 //! which account to rename is the operator's decision, not ours.
 
+use std::collections::BTreeMap;
+
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, Statement};
 
@@ -23,20 +25,26 @@ const INDEX: &str = "idx_users_username_lower";
 /// The names that differ only in case, grouped, in a stable order.
 async fn conflicts<C: ConnectionTrait>(db: &C) -> Result<Vec<Vec<String>>, DbErr> {
     let sql = "SELECT username FROM users WHERE lower(username) IN \
-               (SELECT lower(username) FROM users GROUP BY lower(username) HAVING COUNT(*) > 1) \
-               ORDER BY lower(username), username";
+               (SELECT lower(username) FROM users GROUP BY lower(username) HAVING COUNT(*) > 1)";
     let rows = db
         .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
         .await?;
-    let mut groups: Vec<Vec<String>> = Vec::new();
+    // Grouped and sorted here: an ORDER BY would follow the database's collation.
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for row in rows {
         let name: String = row.try_get("", "username")?;
-        match groups.last_mut() {
-            Some(group) if group[0].eq_ignore_ascii_case(&name) => group.push(name),
-            _ => groups.push(vec![name]),
-        }
+        groups
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .push(name);
     }
-    Ok(groups)
+    Ok(groups
+        .into_values()
+        .map(|mut group| {
+            group.sort();
+            group
+        })
+        .collect())
 }
 
 /// The one-line refusal: which names, and what to do.
