@@ -39,6 +39,18 @@ pub struct Accounts {
     dummy_hash: Arc<String>,
 }
 
+/// A new password's length, in characters.
+pub fn check_password(password: &str) -> Result<(), ChatError> {
+    let chars = password.chars().count();
+    if (MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
+        Ok(())
+    } else {
+        Err(ChatError::bad_request(format!(
+            "password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters"
+        )))
+    }
+}
+
 fn store_error(e: StoreError) -> ChatError {
     match e {
         StoreError::Conflict(what) => {
@@ -108,12 +120,7 @@ impl Accounts {
 
     pub async fn register(&self, username: &str, password: &str) -> Result<UserRecord, ChatError> {
         check_username(username)?;
-        let chars = password.chars().count();
-        if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
-            return Err(ChatError::bad_request(format!(
-                "password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters"
-            )));
-        }
+        check_password(password)?;
         // Cheap check first, so a taken name costs no hash (the insert still decides).
         if self
             .stores

@@ -2,6 +2,8 @@
 
 pub mod admin;
 pub mod admin_page;
+#[cfg(test)]
+mod fuzz;
 pub mod lines;
 pub mod metrics;
 pub mod rest;

@@ -74,7 +74,7 @@ async fn user_of(app: &App, headers: &HeaderMap) -> ApiResult<TokenInfo> {
 }
 
 /// A JSON body; axum's own rejections (too large, unreadable) as JSON errors too.
-fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ChatError::new(ErrorCode::TooLarge, "request body over the size limit")
@@ -87,9 +87,9 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiRe
 }
 
 #[derive(Deserialize)]
-struct Credentials {
-    username: String,
-    password: String,
+pub(super) struct Credentials {
+    pub(super) username: String,
+    pub(super) password: String,
 }
 
 pub async fn register(
@@ -135,10 +135,10 @@ pub async fn list_rooms(State(app): State<App>, headers: HeaderMap) -> ApiResult
 }
 
 #[derive(Deserialize)]
-struct NewRoom {
-    name: String,
+pub(super) struct NewRoom {
+    pub(super) name: String,
     #[serde(default)]
-    private: bool,
+    pub(super) private: bool,
 }
 
 pub async fn create_room(
@@ -167,8 +167,8 @@ pub async fn room_messages(
 }
 
 #[derive(Deserialize)]
-struct Invitation {
-    user: String,
+pub(super) struct Invitation {
+    pub(super) user: String,
 }
 
 pub async fn invite(
