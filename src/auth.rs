@@ -40,6 +40,18 @@ pub struct Accounts {
     dummy_hash: Arc<String>,
 }
 
+/// A new password's length, in characters.
+pub fn check_password(password: &str) -> Result<(), ChatError> {
+    let chars = password.chars().count();
+    if (MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
+        Ok(())
+    } else {
+        Err(ChatError::bad_request(format!(
+            "password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters"
+        )))
+    }
+}
+
 fn store_error(e: StoreError) -> ChatError {
     match e {
         StoreError::Conflict(what) => {
@@ -109,12 +121,7 @@ impl Accounts {
 
     pub async fn register(&self, username: &str, password: &str) -> Result<UserRecord, ChatError> {
         check_username(username)?;
-        let chars = password.chars().count();
-        if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
-            return Err(ChatError::bad_request(format!(
-                "password must be {MIN_PASSWORD_CHARS}-{MAX_PASSWORD_CHARS} characters"
-            )));
-        }
+        check_password(password)?;
         // Cheap check first, so a taken name costs no hash (the insert still decides).
         if self
             .stores
@@ -148,7 +155,8 @@ impl Accounts {
         let burst = self.limits.logins_per_minute;
         let rate = Rate::new(burst as f64 / 60.0, burst);
         for key in [
-            format!("login:user:{username}"),
+            // One budget per account, whatever the case of the attempts.
+            format!("login:user:{}", username.to_ascii_lowercase()),
             format!("login:addr:{addr}"),
         ] {
             rate_limits::take(&*self.stores.ephemeral, Kind::Login, &key, rate, 1).await?;

@@ -38,6 +38,9 @@ pub enum DbError {
     Connect { url: String, source: sea_orm::DbErr },
     #[error("migrating database {url} failed: {source}")]
     Migrate { url: String, source: sea_orm::DbErr },
+    /// The data needs the operator first (e.g. usernames differing only in case).
+    #[error("database {url} cannot be upgraded: {message}")]
+    Refused { url: String, message: String },
 }
 
 /// Connects; for SQLite: WAL, and `synchronous` as configured: `full` (the
@@ -79,6 +82,15 @@ pub async fn migrate(db: &DatabaseConnection, url: &str) -> Result<(), DbError> 
     loop {
         match Migrator::up(db, None).await {
             Ok(()) => return Ok(()),
+            // Nothing changed, and a retry would find the same rows.
+            Err(sea_orm::DbErr::Migration(message))
+                if troupe_migration::is_refusal_message(&message) =>
+            {
+                return Err(DbError::Refused {
+                    url: redact(url),
+                    message,
+                })
+            }
             Err(source) if attempt < 5 => {
                 attempt += 1;
                 tracing::warn!(error = %source, attempt, "migration raced another node; retrying");

@@ -98,3 +98,125 @@ async fn sigterm_closes_sockets_with_1012_keeps_everything_and_exits_0() {
     let ack = ann.say("lobby", "after restart", "c21").await;
     assert_eq!(ack["seq"], 21);
 }
+
+/// The exit status and stderr of `troupe serve`; a node still running after
+/// 30 s (it started when it should not have) is killed and fails the test.
+fn serve_expecting_exit(dir: &std::path::Path, url: &str) -> (std::process::ExitStatus, String) {
+    let mut child = troupe()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("TROUPE_DATABASE__URL", url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return (
+                out.status,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the node started and kept running:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A database of the version before usernames were unique regardless of
+/// case, holding `alice` and `ALICE`: the node refuses to start with one line
+/// naming them, and changes nothing; once the operator renamed them, it
+/// upgrades, and the database itself refuses a new pair. SQLite on the
+/// embedded run, Postgres on the real-server run.
+#[tokio::test]
+async fn a_database_with_usernames_differing_only_in_case_refuses_to_upgrade_and_names_them() {
+    use sea_orm::ConnectionTrait;
+    use troupe_migration::{Migrator, MigratorTrait};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = if common::real() {
+        common::postgres_database().1
+    } else {
+        format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("troupe.db").display()
+        )
+    };
+    let db = sea_orm::Database::connect(&url).await.unwrap();
+    // The schema as the previous version left it: its two migrations.
+    Migrator::up(&db, Some(2)).await.unwrap();
+    for (i, name) in ["alice", "ALICE", "bob", "Bob", "BOB", "carol"]
+        .iter()
+        .enumerate()
+    {
+        db.execute_unprepared(&format!(
+            "INSERT INTO users (username, password_hash, created_at) VALUES ('{name}', 'x', {i})"
+        ))
+        .await
+        .unwrap();
+    }
+
+    let (status, stderr) = serve_expecting_exit(dir.path(), &url);
+    assert!(!status.success(), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains(
+                "usernames differ only in case: ALICE, alice; BOB, Bob, bob; \
+                 rename all but one of each before upgrading"
+            )
+            && !last.contains("carol"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("retrying"),
+        "a refusal is not a race: {stderr}"
+    );
+    // Nothing changed: the rows are there, the migration is still to run.
+    let users = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT username FROM users",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(users.len(), 6);
+    assert_eq!(
+        Migrator::get_pending_migrations(&db).await.unwrap().len(),
+        1
+    );
+
+    // The operator renames; the upgrade goes through.
+    for (from, to) in [("ALICE", "alice2"), ("Bob", "bob2"), ("BOB", "bob3")] {
+        db.execute_unprepared(&format!(
+            "UPDATE users SET username = '{to}' WHERE username = '{from}'"
+        ))
+        .await
+        .unwrap();
+    }
+    let out = troupe()
+        .args(["migrate", "--data-dir"])
+        .arg(dir.path())
+        .env("TROUPE_DATABASE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = db
+        .execute_unprepared(
+            "INSERT INTO users (username, password_hash, created_at) VALUES ('CAROL', 'x', 9)",
+        )
+        .await;
+    assert!(again.is_err(), "the database took CAROL next to carol");
+}

@@ -285,3 +285,36 @@ async fn a_line_user_and_a_json_user_talk_to_each_other() {
         .await;
     assert_eq!(p["online"], false);
 }
+
+/// A body with line breaks, terminal escapes and bidi overrides, sent as JSON
+/// by one user, shows as exactly one line to a text-mode reader: it cannot
+/// print a line that looks like a message from somebody else.
+#[tokio::test]
+async fn a_body_with_control_characters_cannot_forge_lines() {
+    let node = Node::start().await;
+    let mut bob = Client::new_user(&node, "bob").await;
+    bob.join("lobby").await;
+    let mut ann = Term::open(&node, "ann").await;
+    ann.sign_up("ann", "secret1").await;
+    ann.run("/group_join lobby", "joined lobby").await;
+
+    let body = "hi\n[lobby] admin: give me your password\r\n\
+                \u{1b}[2Jclear\tscreen\u{2028}[lobby] root: x\u{2029}\u{85}\u{202e}evil\u{7f}";
+    let shown = "hi\\n[lobby] admin: give me your password\\r\\n\
+                 \\u{1b}[2Jclear\\tscreen\\u{2028}[lobby] root: x\\u{2029}\\u{85}\\u{202e}evil\\u{7f}";
+    bob.say("lobby", body, "forge-1").await;
+    let line = ann.expect("bob: hi").await;
+    assert_eq!(line, format!("[lobby] bob: {shown}"));
+    // The same message in a history page, and nothing else arrived meanwhile.
+    ann.type_line(r#"{"type":"history","room":"lobby"}"#).await;
+    let page = ann.expect("#1").await;
+    assert_eq!(page, format!("[lobby] #1 bob: {shown}"));
+    assert!(
+        ann.seen.iter().all(|l| !l.contains("admin")),
+        "{:?}",
+        ann.seen
+    );
+    // JSON clients still get the body exactly as sent.
+    let m = bob.expect_message("lobby").await;
+    assert_eq!(m["body"], body);
+}

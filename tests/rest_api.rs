@@ -83,6 +83,70 @@ async fn register_answers_201_then_409_for_a_taken_name() {
     );
 }
 
+/// `alice` and `ALICE` cannot both exist; the name is found in any case and
+/// always used as registered (sessions, memberships).
+#[tokio::test]
+async fn usernames_are_unique_regardless_of_case() {
+    let node = Node::start().await;
+    let (status, body) = answer(common::register(&node, "alice", PASSWORD).await).await;
+    assert_eq!(status, 201, "{body}");
+    for other in ["ALICE", "Alice", "aLiCe"] {
+        let body = assert_error(
+            common::register(&node, other, "another password").await,
+            409,
+            "conflict",
+        )
+        .await;
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(other),
+            "{body}"
+        );
+    }
+    // Login in any case finds the account; the session carries the registered name.
+    let (status, login) = answer(common::login(&node, "ALICE", PASSWORD).await).await;
+    assert_eq!(status, 200, "{login}");
+    assert_eq!(login["username"], "alice");
+    let alice_token = login["token"].as_str().unwrap().to_string();
+    let alice = Client::connect(&node, "alice", &alice_token).await;
+    assert_eq!(alice.session["user"], "alice");
+    assert_eq!(
+        common::login(&node, "Alice", "another password")
+            .await
+            .status(),
+        401
+    );
+
+    // An invitation in another case adds the one account, once.
+    let bob_token = common::account(&node, "bob").await;
+    let r = create_room(
+        &node,
+        Some(&bob_token),
+        json!({"name": "club", "private": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    for name in ["ALICE", "alice"] {
+        let r = common::http()
+            .post(node.url("/api/v1/rooms/club/members"))
+            .bearer_auth(&bob_token)
+            .json(&json!({"user": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "invite {name}");
+    }
+    let (_, rooms) = answer(get(&node, "/api/v1/rooms", Some(&alice_token)).await).await;
+    assert_eq!(rooms["rooms"][0]["name"], "club", "{rooms}");
+    assert_eq!(rooms["rooms"][0]["members"], 2, "{rooms}");
+
+    // A DM room's name holds the names as registered: another spelling is refused.
+    let mut bob = Client::connect(&node, "bob", &bob_token).await;
+    bob.send(json!({"type": "dm", "to": "ALICE", "body": "hi", "client_id": "d1"}))
+        .await;
+    let e = bob.expect_error("not_found").await;
+    assert!(e["message"].as_str().unwrap().contains("alice"), "{e}");
+}
+
 #[tokio::test]
 async fn register_refuses_invalid_usernames_and_short_passwords_with_400() {
     let node = Node::start().await;

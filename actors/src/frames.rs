@@ -86,8 +86,9 @@ impl HistoryQuery {
     }
 }
 
-/// Frames a client sends.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Frames a client sends. `Serialize` is for clients written in Rust and for
+/// the fuzz targets' round trip (decode, encode, decode: the same frame).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     Auth {

@@ -4,6 +4,17 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_init;
 mod m20261123_000001_room_leases;
+mod m20261124_000001_username_nocase;
+
+/// How the refusal of a database whose usernames differ only in case starts.
+pub const USERNAME_CASE_CONFLICT: &str = "usernames differ only in case";
+
+/// Whether a migration refused to run on the data it found (the operator
+/// must act; retrying cannot help), as opposed to failing on the way.
+/// The message is that of a `DbErr::Migration`.
+pub fn is_refusal_message(message: &str) -> bool {
+    message.starts_with(USERNAME_CASE_CONFLICT)
+}
 
 pub struct Migrator;
 
@@ -13,6 +24,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_init::Migration),
             Box::new(m20261123_000001_room_leases::Migration),
+            Box::new(m20261124_000001_username_nocase::Migration),
         ]
     }
 }

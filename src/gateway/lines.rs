@@ -1,6 +1,13 @@
 //! Line commands for humans with a plain WebSocket client (`websocat`): a
 //! text frame starting with `/` is a command, and the node's frames are
 //! rendered as plain text lines from then on.
+//!
+//! Every string a frame carries is escaped before it is shown (see
+//! [`escape`]): a message body with a newline could otherwise print a second
+//! line that looks like a message from someone else.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use serde_json::Value;
 use troupe_actors::frames::ClientFrame;
@@ -116,18 +123,61 @@ pub fn parse(text: &str) -> Result<Line, String> {
                 client_id: client_id(),
             }))
         }
-        other => Err(format!("unknown command {other}; /help lists them")),
+        other => Err(format!(
+            "unknown command {}; /help lists them",
+            escape(other)
+        )),
     }
 }
 
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
+/// Whether `c` would be shown as anything but itself on a terminal: C0 and
+/// C1 controls (newline, carriage return, tab, ESC...), the Unicode line and
+/// paragraph separators, and the bidi controls that reorder what follows.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' // line and paragraph separators
+                | '\u{061c}' | '\u{200e}' | '\u{200f}' // bidi marks
+                | '\u{202a}'..='\u{202e}' // bidi embeddings and overrides
+                | '\u{2066}'..='\u{2069}' // bidi isolates
+        )
+}
+
+/// A client-supplied string made safe for one line of text: what
+/// [`needs_escape`] is written the way Rust writes it (`\n`, `\r`, `\t`,
+/// else `\u{1b}`), so that one message is always one line and reads the
+/// same on any terminal. Backslashes stay as they are: a literal `\n` and
+/// an escaped newline look alike, but neither starts a line.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A string field of a frame, escaped.
+fn s<'a>(v: &'a Value, key: &str) -> Cow<'a, str> {
+    escape(v.get(key).and_then(Value::as_str).unwrap_or(""))
 }
 
 fn n(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
 
+/// `room` is escaped already.
 fn room_label(room: &str) -> String {
     if room == BROADCAST_ROOM {
         "broadcast".to_string()
@@ -161,16 +211,18 @@ fn statuses(v: &Value, key: &str) -> String {
 }
 
 /// A server frame as a text line; `None` for frames a human does not need
-/// (typing, read receipts, acks). Text that is not JSON passes through.
+/// (typing, read receipts, acks). Text that is not JSON passes through: it
+/// is the node's own (help, usage), built from validated names only.
 pub fn render(frame: &str) -> Option<String> {
     let Ok(v) = serde_json::from_str::<Value>(frame) else {
         return Some(frame.to_string());
     };
-    let line = match s(&v, "type") {
+    let kind = s(&v, "type");
+    let line = match kind.as_ref() {
         "session" => format!("welcome {} (node {})", s(&v, "user"), s(&v, "node")),
         "message" => format!(
             "[{}] {}: {}",
-            room_label(s(&v, "room")),
+            room_label(&s(&v, "room")),
             s(&v, "from"),
             s(&v, "body")
         ),
@@ -189,7 +241,7 @@ pub fn render(frame: &str) -> Option<String> {
         "users" => format!("online: {}", statuses(&v, "users")),
         "members" => format!("members of {}: {}", s(&v, "room"), statuses(&v, "members")),
         "history" => {
-            let room = room_label(s(&v, "room"));
+            let room = room_label(&s(&v, "room"));
             let lines: Vec<String> = v
                 .get("messages")
                 .and_then(Value::as_array)
@@ -216,7 +268,7 @@ pub fn render(frame: &str) -> Option<String> {
         "pong" => "pong".into(),
         "resumed" => "resumed".into(),
         "ack" | "typing" | "read" => return None,
-        other => format!("{other}: {frame}"),
+        other => format!("{other}: {}", escape(frame)),
     };
     Some(line)
 }
@@ -265,5 +317,35 @@ mod tests {
             render(r#"{"type":"error","code":"forbidden","message":"no","ref":"x"}"#).unwrap(),
             "error (forbidden): no"
         );
+    }
+
+    #[test]
+    fn escapes_what_could_start_a_line_or_move_the_cursor() {
+        assert_eq!(escape("plain text, é ✓ 😀"), "plain text, é ✓ 😀");
+        assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+        assert_eq!(escape("a\nb\rc\td"), "a\\nb\\rc\\td");
+        assert_eq!(
+            escape("\u{1b}[31m\u{0}\u{7f}\u{85}\u{9b}"),
+            "\\u{1b}[31m\\u{0}\\u{7f}\\u{85}\\u{9b}"
+        );
+        assert_eq!(escape("x\u{2028}y\u{2029}z"), "x\\u{2028}y\\u{2029}z");
+        assert_eq!(
+            escape("\u{202e}abc\u{2066}\u{200f}"),
+            "\\u{202e}abc\\u{2066}\\u{200f}"
+        );
+        // A backslash is not an escape of its own.
+        assert_eq!(escape(r"C:\new"), r"C:\new");
+    }
+
+    #[test]
+    fn every_field_of_a_frame_is_escaped() {
+        let line =
+            render(r#"{"type":"members","room":"r","members":[{"user":"a\nb","online":true}]}"#)
+                .unwrap();
+        assert_eq!(line, "members of r: a\\nb (online)");
+        let line = render(r#"{"type":"error","code":"x","message":"m\u2028n"}"#).unwrap();
+        assert_eq!(line, "error (x): m\\u{2028}n");
+        let line = render(r#"{"type":"new\nkind","x":"\u0085"}"#).unwrap();
+        assert!(!line.contains(['\n', '\u{85}']), "{line}");
     }
 }

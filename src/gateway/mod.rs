@@ -3,6 +3,8 @@
 pub mod admin;
 pub mod admin_page;
 pub mod body;
+#[cfg(test)]
+mod fuzz;
 pub mod lines;
 pub mod metrics;
 pub mod origin;

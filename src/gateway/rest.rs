@@ -93,7 +93,7 @@ async fn limited_user(app: &App, headers: &HeaderMap, kind: Kind) -> ApiResult<T
 }
 
 /// A JSON body; axum's own rejections (too large, unreadable) as JSON errors too.
-fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ChatError::new(ErrorCode::TooLarge, "request body over the size limit")
@@ -106,9 +106,9 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiRe
 }
 
 #[derive(Deserialize)]
-struct Credentials {
-    username: String,
-    password: String,
+pub(super) struct Credentials {
+    pub(super) username: String,
+    pub(super) password: String,
 }
 
 pub async fn register(
@@ -157,10 +157,10 @@ pub async fn list_rooms(State(app): State<App>, headers: HeaderMap) -> ApiResult
 }
 
 #[derive(Deserialize)]
-struct NewRoom {
-    name: String,
+pub(super) struct NewRoom {
+    pub(super) name: String,
     #[serde(default)]
-    private: bool,
+    pub(super) private: bool,
 }
 
 pub async fn create_room(
@@ -189,8 +189,8 @@ pub async fn room_messages(
 }
 
 #[derive(Deserialize)]
-struct Invitation {
-    user: String,
+pub(super) struct Invitation {
+    pub(super) user: String,
 }
 
 pub async fn invite(

@@ -2,7 +2,7 @@
 //! on SQLite or Postgres through sea-orm.
 
 use async_trait::async_trait;
-use sea_orm::sea_query::{Alias, Expr, OnConflict};
+use sea_orm::sea_query::{Alias, Expr, Func, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
@@ -131,8 +131,14 @@ impl Directory for SqlStore {
     }
 
     async fn find_user(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        // Case-insensitive, the way the unique index on lower(username)
+        // compares (and uses it): usernames are ASCII.
+        let lowered = Func::lower(Expr::col((user::Entity, user::Column::Username)));
         let found = user::Entity::find()
-            .filter(user::Column::Username.eq(username))
+            .filter(sea_orm::sea_query::ExprTrait::eq(
+                lowered,
+                username.to_ascii_lowercase(),
+            ))
             .one(&self.db)
             .await
             .map_err(unavailable)?;

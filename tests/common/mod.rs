@@ -38,6 +38,24 @@ fn real_stores() -> Option<Vec<(String, String)>> {
         Ok("embedded") | Err(_) => return None,
         Ok(other) => panic!("TEST_STORES={other}: expected real or embedded"),
     }
+    let (unique, database) = postgres_database();
+    let kafka = std::env::var("TEST_KAFKA")
+        .expect("TEST_KAFKA names the test broker (scripts/test.sh starts one)");
+    let redis = std::env::var("TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    Some(vec![
+        ("TROUPE_DATABASE__URL".into(), database),
+        ("TROUPE_LOG__KIND".into(), "kafka".into()),
+        ("TROUPE_KAFKA__BROKERS".into(), kafka),
+        ("TROUPE_KAFKA__TOPIC".into(), format!("troupe-{unique}")),
+        ("TROUPE_KAFKA__PARTITIONS".into(), "4".into()),
+        ("TROUPE_REDIS__URL".into(), redis),
+        ("TROUPE_REDIS__PREFIX".into(), format!("troupe-{unique}:")),
+    ])
+}
+
+/// A fresh, empty Postgres database of this test run (`scripts/test.sh`
+/// drops them at the end): its unique suffix and its URL.
+pub fn postgres_database() -> (String, String) {
     let unique = format!(
         "t{}_{}",
         std::process::id(),
@@ -55,21 +73,8 @@ fn real_stores() -> Option<Vec<(String, String)>> {
         "creating a test database on {pg} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let kafka = std::env::var("TEST_KAFKA")
-        .expect("TEST_KAFKA names the test broker (scripts/test.sh starts one)");
-    let redis = std::env::var("TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    Some(vec![
-        (
-            "TROUPE_DATABASE__URL".into(),
-            format!("{pg}/troupe_{unique}"),
-        ),
-        ("TROUPE_LOG__KIND".into(), "kafka".into()),
-        ("TROUPE_KAFKA__BROKERS".into(), kafka),
-        ("TROUPE_KAFKA__TOPIC".into(), format!("troupe-{unique}")),
-        ("TROUPE_KAFKA__PARTITIONS".into(), "4".into()),
-        ("TROUPE_REDIS__URL".into(), redis),
-        ("TROUPE_REDIS__PREFIX".into(), format!("troupe-{unique}:")),
-    ])
+    let url = format!("{pg}/troupe_{unique}");
+    (unique, url)
 }
 
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

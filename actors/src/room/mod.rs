@@ -793,17 +793,22 @@ impl RoomState {
         if self.members.contains_key(user) {
             return Ok(());
         }
-        let exists = self
+        let found = self
             .ctx
             .stores
             .directory
             .find_user(user)
             .await
             .map_err(|e| ChatError::unavailable(e.to_string()))?;
-        if exists.is_none() {
+        let Some(found) = found else {
             return Err(ChatError::not_found(format!("no user {user}")));
+        };
+        // Names are matched regardless of case; members are keyed by the
+        // registered spelling, the one their sessions carry.
+        if self.members.contains_key(&found.username) {
+            return Ok(());
         }
-        self.add_member(myself, user).await
+        self.add_member(myself, &found.username).await
     }
 
     async fn leave(&mut self, user: &str) -> Result<(), ChatError> {

@@ -131,13 +131,20 @@ async fn load_record(
                 return Err(Box::new(ChatError::not_found(format!("no room {name}"))));
             };
             for member in &spec.members {
-                if directory
-                    .find_user(member)
-                    .await
-                    .map_err(unavailable)?
-                    .is_none()
-                {
-                    return Err(Box::new(ChatError::not_found(format!("no user {member}"))));
+                let found = directory.find_user(member).await.map_err(unavailable)?;
+                match found {
+                    None => {
+                        return Err(Box::new(ChatError::not_found(format!("no user {member}"))))
+                    }
+                    // A DM room's name holds its members' names: only the
+                    // registered spelling names the one room of the pair.
+                    Some(user) if user.username != *member => {
+                        return Err(Box::new(ChatError::not_found(format!(
+                            "no user {member}; the name is spelled {}",
+                            user.username
+                        ))))
+                    }
+                    Some(_) => {}
                 }
             }
             let record = RoomRecord {

@@ -55,6 +55,7 @@ impl MessageLog for MemoryLog {
 
 #[derive(Default)]
 struct Tables {
+    /// By lowercased name: usernames are unique regardless of case.
     users: BTreeMap<String, UserRecord>,
     rooms: BTreeMap<String, RoomRecord>,
     members: BTreeMap<(String, String), u64>,
@@ -72,7 +73,8 @@ pub struct MemoryDatabase {
 impl Directory for MemoryDatabase {
     async fn create_user(&self, username: &str, password_hash: &str) -> StoreResult<UserRecord> {
         let mut t = lock(&self.tables);
-        if t.users.contains_key(username) {
+        let key = username.to_ascii_lowercase();
+        if t.users.contains_key(&key) {
             return Err(StoreError::Conflict(username.to_string()));
         }
         let user = UserRecord {
@@ -81,12 +83,13 @@ impl Directory for MemoryDatabase {
             password_hash: password_hash.to_string(),
             created_at: now_ms(),
         };
-        t.users.insert(username.to_string(), user.clone());
+        t.users.insert(key, user.clone());
         Ok(user)
     }
 
     async fn find_user(&self, username: &str) -> StoreResult<Option<UserRecord>> {
-        Ok(lock(&self.tables).users.get(username).cloned())
+        let key = username.to_ascii_lowercase();
+        Ok(lock(&self.tables).users.get(&key).cloned())
     }
 
     async fn create_room(&self, room: &RoomRecord, members: &[String]) -> StoreResult<()> {
@@ -363,6 +366,22 @@ mod tests {
         assert!(e.token("old").await.unwrap().is_none());
         e.revoke_token("live").await.unwrap();
         assert!(e.token("live").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn usernames_are_unique_regardless_of_case() {
+        let db = MemoryDatabase::default();
+        db.create_user("alice", "h").await.unwrap();
+        assert!(matches!(
+            db.create_user("ALICE", "h").await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Found in any case, with the name as registered.
+        let found = db.find_user("AlIcE").await.unwrap().expect("alice");
+        assert_eq!(found.username, "alice");
+        db.create_user("Bob", "h").await.unwrap();
+        assert_eq!(db.find_user("bob").await.unwrap().unwrap().username, "Bob");
+        assert!(db.find_user("carol").await.unwrap().is_none());
     }
 }
 

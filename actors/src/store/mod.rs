@@ -119,8 +119,11 @@ pub struct MemberRecord {
 /// Users, rooms and memberships.
 #[async_trait]
 pub trait Directory: Send + Sync + 'static {
-    /// Conflict when the username is taken.
+    /// Conflict when the username is taken, in any case (`alice` and
+    /// `ALICE` cannot both exist).
     async fn create_user(&self, username: &str, password_hash: &str) -> StoreResult<UserRecord>;
+    /// The user whose name equals `username` ignoring ASCII case; the record
+    /// holds the name as registered, which is the one to use from then on.
     async fn find_user(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     /// Creates the room with its first members; Conflict when it exists.
     async fn create_room(&self, room: &RoomRecord, members: &[String]) -> StoreResult<()>;
