@@ -88,7 +88,13 @@ impl App {
         let room = self.room(name, Some(spec)).await?;
         // Tells the creator's connections they joined.
         let who = user.to_string();
-        ask(&room, |reply| RoomMsg::Join { user: who, reply }).await??;
+        // No session asked: each of them goes live on its `Attached`.
+        ask(&room, |reply| RoomMsg::Join {
+            user: who,
+            session: None,
+            reply,
+        })
+        .await??;
         let who = user.to_string();
         ask(&room, |reply| RoomMsg::Info { user: who, reply }).await?
     }

@@ -257,7 +257,8 @@ impl Actor for RoomProxy {
                     last_seen,
                 });
             }
-            RoomMsg::Join { user, reply } => {
+            // The owner subscribes this node's sessions through its Router.
+            RoomMsg::Join { user, reply, .. } => {
                 state.call(RoomCall::Join { user }, reply, done, |_| {})
             }
             RoomMsg::Leave { user, reply } => {

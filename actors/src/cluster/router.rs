@@ -748,7 +748,11 @@ impl RouterState {
             RoomCall::Join { user } => self.ask_room(
                 myself,
                 room,
-                |r| RoomMsg::Join { user, reply: r },
+                |r| RoomMsg::Join {
+                    user,
+                    session: None,
+                    reply: r,
+                },
                 WireReply::Done,
                 reply,
             ),

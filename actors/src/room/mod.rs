@@ -143,6 +143,9 @@ pub enum RoomMsg {
     },
     Join {
         user: String,
+        /// The local session that asked (it is live: it sent a frame), which
+        /// is subscribed live at once; the user's other sessions pending.
+        session: Option<u64>,
         reply: RpcReplyPort<Result<(), ChatError>>,
     },
     Leave {
@@ -338,8 +341,12 @@ impl Actor for Room {
                 state.subscribers.remove(&session_id);
                 state.idle_since = state.subscribers.is_empty().then(Instant::now);
             }
-            RoomMsg::Join { user, reply } => {
-                let _ = reply.send(state.join(&myself, &user).await);
+            RoomMsg::Join {
+                user,
+                session,
+                reply,
+            } => {
+                let _ = reply.send(state.join(&myself, &user, session).await);
             }
             RoomMsg::Leave { user, reply } => {
                 let _ = reply.send(state.leave(&user).await);
@@ -701,7 +708,10 @@ impl RoomState {
     }
 
     /// Subscribes every local session of `user` and tells each it joined.
-    async fn attach_user(&mut self, myself: &ActorRef<RoomMsg>, user: &str) {
+    /// `live`: the session that asked, subscribed live (it sent a frame, so it
+    /// is live itself: pending, it would miss typing and presence frames until
+    /// its `Attached` comes back as an activation).
+    async fn attach_user(&mut self, myself: &ActorRef<RoomMsg>, user: &str, live: Option<u64>) {
         let sessions = crate::ask(&self.ctx.presence, |reply| PresenceMsg::SessionsOf {
             users: vec![user.to_string()],
             reply,
@@ -721,9 +731,10 @@ impl RoomState {
                 actor: myself.clone(),
                 restarted: false,
             });
-            // Pending: the session goes live here when it is live itself
+            // The others pending: each goes live here when it is live itself
             // (on `Attached`), like the user's sessions on other nodes.
-            self.subscribe(session, true);
+            let pending = live != Some(session.id);
+            self.subscribe(session, pending);
         }
         // The user's connections on other nodes subscribe through their own.
         if let Some(router) = &self.ctx.router {
@@ -736,12 +747,17 @@ impl RoomState {
         }
     }
 
-    async fn join(&mut self, myself: &ActorRef<RoomMsg>, user: &str) -> Result<(), ChatError> {
+    async fn join(
+        &mut self,
+        myself: &ActorRef<RoomMsg>,
+        user: &str,
+        session: Option<u64>,
+    ) -> Result<(), ChatError> {
         match self.kind {
             RoomKind::Broadcast => return Ok(()),
             _ if self.members.contains_key(user) => {
                 // Already in: answer `joined` again to the user's connections.
-                self.attach_user(myself, user).await;
+                self.attach_user(myself, user, session).await;
                 return Ok(());
             }
             RoomKind::Direct => {
@@ -755,13 +771,14 @@ impl RoomState {
             }
             RoomKind::Group => {}
         }
-        self.add_member(myself, user).await
+        self.add_member(myself, user, session).await
     }
 
     async fn add_member(
         &mut self,
         myself: &ActorRef<RoomMsg>,
         user: &str,
+        session: Option<u64>,
     ) -> Result<(), ChatError> {
         self.ctx
             .stores
@@ -776,7 +793,7 @@ impl RoomState {
         }
         .encode();
         self.fan_out(&frame, Some(user));
-        self.attach_user(myself, user).await;
+        self.attach_user(myself, user, session).await;
         Ok(())
     }
 
@@ -808,7 +825,7 @@ impl RoomState {
         if self.members.contains_key(&found.username) {
             return Ok(());
         }
-        self.add_member(myself, &found.username).await
+        self.add_member(myself, &found.username, None).await
     }
 
     async fn leave(&mut self, user: &str) -> Result<(), ChatError> {

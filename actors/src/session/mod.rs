@@ -806,8 +806,10 @@ impl SessionState {
                         creator: user.clone(),
                         members: vec![user.clone()],
                     };
+                    let session = Some(self.handle.id);
                     self.call_room(&room, Some(create), |reply| RoomMsg::Join {
                         user: user.clone(),
+                        session,
                         reply,
                     })
                     .await?
