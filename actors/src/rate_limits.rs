@@ -206,11 +206,7 @@ impl RateLimits {
         kind: Kind,
         subject: &str,
     ) -> Result<(), ChatError> {
-        let Some(rate) = self.rate(kind) else {
-            return Ok(());
-        };
-        let key = format!("{}:{subject}", kind.name());
-        take(store, kind, &key, rate, 1).await
+        self.take_from(store, kind, subject, 1).await
     }
 
     /// Whether `kind` has a token left for `subject`, without taking it
@@ -221,11 +217,21 @@ impl RateLimits {
         kind: Kind,
         subject: &str,
     ) -> Result<(), ChatError> {
+        self.take_from(store, kind, subject, 0).await
+    }
+
+    async fn take_from(
+        &self,
+        store: &dyn EphemeralStore,
+        kind: Kind,
+        subject: &str,
+        cost: u32,
+    ) -> Result<(), ChatError> {
         let Some(rate) = self.rate(kind) else {
             return Ok(());
         };
         let key = format!("{}:{subject}", kind.name());
-        take(store, kind, &key, rate, 0).await
+        take(store, kind, &key, rate, cost).await
     }
 }
 
