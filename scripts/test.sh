@@ -36,6 +36,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --features test-hooks -- -D warnings
 
+echo "== deploy/k8s manifests"
+scripts/check-deploy.sh
+
 # The fault tests (tests/faults.rs) run brokers, Redis and Postgres of their own.
 export TEST_TANSU
 TEST_TANSU=$(scripts/install-tansu.sh)

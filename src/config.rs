@@ -33,6 +33,11 @@ pub struct Config {
     pub session: SessionSection,
     pub cluster: ClusterSection,
     pub http: HttpSection,
+    /// `TROUPE_*` variables that name no section or key of troupe's (such as
+    /// the `TROUPE_SERVICE_HOST` Kubernetes injects for a Service named
+    /// `troupe`): ignored, and logged once at start.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 /// The cluster: unset `listen` = a node on its own.
@@ -358,6 +363,7 @@ impl Default for Config {
             session: SessionSection::default(),
             cluster: ClusterSection::default(),
             http: HttpSection::default(),
+            ignored_env: Vec::new(),
         }
     }
 }
@@ -390,7 +396,21 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("TROUPE_").split("__"));
+        // Only variables under a top-level key of troupe's are read (and
+        // validated: a typo inside a known section still stops the node);
+        // the others belong to someone else, e.g. Kubernetes' service links.
+        let known = top_level_keys();
+        let ignored: Vec<String> = Env::prefixed("TROUPE_")
+            .iter()
+            .map(|(key, _)| key.as_str().to_string())
+            .filter(|key| !known.contains(&env_section(key)))
+            .map(|key| format!("TROUPE_{}", key.to_ascii_uppercase()))
+            .collect();
+        figment = figment.merge(
+            Env::prefixed("TROUPE_")
+                .filter(move |key| known.contains(&env_section(key.as_str())))
+                .split("__"),
+        );
         let mut flags = Figment::new();
         if let Some(listen) = overrides.listen {
             flags = flags.merge(("listen", listen));
@@ -413,6 +433,7 @@ impl Config {
             ConfigError(e)
         })?;
         let mut config = config;
+        config.ignored_env = ignored;
         if let Some(file) = &config.cluster.cookie_file {
             let text = std::fs::read_to_string(file).map_err(|e| {
                 ConfigError(format!(
@@ -429,6 +450,16 @@ impl Config {
         }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The configuration as TOML with every secret replaced by `<redacted>`
+    /// (`troupe config show`).
+    pub fn show(&self) -> Result<String, ConfigError> {
+        let mut value = toml::Value::try_from(self)
+            .map_err(|e| ConfigError(format!("cannot render the configuration: {e}")))?;
+        redact_secrets(&mut value);
+        toml::to_string_pretty(&value)
+            .map_err(|e| ConfigError(format!("cannot render the configuration: {e}")))
     }
 
     /// Part of a cluster?
@@ -636,6 +667,36 @@ impl Config {
 }
 
 /// figment's error as one line that names the key and the source.
+/// Replaces secrets (passwords in URLs, cookie, tokens) in a rendered config.
+fn redact_secrets(value: &mut toml::Value) {
+    const SECRET_KEYS: [&str; 3] = ["cookie", "token", "secret"];
+    if let toml::Value::Table(table) = value {
+        for (key, v) in table.iter_mut() {
+            match v {
+                toml::Value::String(s) if SECRET_KEYS.iter().any(|k| key.contains(k)) => {
+                    *s = "<redacted>".to_string();
+                }
+                toml::Value::String(s) if key == "url" => *s = crate::db::redact(s),
+                _ => redact_secrets(v),
+            }
+        }
+    }
+}
+
+/// The top-level keys of the configuration (`listen`, `database`, ...).
+fn top_level_keys() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The top-level key a `TROUPE_` variable (prefix stripped) would set:
+/// `database__url` -> `database`, `listen` -> `listen`.
+fn env_section(key: &str) -> String {
+    key.split("__").next().unwrap_or(key).to_ascii_lowercase()
+}
+
 fn one_line(e: figment::Error) -> String {
     let key = if e.path.is_empty() {
         String::new()
@@ -756,6 +817,37 @@ mod tests {
             let c = Config::load(Some(Path::new("k.toml")), Overrides::default()).unwrap();
             assert_eq!(c.kafka.brokers, ["a:1", "b:2"]);
             assert_eq!(c.log.kind, LogKind::Kafka);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn kubernetes_service_variables_are_ignored_but_typos_in_a_section_are_not() {
+        figment::Jail::expect_with(|jail| {
+            // What Kubernetes injects for a Service named `troupe`.
+            jail.set_env("TROUPE_SERVICE_HOST", "10.0.0.7");
+            jail.set_env("TROUPE_SERVICE_PORT", "8080");
+            jail.set_env("TROUPE_PORT", "tcp://10.0.0.7:8080");
+            jail.set_env("TROUPE_PORT_8080_TCP_PROTO", "tcp");
+            jail.set_env("TROUPE_NODE__NAME", "pod-0");
+            let c = Config::load(None, Overrides::default()).expect("loads");
+            assert_eq!(c.node.name, "pod-0");
+            let mut ignored = c.ignored_env.clone();
+            ignored.sort();
+            assert_eq!(
+                ignored,
+                [
+                    "TROUPE_PORT",
+                    "TROUPE_PORT_8080_TCP_PROTO",
+                    "TROUPE_SERVICE_HOST",
+                    "TROUPE_SERVICE_PORT"
+                ]
+            );
+            jail.set_env("TROUPE_NODE__NAEM", "typo");
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("naem"), "{e}");
             Ok(())
         });
     }

@@ -46,6 +46,18 @@ enum Command {
     Migrate(ConfigArgs),
     /// Print the live actor tree of a running node or cluster (GET /admin/actors).
     Inspect(inspect::InspectArgs),
+    /// Check or print the configuration a node would run with.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Exit 0 if the configuration (file, TROUPE_* variables, flags) is valid,
+    /// else 1 with the same one-line error a node would stop with.
+    Check(ConfigArgs),
+    /// Print the effective configuration as TOML, secrets redacted.
+    Show(ConfigArgs),
 }
 
 #[derive(Args)]
@@ -95,11 +107,20 @@ impl ConfigArgs {
     }
 }
 
+/// The default log filter: troupe at info; the drivers only when something
+/// is wrong (rskafka alone logs ~10 lines a second while a broker is down,
+/// and the node already says so once).
+const DEFAULT_LOG_FILTER: &str =
+    "info,rskafka=error,sqlx=warn,sea_orm=warn,fred=warn,ractor_cluster=warn";
+
 fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for a person at a terminal, never into files or `docker logs`.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -132,6 +153,20 @@ fn main() -> std::process::ExitCode {
             }
             Command::Migrate(args) => migrate(args.load()?).await,
             Command::Inspect(args) => inspect::run(args).await,
+            Command::Config(ConfigCommand::Check(args)) => {
+                let config = args.load()?;
+                println!(
+                    "ok: node {} on {} ({})",
+                    config.node.name,
+                    config.listen,
+                    if config.clustered() { "clustered" } else { "alone" }
+                );
+                Ok(())
+            }
+            Command::Config(ConfigCommand::Show(args)) => {
+                print!("{}", args.load()?.show()?);
+                Ok(())
+            }
         }
     });
     match result {
@@ -152,6 +187,13 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    if !config.ignored_env.is_empty() {
+        tracing::warn!(
+            variables = %config.ignored_env.join(","),
+            "ignoring TROUPE_* variables that name no config section (Kubernetes sets \
+             TROUPE_SERVICE_HOST and the like for a Service named troupe)"
+        );
+    }
     if let Some(ms) = config.session.resume_grace_ms {
         tracing::warn!(
             resume_grace_ms = ms,
