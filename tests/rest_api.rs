@@ -637,3 +637,69 @@ async fn a_body_over_the_limit_is_a_json_413() {
     // Nothing was registered.
     assert_eq!(common::register(&node, "ann", PASSWORD).await.status(), 201);
 }
+
+/// Every response carries a request id (the client's own, or a new one), and
+/// the access log has one line per request naming the route's template and
+/// status, never the path's user data nor a query string's token.
+#[tokio::test]
+async fn requests_get_an_id_and_an_access_log_line_without_secrets() {
+    let node = Node::start().await;
+    let token = common::account(&node, "ann").await;
+    let r = common::http()
+        .get(node.url("/api/v1/rooms/secret-plans/messages"))
+        .bearer_auth(&token)
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(
+        r.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("trace-me-42")
+    );
+    let status = r.status().as_u16();
+    let r = get(&node, "/health", None).await;
+    let id = r
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a generated request id")
+        .to_string();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    // A WebSocket upgrade with the token in its query string.
+    let mut client = common::Client::connect(&node, "ann", &token).await;
+    client.send(json!({"type": "ping"})).await;
+    client.expect("pong").await;
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = node.log_text();
+        if log.contains("trace-me-42") && log.contains(&id) && log.contains("route=/ws") {
+            break log;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no access lines:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let line = log
+        .lines()
+        .find(|l| l.contains("trace-me-42") && l.contains("status="))
+        .unwrap_or_else(|| panic!("an access line for trace-me-42:\n{log}"));
+    assert!(
+        line.contains("route=/api/v1/rooms/{room}/messages"),
+        "{line}"
+    );
+    assert!(line.contains(&format!("status={status}")), "{line}");
+    assert!(
+        !log.contains("secret-plans"),
+        "a path's user data in the log:\n{log}"
+    );
+    assert!(!log.contains(&token), "a token in the log:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+}

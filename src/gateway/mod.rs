@@ -1,5 +1,6 @@
 //! The HTTP/WebSocket gateway: one listener for REST, `/ws`, health and readiness.
 
+pub mod access;
 pub mod admin;
 pub mod admin_page;
 pub mod body;
@@ -26,7 +27,7 @@ pub fn router(app: App) -> Router {
         max_bytes: body_limit,
         timeout: app.config.http.body_timeout(),
     };
-    Router::new()
+    let router = Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/api/v1/register", post(rest::register))
         .route("/api/v1/login", post(rest::login))
@@ -47,8 +48,8 @@ pub fn router(app: App) -> Router {
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(body_rules, body::read_body))
-        .with_state(app)
+        .layer(middleware::from_fn_with_state(body_rules, body::read_body));
+    access::layers(router).with_state(app)
 }
 
 /// Serves until the app's shutdown token fires; then stops accepting.
