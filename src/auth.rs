@@ -149,19 +149,43 @@ impl Accounts {
             })
     }
 
-    /// Both buckets (the keys of before `[rate_limits]`); refused while
-    /// the store cannot say.
+    /// Attempts per account (every attempt counts: a password guesser on
+    /// many addresses), and failures per address (only wrong passwords
+    /// count, so that people behind one NAT who log in fine never lock each
+    /// other out). An address with no failures left is refused before its
+    /// password is checked. Refused while the store cannot say.
     async fn allow_login(&self, username: &str, addr: IpAddr) -> Result<(), ChatError> {
-        let burst = self.limits.logins_per_minute;
-        let rate = Rate::new(burst as f64 / 60.0, burst);
-        for key in [
-            // One budget per account, whatever the case of the attempts.
-            format!("login:user:{}", username.to_ascii_lowercase()),
-            format!("login:addr:{addr}"),
-        ] {
-            rate_limits::take(&*self.stores.ephemeral, Kind::Login, &key, rate, 1).await?;
+        let rate = self.login_rate();
+        rate_limits::take(
+            &*self.stores.ephemeral,
+            Kind::Login,
+            &login_addr_key(addr),
+            rate,
+            0,
+        )
+        .await?;
+        // One budget per account, whatever the case of the attempts.
+        let user_key = format!("login:user:{}", username.to_ascii_lowercase());
+        rate_limits::take(&*self.stores.ephemeral, Kind::Login, &user_key, rate, 1).await
+    }
+
+    /// A wrong password from `addr` spends one of its failures.
+    async fn count_failure(&self, addr: IpAddr) {
+        let rate = self.login_rate();
+        let key = login_addr_key(addr);
+        if let Err(e) = self
+            .stores
+            .ephemeral
+            .rate_limit(&key, rate.burst, rate.per_second, 1)
+            .await
+        {
+            tracing::warn!(error = %e, "could not count a failed login");
         }
-        Ok(())
+    }
+
+    fn login_rate(&self) -> Rate {
+        let burst = self.limits.logins_per_minute;
+        Rate::new(burst as f64 / 60.0, burst)
     }
 
     pub async fn login(
@@ -185,7 +209,10 @@ impl Accounts {
         let ok = self.verify(password.to_string(), hash).await?;
         let user = match user {
             Some(user) if ok => user,
-            _ => return Err(bad()),
+            _ => {
+                self.count_failure(addr).await;
+                return Err(bad());
+            }
         };
         let token = new_token(32);
         let expires_at = now_ms() + self.token_ttl.as_millis() as i64;
@@ -254,4 +281,9 @@ impl Accounts {
             }
         })
     }
+}
+
+/// The bucket of failed logins from one address.
+fn login_addr_key(addr: IpAddr) -> String {
+    format!("login:addr:{addr}")
 }

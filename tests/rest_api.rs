@@ -312,6 +312,42 @@ async fn the_fourth_login_attempt_in_a_minute_is_rate_limited() {
     .await;
 }
 
+/// People behind one address (a NAT, an office) who log in fine never lock
+/// each other out: the address limit counts failures only.
+#[tokio::test]
+async fn one_address_is_limited_by_its_failed_logins_not_its_logins() {
+    let node = Node::start_with(&[("TROUPE_LIMITS__LOGINS_PER_MINUTE", "3")]).await;
+    let users = ["ann", "bob", "cid", "dee", "eve", "fay"];
+    for user in users {
+        assert_eq!(common::register(&node, user, PASSWORD).await.status(), 201);
+    }
+    // Six good logins from 127.0.0.1, over the limit of three a minute.
+    for user in users {
+        assert_eq!(
+            common::login(&node, user, PASSWORD).await.status(),
+            200,
+            "{user}"
+        );
+    }
+    // Three wrong passwords from this address, each for another account...
+    for user in &users[..3] {
+        assert_eq!(
+            common::login(&node, user, "wrong password").await.status(),
+            401
+        );
+    }
+    // ...and the address is refused, for an account that had no failure too.
+    let r = common::login(&node, "fay", PASSWORD).await;
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_error(r, 429, "rate_limited").await;
+}
+
 #[tokio::test]
 async fn logout_answers_204_and_the_token_is_refused_afterwards() {
     let node = Node::start().await;
