@@ -374,6 +374,92 @@ async fn cluster_client_roams_every_reconnect() {
     assert_eq!(nodes.len(), 3, "the roamer visited only nodes {nodes:?}");
 }
 
+/// A rolling upgrade: a node of the previous wire version joins a cluster
+/// of the current one and serves; a node two versions away is refused with
+/// one clear log line and never becomes a member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_adjacent_wire_versions_link_distant_ones_are_refused() {
+    let name = "cluster_adjacent_wire_versions_link_distant_ones_are_refused";
+    let mut cluster = Cluster::start(name, 2).await;
+    let current: u32 = 2; // actors/src/cluster/wire.rs WIRE_VERSION
+    let previous = (current - 1).to_string();
+    let distant = (current + 2).to_string();
+    let old = cluster
+        .start_outsider(&[("TROUPE_TEST_WIRE_VERSION", previous.as_str())])
+        .await;
+    let far = cluster
+        .start_outsider(&[("TROUPE_TEST_WIRE_VERSION", distant.as_str())])
+        .await;
+    let old_name = cluster.nodes[old].name.clone();
+    let far_name = cluster.nodes[far].name.clone();
+
+    // The previous version becomes live on both members and on itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut all = true;
+        for i in [0, 1, old] {
+            let live = cluster.ready(i).await.map(|r| r.live).unwrap_or_default();
+            all &= live.contains(&old_name) && live.contains(&cluster.nodes[0].name);
+            assert!(
+                !live.contains(&far_name),
+                "{far_name} became live on node {i}: {live:?}"
+            );
+        }
+        if all {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{old_name} (wire {previous}) never joined"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The distant one is told why, and sees nobody.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = cluster.all_logs();
+        let refused = logs.iter().any(|(node, text)| {
+            *node != far_name
+                && text.lines().any(|l| {
+                    l.contains("cluster peer refused: its wire version")
+                        && l.contains(&far_name)
+                        && l.contains(&format!("peer_wire_version={distant}"))
+                })
+        });
+        if refused {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no member logged the refusal of {far_name}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for i in [0, 1, old] {
+        let live = cluster.ready(i).await.map(|r| r.live).unwrap_or_default();
+        assert!(
+            !live.contains(&far_name),
+            "{far_name} live on node {i}: {live:?}"
+        );
+    }
+    let far_live = cluster.ready(far).await.map(|r| r.live).unwrap_or_default();
+    assert!(
+        far_live.iter().all(|n| *n == far_name),
+        "{far_name} sees {far_live:?}"
+    );
+    // The old node serves: a room created there is placed across the versions.
+    let ann = cluster.account(old, "ann").await;
+    let r = cluster
+        .http()
+        .post(cluster.nodes[old].url("/api/v1/rooms"))
+        .bearer_auth(&ann)
+        .json(&serde_json::json!({"name": "mixed"}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+}
+
 /// A node with another cookie, seeded with a running cluster, is never let
 /// in: no member lists it, it sees only itself and never starts serving
 /// (`/ready` stays 503 `joining`: serving alone on the shared stores would

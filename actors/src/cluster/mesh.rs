@@ -14,7 +14,7 @@ use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 
 use super::router::{call_peer, peer_router, RouterMsg};
-use super::wire::{WireCall, WireReply};
+use super::wire::{self, WireCall, WireReply};
 use super::Membership;
 use crate::room::supervisor::RoomSupervisorMsg;
 
@@ -54,6 +54,8 @@ pub enum MeshMsg {
         ready: bool,
         addr: String,
         peers: Vec<(String, String)>,
+        /// Its wire version.
+        wire: u32,
     },
     PingDone {
         node: String,
@@ -152,6 +154,8 @@ pub struct MeshState {
     /// When a member last left the live view.
     last_loss: Option<Instant>,
     warned: bool,
+    /// Peers refused for their wire version, each logged once.
+    refused_versions: HashSet<(String, u32)>,
 }
 
 /// `name@host` (ractor_cluster's peer name) -> `name`.
@@ -205,6 +209,7 @@ impl Actor for Mesh {
             started: Instant::now(),
             last_loss: None,
             warned: false,
+            refused_versions: HashSet::new(),
         })
     }
 
@@ -231,7 +236,22 @@ impl Actor for Mesh {
                 ready,
                 addr,
                 peers,
+                wire,
             } => {
+                if !wire::compatible(wire) {
+                    // Never a member: it would misread what this node says.
+                    if state.refused_versions.insert((node.clone(), wire)) {
+                        tracing::error!(
+                            peer = %node,
+                            peer_addr = %addr,
+                            peer_wire_version = wire,
+                            wire_version = wire::wire_version(),
+                            "cluster peer refused: its wire version is not this node's or adjacent \
+                             (upgrade one version at a time)"
+                        );
+                    }
+                    return Ok(());
+                }
                 let was_live = state.membership.live.contains(&node);
                 let peer = state.peers.entry(node.clone()).or_insert(Peer {
                     addr: addr.clone(),
@@ -377,6 +397,7 @@ impl MeshState {
             let call = WireCall::Ping {
                 from: self.config.node.clone(),
                 addr: self.addr.clone(),
+                wire: wire::wire_version(),
             };
             let myself = myself.clone();
             let node = node.clone();
@@ -389,6 +410,7 @@ impl MeshState {
                     ready,
                     addr,
                     peers,
+                    wire,
                 })) = answer
                 {
                     let _ = myself.cast(MeshMsg::Pong {
@@ -397,6 +419,7 @@ impl MeshState {
                         ready,
                         addr,
                         peers,
+                        wire,
                     });
                 }
                 let _ = myself.cast(MeshMsg::PingDone { node });

@@ -707,6 +707,7 @@ impl RouterState {
                     ready: self.ready,
                     addr: self.addr.clone(),
                     peers: self.peers.clone(),
+                    wire: wire::wire_version(),
                 };
                 let _ = reply.send(wire::encode_json(&pong));
                 return;

@@ -10,6 +10,36 @@ use crate::frames::{ChatError, ChatMessage, HistoryQuery};
 use crate::inspect::{InspectQuery, NodeSnapshot};
 use crate::room::{CreateSpec, RoomInfo};
 
+/// The version of what nodes say to each other. Raise it with any change a
+/// node of the previous version would misread (a new variant, a changed
+/// field), and keep reading the previous version's forms: a node links with
+/// peers whose version is its own or adjacent (a rolling upgrade runs two
+/// adjacent versions side by side) and refuses the others with a log line.
+/// Version 1 is the wire before versions were exchanged (its pings carry none).
+pub const WIRE_VERSION: u32 = 2;
+
+/// The version this node speaks: [`WIRE_VERSION`], or with the `test-hooks`
+/// feature `TROUPE_TEST_WIRE_VERSION` (a test runs nodes of two versions).
+pub fn wire_version() -> u32 {
+    #[cfg(feature = "test-hooks")]
+    if let Some(v) = std::env::var("TROUPE_TEST_WIRE_VERSION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return v;
+    }
+    WIRE_VERSION
+}
+
+/// Can this node link with a peer of version `theirs`?
+pub fn compatible(theirs: u32) -> bool {
+    theirs.abs_diff(wire_version()) <= 1
+}
+
+fn wire_v1() -> u32 {
+    1
+}
+
 /// A request to a room from a session on node `from` (fire and forget).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum RoomCast {
@@ -151,7 +181,12 @@ pub enum WireCall {
         req: RoomCall,
     },
     /// A heartbeat; the answer names the peer and the members it sees.
-    Ping { from: String, addr: String },
+    Ping {
+        from: String,
+        addr: String,
+        #[serde(default = "wire_v1")]
+        wire: u32,
+    },
     /// The node's actor tree (the admin endpoints).
     Inspect { query: InspectQuery },
 }
@@ -171,6 +206,8 @@ pub enum WireReply {
         addr: String,
         /// (name, cluster address) of the nodes it sees.
         peers: Vec<(String, String)>,
+        #[serde(default = "wire_v1")]
+        wire: u32,
     },
     Inspected(Box<NodeSnapshot>),
     Failed(ChatError),
@@ -295,6 +332,19 @@ fn get_str(b: &mut &[u8]) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ping_of_the_first_wire_reads_as_version_1_and_links() {
+        // What a node of before versions sends: no `wire` field.
+        let old = r#"{"Ping":{"from":"n1","addr":"127.0.0.1:4700"}}"#;
+        let WireCall::Ping { wire, .. } = decode_json::<WireCall>(old.as_bytes()).unwrap() else {
+            panic!("a ping");
+        };
+        assert_eq!(wire, 1);
+        assert!(compatible(WIRE_VERSION - 1) && compatible(WIRE_VERSION + 1));
+        assert!(!compatible(WIRE_VERSION + 2));
+        assert!(!compatible(WIRE_VERSION - 2));
+    }
 
     #[test]
     fn a_delivery_survives_the_wire() {

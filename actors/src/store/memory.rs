@@ -374,20 +374,30 @@ mod tests {
         // A slow login throttle, emptied: it must survive sweeps that fast
         // message buckets trigger.
         for _ in 0..3 {
-            e.rate_limit("login:addr:1.2.3.4", 3, 0.001, 1).await.unwrap();
+            e.rate_limit("login:addr:1.2.3.4", 3, 0.001, 1)
+                .await
+                .unwrap();
         }
         for i in 0..150_000 {
             e.rate_limit(&format!("msg:{i}"), 10, 1e9, 0).await.unwrap();
         }
-        assert!(lock(&e.buckets).map.len() < 150_000, "full buckets were swept");
         assert!(
-            e.rate_limit("login:addr:1.2.3.4", 3, 0.001, 1).await.unwrap().is_some(),
+            lock(&e.buckets).map.len() < 150_000,
+            "full buckets were swept"
+        );
+        assert!(
+            e.rate_limit("login:addr:1.2.3.4", 3, 0.001, 1)
+                .await
+                .unwrap()
+                .is_some(),
             "the emptied login bucket is still empty after the sweep"
         );
         // Buckets that are not full are kept, and do not make every call rescan.
         let before = lock(&e.buckets).sweep_at;
         for i in 0..10 {
-            e.rate_limit(&format!("busy:{i}"), 1, 0.001, 1).await.unwrap();
+            e.rate_limit(&format!("busy:{i}"), 1, 0.001, 1)
+                .await
+                .unwrap();
         }
         assert_eq!(lock(&e.buckets).sweep_at, before);
     }
