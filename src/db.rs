@@ -75,37 +75,56 @@ pub async fn connect(url: &str, durable: SqliteDurability) -> Result<DatabaseCon
         })
 }
 
+/// Runs the migrations. On Postgres, nodes (and `troupe migrate`) starting
+/// together take turns under an advisory lock, so a migration never races
+/// another and no error is retried as if it had: each is reported once.
 pub async fn migrate(db: &DatabaseConnection, url: &str) -> Result<(), DbError> {
-    // Nodes of a cluster starting together migrate the same fresh database at
-    // once; the losers of that race find the schema there on a retry.
-    let mut attempt = 0;
-    loop {
-        match Migrator::up(db, None).await {
-            Ok(()) => return Ok(()),
-            // Nothing changed, and a retry would find the same rows.
-            Err(sea_orm::DbErr::Migration(message))
-                if troupe_migration::is_refusal_message(&message) =>
-            {
-                return Err(DbError::Refused {
-                    url: redact(url),
-                    message,
-                })
-            }
-            Err(source) if attempt < 5 => {
-                attempt += 1;
-                tracing::warn!(error = %source, attempt, "migration raced another node; retrying");
-                let jitter = rand::random::<u64>() % 300;
-                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt + jitter)).await;
-            }
-            Err(source) => {
-                return Err(DbError::Migrate {
-                    url: redact(url),
-                    source,
-                })
-            }
+    let failed = |source| DbError::Migrate {
+        url: redact(url),
+        source,
+    };
+    // Held by one pooled connection of its own while the others migrate.
+    let lock = match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => {
+            let mut conn = db
+                .get_postgres_connection_pool()
+                .acquire()
+                .await
+                .map_err(|e| failed(sea_orm::DbErr::Custom(e.to_string())))?;
+            sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| failed(sea_orm::DbErr::Custom(e.to_string())))?;
+            Some(conn)
         }
+        _ => None,
+    };
+    let result = Migrator::up(db, None).await;
+    if let Some(mut conn) = lock {
+        // Closing the connection would release it too; unlock so the pool keeps it.
+        let _ = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await;
+    }
+    match result {
+        Ok(()) => Ok(()),
+        // Nothing changed, and a retry would find the same rows.
+        Err(sea_orm::DbErr::Migration(message))
+            if troupe_migration::is_refusal_message(&message) =>
+        {
+            Err(DbError::Refused {
+                url: redact(url),
+                message,
+            })
+        }
+        Err(source) => Err(failed(source)),
     }
 }
+
+/// The advisory lock key of the migrations ("troupe" in ASCII).
+const MIGRATION_LOCK: i64 = 0x74726f757065;
 
 #[cfg(test)]
 mod tests {

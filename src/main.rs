@@ -42,8 +42,9 @@ enum Command {
     Serve(ConfigArgs),
     /// Run a node that joins a running cluster through `--seed`.
     Join(JoinArgs),
-    /// Run the database migrations and exit.
-    Migrate(ConfigArgs),
+    /// Run the database migrations and exit (only the database is touched:
+    /// Kafka and Redis need not be up).
+    Migrate(MigrateArgs),
     /// Print the live actor tree of a running node or cluster (GET /admin/actors).
     Inspect(inspect::InspectArgs),
     /// Check or print the configuration a node would run with.
@@ -67,6 +68,28 @@ struct JoinArgs {
     seed: Vec<String>,
     #[command(flatten)]
     config: ConfigArgs,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// A TOML configuration file (the format of cluster.toml).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Where the embedded default keeps its data (the SQLite file).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl MigrateArgs {
+    fn load(self) -> Result<Config, config::ConfigError> {
+        Config::load(
+            self.config.as_deref(),
+            Overrides {
+                data_dir: self.data_dir,
+                ..Overrides::default()
+            },
+        )
+    }
 }
 
 #[derive(Args)]
@@ -172,16 +195,31 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One line: what failed and why.
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", chain.join(": "));
+            eprintln!("error: {}", one_line(&e));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
+/// One line: what failed and why. Causes whose text an outer error already
+/// quotes (`database X unreachable: <cause>`) are not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    stores::open(&config).await?;
+    stores::migrate_database(&config).await?;
     tracing::info!(database = %db::redact(&config.database_url()), "migrated");
     Ok(())
 }

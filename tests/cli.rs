@@ -220,3 +220,74 @@ async fn a_database_with_usernames_differing_only_in_case_refuses_to_upgrade_and
         .await;
     assert!(again.is_err(), "the database took CAROL next to carol");
 }
+
+/// `migrate` touches only the database: Kafka and Redis configured but down
+/// do not stop it, and flags of `serve` are refused, not silently ignored.
+/// Three at once on a fresh Postgres database take turns (an advisory lock):
+/// each succeeds and none reports a failure or a retry.
+#[test]
+fn migrate_needs_only_the_database_and_runs_concurrently() {
+    let (_, url) = common::postgres_database();
+    let dir = tempfile::tempdir().unwrap();
+    let spawn = || {
+        troupe()
+            .args(["migrate", "--data-dir"])
+            .arg(dir.path())
+            .env("TROUPE_DATABASE__URL", &url)
+            .env("TROUPE_LOG__KIND", "kafka")
+            .env("TROUPE_KAFKA__BROKERS", "127.0.0.1:1")
+            .env("TROUPE_REDIS__URL", "redis://127.0.0.1:1")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let runs: Vec<_> = (0..3).map(|_| spawn()).collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            !stderr.contains("WARN") && !stderr.contains("ERROR"),
+            "{stderr}"
+        );
+    }
+
+    let out = troupe()
+        .args(["migrate", "--listen", "127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--listen"), "{stderr}");
+}
+
+/// An unreachable database stops `serve` with one line that gives the cause once.
+#[test]
+fn an_unreachable_database_is_one_line_with_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = troupe()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env(
+            "TROUPE_DATABASE__URL",
+            "postgres://troupe:s3cret@127.0.0.1:1/troupe",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: database postgres://troupe:***@127.0.0.1:1/troupe unreachable"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    // The driver's words appear once, not once per layer of wrapping.
+    let cause = last.rsplit(": ").next().unwrap_or_default();
+    assert!(
+        !cause.is_empty() && last.matches(cause).count() == 1,
+        "{last}"
+    );
+}

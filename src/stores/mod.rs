@@ -43,8 +43,8 @@ impl Probes {
     }
 }
 
-/// Connects and migrates; a store that cannot be reached is an error naming it.
-pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
+/// Connects to the database and migrates it (`troupe migrate` does only this).
+pub async fn migrate_database(config: &Config) -> anyhow::Result<sea_orm::DatabaseConnection> {
     let url = config.database_url();
     if config.database.url.is_none() {
         std::fs::create_dir_all(&config.data_dir)
@@ -52,6 +52,12 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
     }
     let conn = db::connect(&url, config.database.sqlite_synchronous).await?;
     db::migrate(&conn, &url).await?;
+    Ok(conn)
+}
+
+/// Connects and migrates; a store that cannot be reached is an error naming it.
+pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
+    let conn = migrate_database(config).await?;
     let sql = sql::SqlStore::new(conn);
     let sql_arc = Arc::new(sql.clone());
     let (log, kafka): (Arc<dyn MessageLog>, _) = match config.log.kind {
