@@ -55,12 +55,16 @@ pub struct ClusterSection {
     /// A file holding the cookie (its first line).
     pub cookie_file: Option<PathBuf>,
     /// How often each peer is pinged.
+    #[serde(deserialize_with = "millis")]
     pub heartbeat_ms: u64,
     /// A peer silent for this long is out of the view (its rooms move).
+    #[serde(deserialize_with = "millis")]
     pub deadline_ms: u64,
     /// A peer gone for this long no longer counts towards the majority.
+    #[serde(deserialize_with = "seconds")]
     pub forget_after_s: u64,
     /// With no seed answering for this long, the node serves alone.
+    #[serde(deserialize_with = "millis")]
     pub join_timeout_ms: u64,
 }
 
@@ -125,9 +129,11 @@ pub struct KafkaSection {
     /// broker 1, in production 3 (an ack then survives the loss of a broker).
     pub replication_factor: i16,
     /// How long a produce waits for more rooms' records to batch with.
+    #[serde(deserialize_with = "millis")]
     pub linger_ms: u64,
     pub max_batch_bytes: usize,
     /// Every broker call gives up after this long (the room answers `unavailable`).
+    #[serde(deserialize_with = "millis")]
     pub timeout_ms: u64,
 }
 
@@ -152,6 +158,7 @@ pub struct RedisSection {
     pub url: Option<String>,
     /// Prefix of every key troupe writes.
     pub prefix: String,
+    #[serde(deserialize_with = "millis")]
     pub timeout_ms: u64,
 }
 
@@ -161,6 +168,50 @@ impl Default for RedisSection {
             url: None,
             prefix: "troupe:".into(),
             timeout_ms: 2_000,
+        }
+    }
+}
+
+/// A duration in milliseconds: an integer (`300`, in the key's unit) or a
+/// human string (`"300ms"`, `"2s"`, `"1h 30m"`).
+fn millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    duration(d, Duration::from_millis(1))
+}
+
+/// A duration in seconds: an integer, or a human string (`"24h"`); a string
+/// must be a whole number of seconds.
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    duration(d, Duration::from_secs(1))
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D, unit: Duration) -> Result<u64, D::Error> {
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum IntOrHuman {
+        Int(u64),
+        Human(String),
+    }
+    match IntOrHuman::deserialize(d)? {
+        IntOrHuman::Int(n) => Ok(n),
+        IntOrHuman::Human(text) => {
+            let d = humantime::parse_duration(text.trim()).map_err(|e| {
+                D::Error::custom(format!(
+                    "{text:?} is not a duration ({e}): use e.g. \"300ms\", \"10s\", \"24h\""
+                ))
+            })?;
+            if d.as_nanos() % unit.as_nanos() != 0 {
+                return Err(D::Error::custom(format!(
+                    "{text:?} is not a whole number of {}",
+                    if unit.as_secs() == 1 {
+                        "seconds"
+                    } else {
+                        "milliseconds"
+                    }
+                )));
+            }
+            u64::try_from(d.as_nanos() / unit.as_nanos())
+                .map_err(|_| D::Error::custom(format!("{text:?} is too long")))
         }
     }
 }
@@ -188,6 +239,7 @@ fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSection {
     /// Lifetime of login tokens and resume tokens.
+    #[serde(deserialize_with = "seconds")]
     pub token_ttl_secs: u64,
     /// scrypt cost: N = 2^log_n (r = 8, p = 1). 15 = 32 MiB and ~0.1 s a hash.
     pub scrypt_log_n: u8,
@@ -213,6 +265,7 @@ pub struct AdminSection {
     /// Users with admin rights in chat (e.g. `broadcast` when limited to admins).
     pub users: Vec<String>,
     /// How long `/admin/actors` waits for each other node's answer.
+    #[serde(deserialize_with = "millis")]
     pub deadline_ms: u64,
 }
 
@@ -230,9 +283,11 @@ impl Default for AdminSection {
 #[serde(default, deny_unknown_fields)]
 pub struct RoomsSection {
     pub checkpoint_every: u64,
+    #[serde(deserialize_with = "millis")]
     pub checkpoint_interval_ms: u64,
     pub recent: usize,
     pub max_batch: usize,
+    #[serde(deserialize_with = "seconds")]
     pub idle_stop_secs: u64,
 }
 
@@ -267,8 +322,10 @@ pub struct HttpSection {
     /// A connection must send a request's whole header within this time,
     /// counted from its opening or from the end of its previous response:
     /// it also bounds silent connections and idle keep-alive ones.
+    #[serde(deserialize_with = "millis")]
     pub header_timeout_ms: u64,
     /// A request's whole body must arrive within this time (answer 408).
+    #[serde(deserialize_with = "millis")]
     pub body_timeout_ms: u64,
     /// Open TCP connections (HTTP and WebSocket) on this node; 0 = no cap.
     pub max_connections: usize,
@@ -277,6 +334,7 @@ pub struct HttpSection {
     /// WebSocket sessions of one user on this node; 0 = no cap.
     pub max_sessions_per_user: usize,
     /// A WebSocket that has no session after this long is closed (1008).
+    #[serde(deserialize_with = "millis")]
     pub ws_auth_timeout_ms: u64,
     /// Origins allowed to open `/ws` (`https://chat.example.com`, or `*`);
     /// empty = all. A request without `Origin` is always allowed.
@@ -564,6 +622,20 @@ impl Config {
         if !(100..=60_000).contains(&self.admin.deadline_ms) {
             return bad("admin.deadline_ms", "must be between 100 and 60000");
         }
+        // Out of range is an error, never quietly raised to a minimum.
+        for (key, ms, min) in [
+            ("kafka.timeout_ms", self.kafka.timeout_ms, 100),
+            ("redis.timeout_ms", self.redis.timeout_ms, 100),
+            (
+                "rooms.checkpoint_interval_ms",
+                self.rooms.checkpoint_interval_ms,
+                10,
+            ),
+        ] {
+            if !(min..=3_600_000).contains(&ms) {
+                return bad(key, &format!("must be between {min} and 3600000 (ms)"));
+            }
+        }
         self.http.validate()?;
         self.validate_cluster()
     }
@@ -647,7 +719,7 @@ impl Config {
             replication_factor: self.kafka.replication_factor,
             linger: Duration::from_millis(self.kafka.linger_ms),
             max_batch_bytes: self.kafka.max_batch_bytes,
-            timeout: Duration::from_millis(self.kafka.timeout_ms.max(100)),
+            timeout: Duration::from_millis(self.kafka.timeout_ms),
         }
     }
 
@@ -658,7 +730,7 @@ impl Config {
     pub fn room_tuning(&self) -> RoomTuning {
         RoomTuning {
             checkpoint_every: self.rooms.checkpoint_every,
-            checkpoint_interval: Duration::from_millis(self.rooms.checkpoint_interval_ms.max(10)),
+            checkpoint_interval: Duration::from_millis(self.rooms.checkpoint_interval_ms),
             recent: self.rooms.recent,
             max_batch: self.rooms.max_batch,
             idle_stop: Duration::from_secs(self.rooms.idle_stop_secs),
@@ -848,6 +920,62 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("naem"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn durations_are_integers_in_the_keys_unit_or_human_strings() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "d.toml",
+                "[auth]\ntoken_ttl_secs = \"24h\"\n[http]\nheader_timeout_ms = \"2s\"\n\
+                 [cluster]\nheartbeat_ms = 250\n",
+            )?;
+            jail.set_env("TROUPE_REDIS__TIMEOUT_MS", "1s 500ms");
+            let c = Config::load(Some(Path::new("d.toml")), Overrides::default()).expect("loads");
+            assert_eq!(c.auth.token_ttl_secs, 86_400);
+            assert_eq!(c.http.header_timeout_ms, 2_000);
+            assert_eq!(c.cluster.heartbeat_ms, 250);
+            assert_eq!(c.redis.timeout_ms, 1_500);
+            jail.set_env("TROUPE_REDIS__TIMEOUT_MS", "soon");
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("redis.timeout_ms") && e.contains("not a duration"),
+                "{e}"
+            );
+            jail.set_env("TROUPE_REDIS__TIMEOUT_MS", "1500");
+            jail.set_env("TROUPE_AUTH__TOKEN_TTL_SECS", "1500ms");
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("auth.token_ttl_secs") && e.contains("whole number"),
+                "{e}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn out_of_range_timeouts_are_errors_not_clamped() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TROUPE_REDIS__TIMEOUT_MS", "5");
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("redis.timeout_ms") && e.contains("between 100"),
+                "{e}"
+            );
+            jail.set_env("TROUPE_REDIS__TIMEOUT_MS", "100");
+            jail.set_env("TROUPE_ROOMS__CHECKPOINT_INTERVAL_MS", "0");
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("rooms.checkpoint_interval_ms"), "{e}");
             Ok(())
         });
     }

@@ -70,7 +70,7 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
     let (ephemeral, redis): (Arc<dyn EphemeralStore>, _) = match &config.redis.url {
         None => (Arc::new(MemoryEphemeral::default()), None),
         Some(url) => {
-            let timeout = std::time::Duration::from_millis(config.redis.timeout_ms.max(100));
+            let timeout = std::time::Duration::from_millis(config.redis.timeout_ms);
             let redis = redis::RedisStore::connect(url, &config.redis.prefix, timeout).await?;
             (Arc::new(redis.clone()), Some(redis))
         }
