@@ -38,6 +38,8 @@ cargo clippy --workspace --all-targets --features test-hooks -- -D warnings
 
 echo "== deploy/k8s manifests"
 scripts/check-deploy.sh
+echo "== dependencies (cargo deny)"
+scripts/check-deps.sh
 
 # The fault tests (tests/faults.rs) run brokers, Redis and Postgres of their own.
 export TEST_TANSU
