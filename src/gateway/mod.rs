@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_page;
+pub mod attachments;
 pub mod body;
 #[cfg(test)]
 mod fuzz;
@@ -48,6 +49,8 @@ pub fn router(app: App) -> Router {
         .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(body_rules, body::read_body))
+        // After the body layer: uploads stream, with limits of their own.
+        .merge(attachments::routes())
         .with_state(app)
 }
 
