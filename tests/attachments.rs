@@ -106,7 +106,10 @@ async fn download(node: &Node, token: &str, url: &str) -> reqwest::Response {
 
 async fn error_code(r: reqwest::Response) -> String {
     let v: Value = r.json().await.expect("a JSON error");
-    v["error"]["code"].as_str().expect("an error code").to_string()
+    v["error"]["code"]
+        .as_str()
+        .expect("an error code")
+        .to_string()
 }
 
 /// The files under `dir`, recursively.
@@ -365,13 +368,25 @@ async fn over_the_size_limit_is_413_by_header_and_by_streamed_bytes() {
     let dir = node.data_dir.join("attachments");
 
     // Declared too large: refused before a byte of the body.
-    let head = post_head(&node, &p.ann, "files", "image/png", "\r\nContent-Length: 2097152");
+    let head = post_head(
+        &node,
+        &p.ann,
+        "files",
+        "image/png",
+        "\r\nContent-Length: 2097152",
+    );
     let (status, text) = raw_exchange(&node, &head, Vec::new(), false).await;
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("too_large"), "{text}");
 
     // No Content-Length: refused once the bytes pass the limit.
-    let head = post_head(&node, &p.ann, "files", "image/png", "\r\nTransfer-Encoding: chunked");
+    let head = post_head(
+        &node,
+        &p.ann,
+        "files",
+        "image/png",
+        "\r\nTransfer-Encoding: chunked",
+    );
     let (status, text) = raw_exchange(&node, &head, random_bytes(MIB + MIB / 2), true).await;
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("too_large"), "{text}");
@@ -380,7 +395,13 @@ async fn over_the_size_limit_is_413_by_header_and_by_streamed_bytes() {
     let boundary = "b0und4ry";
     let body = multipart_body(boundary, "big.png", "image/png", &random_bytes(MIB + 1));
     let ty = format!("multipart/form-data; boundary={boundary}");
-    let head = post_head(&node, &p.ann, "files", &ty, "\r\nTransfer-Encoding: chunked");
+    let head = post_head(
+        &node,
+        &p.ann,
+        "files",
+        &ty,
+        "\r\nTransfer-Encoding: chunked",
+    );
     let (status, text) = raw_exchange(&node, &head, body, true).await;
     assert_eq!(status, 413, "{text}");
 
@@ -399,7 +420,15 @@ async fn over_the_size_limit_is_413_by_header_and_by_streamed_bytes() {
 async fn types_outside_the_allow_list_are_415() {
     let node = Node::start().await;
     let p = people(&node, "files").await;
-    let r = upload(&node, &p.ann, "files", "text/html", "", b"<script>".to_vec()).await;
+    let r = upload(
+        &node,
+        &p.ann,
+        "files",
+        "text/html",
+        "",
+        b"<script>".to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 415);
     assert_eq!(error_code(r).await, "unsupported_type");
     let r = http()
@@ -439,11 +468,24 @@ async fn only_members_upload_and_download_and_everything_needs_a_token() {
     let r = download(&node, &p.eve, url).await;
     assert_eq!(r.status(), 403);
 
-    let r = download(&node, &p.bob, "/api/v1/attachments/0123456789abcdef0123456789abcdef").await;
+    let r = download(
+        &node,
+        &p.bob,
+        "/api/v1/attachments/0123456789abcdef0123456789abcdef",
+    )
+    .await;
     assert_eq!(r.status(), 404);
     let r = download(&node, &p.bob, "/api/v1/attachments/..%2F..%2Ftroupe.db").await;
     assert_eq!(r.status(), 404);
-    let r = upload(&node, &p.ann, "nowhere", "image/gif", "", b"GIF89a".to_vec()).await;
+    let r = upload(
+        &node,
+        &p.ann,
+        "nowhere",
+        "image/gif",
+        "",
+        b"GIF89a".to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 404);
 
     let r = http().get(node.url(url)).send().await.unwrap();
@@ -472,7 +514,13 @@ async fn an_upload_cut_off_midway_leaves_nothing() {
     let p = people(&node, "files").await;
     let tmp = node.data_dir.join("attachments/tmp");
     let mut tcp = TcpStream::connect(node.addr).await.unwrap();
-    let head = post_head(&node, &p.ann, "files", "video/mp4", "\r\nContent-Length: 8388608");
+    let head = post_head(
+        &node,
+        &p.ann,
+        "files",
+        "video/mp4",
+        "\r\nContent-Length: 8388608",
+    );
     tcp.write_all(format!("{head}\r\n\r\n").as_bytes())
         .await
         .unwrap();
@@ -581,20 +629,43 @@ async fn the_s3_store_keeps_files_in_the_bucket() {
         .await
         .unwrap();
     assert_eq!(r.status(), 206);
-    assert_eq!(r.bytes().await.unwrap().as_ref(), &file[5_242_870..5_242_890]);
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        &file[5_242_870..5_242_890]
+    );
 
     // A small file, a multipart form.
     let body = multipart_body("bnd", "a.txt", "text/plain", b"hello s3");
-    let r = upload(&node, &p.bob, "files", "multipart/form-data; boundary=bnd", "", body).await;
+    let r = upload(
+        &node,
+        &p.bob,
+        "files",
+        "multipart/form-data; boundary=bnd",
+        "",
+        body,
+    )
+    .await;
     assert_eq!(r.status(), 201);
     assert_eq!(s3.keys("troupe-files").await.len(), 2);
 
     // Over the limit midway and cut off midway: no object, no open upload.
-    let head = post_head(&node, &p.ann, "files", "image/png", "\r\nTransfer-Encoding: chunked");
+    let head = post_head(
+        &node,
+        &p.ann,
+        "files",
+        "image/png",
+        "\r\nTransfer-Encoding: chunked",
+    );
     let (status, _) = raw_exchange(&node, &head, random_bytes(26 * MIB), true).await;
     assert_eq!(status, 413);
     let mut tcp = TcpStream::connect(node.addr).await.unwrap();
-    let head = post_head(&node, &p.ann, "files", "video/mp4", "\r\nContent-Length: 20971520");
+    let head = post_head(
+        &node,
+        &p.ann,
+        "files",
+        "video/mp4",
+        "\r\nContent-Length: 20971520",
+    );
     tcp.write_all(format!("{head}\r\n\r\n").as_bytes())
         .await
         .unwrap();

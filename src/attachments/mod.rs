@@ -152,9 +152,7 @@ impl Attachments {
         self.inner.config.allowed_types.iter().any(|pattern| {
             let pattern = pattern.to_ascii_lowercase();
             match pattern.strip_suffix("/*") {
-                Some(ty) => essence
-                    .split_once('/')
-                    .is_some_and(|(t, _)| t == ty),
+                Some(ty) => essence.split_once('/').is_some_and(|(t, _)| t == ty),
                 None => pattern == essence,
             }
         })
@@ -318,7 +316,10 @@ impl Upload {
             return Err(AttachmentError::TooLarge(max));
         }
         self.hasher.update(&chunk);
-        let writer = self.writer.as_mut().expect("an upload is written until finished");
+        let writer = self
+            .writer
+            .as_mut()
+            .expect("an upload is written until finished");
         writer.write(chunk).await?;
         Ok(())
     }
@@ -389,7 +390,11 @@ impl AttachmentIndex for Attachments {
         if unique.len() != ids.len() {
             return Err(ChatError::bad_request("an attachment is listed twice"));
         }
-        let valid: Vec<String> = unique.iter().filter(|id| is_valid_id(id)).cloned().collect();
+        let valid: Vec<String> = unique
+            .iter()
+            .filter(|id| is_valid_id(id))
+            .cloned()
+            .collect();
         let rows = attachment::Entity::find()
             .filter(attachment::Column::Id.is_in(valid))
             .all(self.inner.sql.db())
@@ -433,6 +438,128 @@ mod tests {
         assert!(!is_valid_type_pattern("image"));
         assert!(!is_valid_type_pattern("*/*x"));
         assert!(!is_valid_type_pattern("image/png; charset=x"));
+    }
+
+    async fn service(dir: &std::path::Path) -> Attachments {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        let db = crate::db::connect(&url, crate::db::SqliteDurability::Normal)
+            .await
+            .unwrap();
+        crate::db::migrate(&db, &url).await.unwrap();
+        let store = local::LocalStore::open(dir.join("files")).await.unwrap();
+        Attachments::with_store(
+            Arc::new(store),
+            SqlStore::new(db),
+            AttachmentsSection::default(),
+        )
+    }
+
+    async fn put(a: &Attachments, room: &str, user: &str, bytes: &'static [u8]) -> String {
+        let mut upload = a
+            .begin(room, user, "text/plain".into(), None)
+            .await
+            .unwrap();
+        upload.push(Bytes::from_static(bytes)).await.unwrap();
+        upload.finish().await.unwrap().id
+    }
+
+    #[tokio::test]
+    async fn a_message_references_its_sender_s_uploads_to_its_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = service(dir.path()).await;
+        let mine = put(&a, "club", "ann", b"one").await;
+        let also_mine = put(&a, "club", "ann", b"two").await;
+        let bobs = put(&a, "club", "bob", b"three").await;
+        let elsewhere = put(&a, "other", "ann", b"four").await;
+
+        let ids = |v: &[&String]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(a.check(&[], "club", "ann").await, Ok(()));
+        assert_eq!(
+            a.check(&ids(&[&mine, &also_mine]), "club", "ann").await,
+            Ok(())
+        );
+        let code = |r: Result<(), ChatError>| r.unwrap_err().code;
+        use troupe_actors::frames::ErrorCode;
+        assert_eq!(
+            code(a.check(&ids(&[&mine, &bobs]), "club", "ann").await),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            code(a.check(&ids(&[&elsewhere]), "club", "ann").await),
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            code(a.check(&["../x".to_string()], "club", "ann").await),
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            code(a.check(&ids(&[&mine, &mine]), "club", "ann").await),
+            ErrorCode::BadRequest
+        );
+        let many = vec![mine.clone(); MAX_PER_MESSAGE + 1];
+        assert_eq!(
+            code(a.check(&many, "club", "ann").await),
+            ErrorCode::BadRequest
+        );
+
+        // Deleted with their message: rows and bytes; other rooms' ids are skipped.
+        AttachmentIndex::delete(&a, &ids(&[&mine, &elsewhere]), "club")
+            .await
+            .unwrap();
+        assert!(a.find(&mine).await.unwrap().is_none());
+        assert!(a.find(&elsewhere).await.unwrap().is_some());
+        assert!(!dir
+            .path()
+            .join("files")
+            .join(&mine[..2])
+            .join(&mine)
+            .exists());
+        assert_eq!(
+            code(a.check(&ids(&[&mine]), "club", "ann").await),
+            ErrorCode::NotFound
+        );
+        assert_eq!(a.delete_room("club").await.unwrap(), 2);
+        assert!(a.find(&bobs).await.unwrap().is_none());
+        assert!(a.find(&elsewhere).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn an_empty_or_oversized_upload_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = service(dir.path()).await;
+        Arc::get_mut(&mut a.inner).unwrap().config.max_bytes = 4;
+        let upload = a
+            .begin("club", "ann", "text/plain".into(), None)
+            .await
+            .unwrap();
+        assert!(matches!(upload.finish().await, Err(AttachmentError::Empty)));
+        let mut upload = a
+            .begin("club", "ann", "text/plain".into(), None)
+            .await
+            .unwrap();
+        upload.push(Bytes::from_static(b"abc")).await.unwrap();
+        assert!(matches!(
+            upload.push(Bytes::from_static(b"de")).await,
+            Err(AttachmentError::TooLarge(4))
+        ));
+        drop(upload);
+        // The abort runs on the runtime.
+        for _ in 0..100 {
+            if std::fs::read_dir(dir.path().join("files/tmp"))
+                .unwrap()
+                .count()
+                == 0
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("files/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]

@@ -9,13 +9,13 @@
 
 use std::time::Duration;
 
+use axum::body::BodyDataStream;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use axum::body::BodyDataStream;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -140,7 +140,10 @@ fn parse_type(value: &str) -> Option<(String, String)> {
     // Only the charset is kept: it matters for text, nothing else does.
     let stored = match parsed.get_param(mime::CHARSET) {
         Some(charset) if charset.as_str().len() <= 40 => {
-            format!("{essence}; charset={}", charset.as_str().to_ascii_lowercase())
+            format!(
+                "{essence}; charset={}",
+                charset.as_str().to_ascii_lowercase()
+            )
         }
         _ => essence.clone(),
     };
@@ -186,7 +189,11 @@ async fn upload(
     // From here on a refusal reads what the client still sends (see `Limit`).
     let body = Limit::new(body.into_data_stream(), allowance);
     let Ok(Query(query)) = query else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "invalid query string");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "invalid query string",
+        );
     };
     let user = match user_of(&app, &headers, Kind::Message).await {
         Ok(user) => user,
@@ -326,11 +333,11 @@ async fn from_multipart(
             .as_deref()
             .or(field.file_name())
             .and_then(sanitize_filename);
-        let Some((essence, stored)) = field
-            .content_type()
-            .and_then(|t| parse_type(t.as_ref()))
+        let Some((essence, stored)) = field.content_type().and_then(|t| parse_type(t.as_ref()))
         else {
-            return Err(Refused::Unsupported("a file part without Content-Type".into()));
+            return Err(Refused::Unsupported(
+                "a file part without Content-Type".into(),
+            ));
         };
         if !app.attachments.allows(&essence) {
             return Err(Refused::Unsupported(essence));
@@ -529,8 +536,14 @@ pub fn parse_range(value: Option<&str>, size: u64) -> Ranged {
 /// `attachment` (or `inline` for media a browser shows safely) with the
 /// file name, ASCII and RFC 8187 UTF-8.
 fn disposition(row: &attachment::Model) -> HeaderValue {
-    let inline = ["image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"]
-        .contains(&row.content_type.as_str())
+    let inline = [
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+    ]
+    .contains(&row.content_type.as_str())
         || row.content_type.starts_with("audio/")
         || row.content_type.starts_with("video/");
     let kind = if inline { "inline" } else { "attachment" };
@@ -545,17 +558,12 @@ fn disposition(row: &attachment::Model) -> HeaderValue {
             }
         })
         .collect();
-    let encoded =
-        percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC);
+    let encoded = percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC);
     let value = format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}");
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
-async fn download(
-    State(app): State<App>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn download(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let user = match user_of(&app, &headers, Kind::RestRead).await {
         Ok(user) => user,
         Err(e) => return chat_error(e),
@@ -575,9 +583,7 @@ async fn download(
         return chat_error(e);
     }
     let size = row.size as u64;
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, end) = match parse_range(range, size) {
         Ranged::Whole => (StatusCode::OK, 0, size),
         Ranged::Part(start, end) => (StatusCode::PARTIAL_CONTENT, start, end),
@@ -691,10 +697,16 @@ mod tests {
             sanitize_filename("C:\\x\\report \"final\".pdf").as_deref(),
             Some("report final.pdf")
         );
-        assert_eq!(sanitize_filename("a\r\nb\u{202e}gnp.exe").as_deref(), Some("abgnp.exe"));
+        assert_eq!(
+            sanitize_filename("a\r\nb\u{202e}gnp.exe").as_deref(),
+            Some("abgnp.exe")
+        );
         assert_eq!(sanitize_filename(".."), None);
         assert_eq!(sanitize_filename(".hidden").as_deref(), Some("hidden"));
-        assert_eq!(sanitize_filename("é".repeat(300).as_str()).unwrap().len(), 200);
+        assert_eq!(
+            sanitize_filename("é".repeat(300).as_str()).unwrap().len(),
+            200
+        );
     }
 
     #[test]

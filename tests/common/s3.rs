@@ -127,7 +127,10 @@ impl S3Server {
             ("TROUPE_ATTACHMENTS__S3__ENDPOINT", &self.endpoint),
             ("TROUPE_ATTACHMENTS__S3__BUCKET", bucket),
             ("TROUPE_ATTACHMENTS__S3__ACCESS_KEY_ID", "troupe-test"),
-            ("TROUPE_ATTACHMENTS__S3__SECRET_ACCESS_KEY", "troupe-test-secret"),
+            (
+                "TROUPE_ATTACHMENTS__S3__SECRET_ACCESS_KEY",
+                "troupe-test-secret",
+            ),
             ("TROUPE_ATTACHMENTS__S3__ALLOW_HTTP", "true"),
         ]
         .iter()
