@@ -956,6 +956,46 @@ mod tests {
     }
 
     #[test]
+    fn attachment_keys_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(c.attachments.store, AttachmentStoreKind::Local);
+            assert_eq!(c.attachments.max_bytes, 25 * 1024 * 1024);
+            assert_eq!(
+                c.attachments.local_dir(Path::new("/d")),
+                Path::new("/d/attachments")
+            );
+            jail.set_env(
+                "TROUPE_ATTACHMENTS__ALLOWED_TYPES",
+                "image/*, application/pdf",
+            );
+            let c = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(c.attachments.allowed_types, ["image/*", "application/pdf"]);
+            jail.set_env("TROUPE_ATTACHMENTS__ALLOWED_TYPES", "image");
+            let e = Config::load(None, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("attachments.allowed_types"), "{e}");
+            jail.set_env("TROUPE_ATTACHMENTS__ALLOWED_TYPES", "text/plain");
+
+            jail.set_env("TROUPE_ATTACHMENTS__STORE", "s3");
+            let e = Config::load(None, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("attachments.s3.bucket"), "{e}");
+            jail.set_env("TROUPE_ATTACHMENTS__S3__BUCKET", "files");
+            jail.set_env("TROUPE_ATTACHMENTS__S3__ENDPOINT", "http://127.0.0.1:9000");
+            let e = Config::load(None, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("allow_http"), "{e}");
+            jail.set_env("TROUPE_ATTACHMENTS__S3__ALLOW_HTTP", "true");
+            jail.set_env("TROUPE_ATTACHMENTS__S3__ACCESS_KEY_ID", "key");
+            let e = Config::load(None, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("secret_access_key"), "{e}");
+            jail.set_env("TROUPE_ATTACHMENTS__S3__SECRET_ACCESS_KEY", "secret");
+            let c = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(c.attachments.store, AttachmentStoreKind::S3);
+            assert_eq!(c.attachments.s3.bucket, "files");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn http_keys_are_checked() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
