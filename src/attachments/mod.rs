@@ -223,8 +223,7 @@ impl Attachments {
     }
 
     /// Deletes every attachment of `room` (for a deleted room); how many.
-    #[allow(dead_code)] // called by room deletion, wired at merge
-    pub async fn delete_room(&self, room: &str) -> Result<usize, AttachmentError> {
+    pub async fn delete_all_of(&self, room: &str) -> Result<usize, AttachmentError> {
         let rows = attachment::Entity::find()
             .filter(attachment::Column::Room.eq(room))
             .all(self.inner.sql.db())
@@ -424,6 +423,10 @@ impl AttachmentIndex for Attachments {
             .await
             .map_err(unavailable)
     }
+
+    async fn delete_room(&self, room: &str) -> StoreResult<usize> {
+        self.delete_all_of(room).await.map_err(unavailable)
+    }
 }
 
 #[cfg(test)]
@@ -518,7 +521,7 @@ mod tests {
             code(a.check(&ids(&[&mine]), "club", "ann").await),
             ErrorCode::NotFound
         );
-        assert_eq!(a.delete_room("club").await.unwrap(), 2);
+        assert_eq!(AttachmentIndex::delete_room(&a, "club").await.unwrap(), 2);
         assert!(a.find(&bobs).await.unwrap().is_none());
         assert!(a.find(&elsewhere).await.unwrap().is_some());
     }

@@ -22,6 +22,9 @@ pub trait AttachmentIndex: Send + Sync + 'static {
     /// Deletes these attachments of `room`: their rows, then their bytes.
     /// Ids that are unknown or of another room are skipped.
     async fn delete(&self, ids: &[String], room: &str) -> StoreResult<()>;
+
+    /// Deletes every attachment of `room` (a deleted room); how many.
+    async fn delete_room(&self, room: &str) -> StoreResult<usize>;
 }
 
 /// For stores without attachments (the actors' unit tests): every
@@ -39,5 +42,9 @@ impl AttachmentIndex for NoAttachments {
 
     async fn delete(&self, _ids: &[String], _room: &str) -> StoreResult<()> {
         Ok(())
+    }
+
+    async fn delete_room(&self, _room: &str) -> StoreResult<usize> {
+        Ok(0)
     }
 }
