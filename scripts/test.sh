@@ -46,6 +46,9 @@ export TEST_TANSU
 TEST_TANSU=$(scripts/install-tansu.sh)
 # The admin page test (tests/admin_page.rs) drives Debian's chromium headless.
 scripts/install-chromium.sh
+# The attachment tests (tests/attachments.rs) start moto's S3 server.
+export TEST_S3_SERVER
+TEST_S3_SERVER=$(scripts/install-s3.sh)
 
 echo "== unit and integration tests, embedded default (and the fault tests)"
 cargo test --workspace --features test-hooks -- --skip cluster_ 2>&1 | tee -a "$log"

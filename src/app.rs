@@ -30,6 +30,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// The WebSocket connection tasks, awaited at shutdown.
     pub connections: TaskTracker,
+    /// Uploaded files: their store and metadata.
+    pub attachments: crate::attachments::Attachments,
 }
 
 impl App {

@@ -38,6 +38,7 @@ pub struct Config {
     /// `troupe`): ignored, and logged once at start.
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+    pub attachments: AttachmentsSection,
 }
 
 /// The cluster: unset `listen` = a node on its own.
@@ -395,6 +396,165 @@ impl HttpSection {
     }
 }
 
+/// Where uploaded files go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachmentStoreKind {
+    /// Files under `attachments.dir` (default `data_dir/attachments`): one node only.
+    #[default]
+    Local,
+    /// An S3-compatible object store (`[attachments.s3]`): what a cluster needs.
+    S3,
+}
+
+/// File uploads (`POST /api/v1/rooms/{room}/attachments`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttachmentsSection {
+    pub store: AttachmentStoreKind,
+    /// The local store's directory; unset = `data_dir/attachments`.
+    pub dir: Option<PathBuf>,
+    /// The largest file accepted (413 above).
+    pub max_bytes: u64,
+    /// Content types accepted (415 otherwise): `type/subtype` or `type/*`;
+    /// a TOML array or, from the environment, a comma-separated list.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub allowed_types: Vec<String>,
+    /// An upload's whole body must arrive within this time (408 otherwise).
+    pub upload_timeout_ms: u64,
+    pub s3: S3Section,
+}
+
+impl Default for AttachmentsSection {
+    fn default() -> Self {
+        Self {
+            store: AttachmentStoreKind::Local,
+            dir: None,
+            max_bytes: 25 * 1024 * 1024,
+            allowed_types: [
+                "image/png",
+                "image/jpeg",
+                "image/gif",
+                "image/webp",
+                "image/avif",
+                "application/pdf",
+                "text/plain",
+                "application/zip",
+                "audio/mpeg",
+                "audio/ogg",
+                "audio/wav",
+                "audio/webm",
+                "audio/mp4",
+                "video/mp4",
+                "video/webm",
+                "video/ogg",
+                "video/quicktime",
+            ]
+            .map(String::from)
+            .to_vec(),
+            upload_timeout_ms: 300_000,
+            s3: S3Section::default(),
+        }
+    }
+}
+
+/// An S3-compatible object store (AWS S3, MinIO, Ceph, R2, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Section {
+    /// `https://host:port`; unset = AWS S3 of `region`.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    /// Credentials (secrets: set them from the environment).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Allow an `http://` endpoint (tests, a store on the same host).
+    pub allow_http: bool,
+    /// Prefix of every object key troupe writes.
+    pub prefix: String,
+}
+
+impl Default for S3Section {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            prefix: "attachments/".into(),
+        }
+    }
+}
+
+impl AttachmentsSection {
+    pub fn upload_timeout(&self) -> Duration {
+        Duration::from_millis(self.upload_timeout_ms)
+    }
+
+    /// The local store's directory.
+    pub fn local_dir(&self, data_dir: &Path) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("attachments"))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad =
+            |key: &str, why: &str| Err(ConfigError(format!("invalid config key {key}: {why}")));
+        if self.max_bytes == 0 {
+            return bad("attachments.max_bytes", "must be at least 1");
+        }
+        if !(1_000..=86_400_000).contains(&self.upload_timeout_ms) {
+            return bad(
+                "attachments.upload_timeout_ms",
+                "must be between 1000 and 86400000 (ms)",
+            );
+        }
+        if let Some(t) = self
+            .allowed_types
+            .iter()
+            .find(|t| !crate::attachments::is_valid_type_pattern(t))
+        {
+            return Err(ConfigError(format!(
+                "invalid config key attachments.allowed_types: {t:?} is not type/subtype or type/*"
+            )));
+        }
+        if self.store == AttachmentStoreKind::S3 {
+            let s3 = &self.s3;
+            if s3.bucket.is_empty() {
+                return bad(
+                    "attachments.s3.bucket",
+                    "attachments.store = \"s3\" needs a bucket",
+                );
+            }
+            if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+                return bad(
+                    "attachments.s3.secret_access_key",
+                    "set both access_key_id and secret_access_key, or neither",
+                );
+            }
+            if let Some(endpoint) = &s3.endpoint {
+                if endpoint.starts_with("http://") && !s3.allow_http {
+                    return bad(
+                        "attachments.s3.endpoint",
+                        "an http:// endpoint needs attachments.s3.allow_http = true",
+                    );
+                }
+                if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                    return bad(
+                        "attachments.s3.endpoint",
+                        "must start with https:// (or http://)",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for NodeSection {
     fn default() -> Self {
         Self {
@@ -422,6 +582,7 @@ impl Default for Config {
             cluster: ClusterSection::default(),
             http: HttpSection::default(),
             ignored_env: Vec::new(),
+            attachments: AttachmentsSection::default(),
         }
     }
 }
@@ -637,6 +798,7 @@ impl Config {
             }
         }
         self.http.validate()?;
+        self.attachments.validate()?;
         self.validate_cluster()
     }
 
@@ -1009,6 +1171,46 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("listen"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn attachment_keys_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(c.attachments.store, AttachmentStoreKind::Local);
+            assert_eq!(c.attachments.max_bytes, 25 * 1024 * 1024);
+            assert_eq!(
+                c.attachments.local_dir(Path::new("/d")),
+                Path::new("/d/attachments")
+            );
+            jail.set_env(
+                "TROUPE_ATTACHMENTS__ALLOWED_TYPES",
+                "image/*, application/pdf",
+            );
+            let c = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(c.attachments.allowed_types, ["image/*", "application/pdf"]);
+            jail.set_env("TROUPE_ATTACHMENTS__ALLOWED_TYPES", "image");
+            let e = Config::load(None, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("attachments.allowed_types"), "{e}");
+            jail.set_env("TROUPE_ATTACHMENTS__ALLOWED_TYPES", "text/plain");
+
+            jail.set_env("TROUPE_ATTACHMENTS__STORE", "s3");
+            let e = Config::load(None, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("attachments.s3.bucket"), "{e}");
+            jail.set_env("TROUPE_ATTACHMENTS__S3__BUCKET", "files");
+            jail.set_env("TROUPE_ATTACHMENTS__S3__ENDPOINT", "http://127.0.0.1:9000");
+            let e = Config::load(None, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("allow_http"), "{e}");
+            jail.set_env("TROUPE_ATTACHMENTS__S3__ALLOW_HTTP", "true");
+            jail.set_env("TROUPE_ATTACHMENTS__S3__ACCESS_KEY_ID", "key");
+            let e = Config::load(None, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("secret_access_key"), "{e}");
+            jail.set_env("TROUPE_ATTACHMENTS__S3__SECRET_ACCESS_KEY", "secret");
+            let c = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(c.attachments.store, AttachmentStoreKind::S3);
+            assert_eq!(c.attachments.s3.bucket, "files");
             Ok(())
         });
     }

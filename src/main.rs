@@ -1,6 +1,7 @@
 //! The `troupe` binary: `serve` runs a node, `migrate` migrates its database.
 
 mod app;
+mod attachments;
 mod auth;
 mod config;
 mod db;
@@ -240,6 +241,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let opened = stores::open(&config).await?;
+    let attachments = attachments::Attachments::open(&config, opened.sql.clone())
+        .await
+        .context("cannot open the attachment store")?;
     let accounts = auth::Accounts::new(
         opened.stores.clone(),
         config.auth.scrypt_log_n,
@@ -278,6 +282,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         refs,
         shutdown: CancellationToken::new(),
         connections: TaskTracker::new(),
+        attachments,
     };
     tracing::info!(
         node = %config.node.name,

@@ -189,9 +189,10 @@ async fn a_database_with_usernames_differing_only_in_case_refuses_to_upgrade_and
         .await
         .unwrap();
     assert_eq!(users.len(), 6);
+    // Nothing after the first two ran: the refused one and those after it wait.
     assert_eq!(
         Migrator::get_pending_migrations(&db).await.unwrap().len(),
-        1
+        Migrator::migrations().len() - 2
     );
 
     // The operator renames; the upgrade goes through.

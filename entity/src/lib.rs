@@ -1,6 +1,7 @@
 //! sea-orm entities of troupe's schema (see `migration/` for the DDL).
 //! Sequence numbers and positions are `u64` in the actors and `i64` here.
 
+pub mod attachment;
 pub mod checkpoint;
 pub mod log_record;
 pub mod membership;

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod admin;
 pub mod admin_page;
+pub mod attachments;
 pub mod body;
 #[cfg(test)]
 mod fuzz;
@@ -48,7 +49,9 @@ pub fn router(app: App) -> Router {
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(body_rules, body::read_body));
+        .layer(middleware::from_fn_with_state(body_rules, body::read_body))
+        // After the body layer: uploads stream, with limits of their own.
+        .merge(attachments::routes());
     access::layers(router).with_state(app)
 }
 

@@ -19,6 +19,8 @@ use crate::db;
 pub struct NodeStores {
     pub stores: Stores,
     pub probes: Probes,
+    /// The database, for the attachments' metadata.
+    pub sql: sql::SqlStore,
 }
 
 /// What `/ready` asks: does every configured store answer?
@@ -87,6 +89,11 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
     };
     Ok(NodeStores {
         stores,
-        probes: Probes { sql, kafka, redis },
+        probes: Probes {
+            sql: sql.clone(),
+            kafka,
+            redis,
+        },
+        sql,
     })
 }

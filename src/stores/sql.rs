@@ -34,7 +34,7 @@ impl SqlStore {
     }
 
     /// Taken around every write on SQLite; nothing on Postgres.
-    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match &self.sqlite {
             Some(writer) => Some(writer.lock().await),
             None => None,
@@ -53,6 +53,11 @@ impl SqlStore {
             Some(row) => row.try_get("", "owner").map_err(unavailable),
             None => Ok(None),
         }
+    }
+
+    /// The connection, for tables outside the store traits (attachments).
+    pub(crate) fn db(&self) -> &DatabaseConnection {
+        &self.db
     }
 
     /// A trivial query: does the database answer?

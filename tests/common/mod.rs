@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -84,7 +86,7 @@ pub fn real() -> bool {
     std::env::var("TEST_STORES").as_deref() == Ok("real")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

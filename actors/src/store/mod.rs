@@ -2,6 +2,7 @@
 //! in-memory versions live in [`memory`] for unit tests and the embedded
 //! default's presence, tokens and rate limits.
 
+pub mod attachments;
 pub mod memory;
 
 use std::collections::HashMap;
