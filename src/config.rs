@@ -421,6 +421,7 @@ pub struct AttachmentsSection {
     #[serde(deserialize_with = "list_or_commas")]
     pub allowed_types: Vec<String>,
     /// An upload's whole body must arrive within this time (408 otherwise).
+    #[serde(deserialize_with = "millis")]
     pub upload_timeout_ms: u64,
     pub s3: S3Section,
 }
