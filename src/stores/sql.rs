@@ -34,7 +34,7 @@ impl SqlStore {
     }
 
     /// Taken around every write on SQLite; nothing on Postgres.
-    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(super) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match &self.sqlite {
             Some(writer) => Some(writer.lock().await),
             None => None,
@@ -55,13 +55,17 @@ impl SqlStore {
         }
     }
 
+    pub(super) fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
     /// A trivial query: does the database answer?
     pub async fn ping(&self) -> StoreResult<()> {
         self.db.ping().await.map_err(unavailable)
     }
 }
 
-fn unavailable(e: DbErr) -> StoreError {
+pub(super) fn unavailable(e: DbErr) -> StoreError {
     metrics::STORE_ERRORS_SQL.inc();
     StoreError::Unavailable {
         store: "database",
@@ -277,7 +281,13 @@ impl History for SqlStore {
             .collect();
         match &self.sqlite {
             Some(writer) => writer.history(rows).await,
-            None => insert_history(&self.db, rows).await,
+            // One transaction: history and its search index (below) agree.
+            None => async {
+                let txn = self.db.begin().await?;
+                insert_history(&txn, rows).await?;
+                txn.commit().await
+            }
+            .await,
         }
         .map_err(unavailable)
     }
@@ -438,6 +448,8 @@ pub(super) async fn insert_history<C: ConnectionTrait>(
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
+        // search: the same rows into the full-text index, same transaction.
+        super::search::index_rows(db, &chunk).await?;
         let result = message::Entity::insert_many(chunk)
             .on_conflict(
                 OnConflict::columns([message::Column::Room, message::Column::Seq])

@@ -3,6 +3,7 @@
 //! default's presence, tokens and rate limits.
 
 pub mod memory;
+pub mod search;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -203,6 +204,8 @@ pub struct Stores {
     /// Room ownership leases; only a clustered node has them (alone, a node
     /// owns every room and nobody can fence it).
     pub leases: Option<Arc<dyn LeaseStore>>,
+    /// Full-text search over message bodies.
+    pub search: Arc<dyn search::SearchIndex>,
 }
 
 /// A room's ownership lease with its fencing epoch. A node appends to a
@@ -235,6 +238,7 @@ impl Stores {
             history: db,
             ephemeral: Arc::new(memory::MemoryEphemeral::default()),
             leases: None,
+            search: Arc::new(search::MemorySearch::default()),
         }
     }
 }
