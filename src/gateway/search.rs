@@ -71,7 +71,12 @@ pub async fn search(
         }
     };
     let query = SearchQuery::new(text, rooms, room.is_some(), before, limit)?;
-    let results = app.stores.search.search(&query).await.map_err(unavailable)?;
+    let results = app
+        .stores
+        .search
+        .search(&query)
+        .await
+        .map_err(unavailable)?;
     let next_before = query.next_before(&results);
     Ok(Page {
         results,

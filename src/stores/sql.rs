@@ -282,12 +282,14 @@ impl History for SqlStore {
         match &self.sqlite {
             Some(writer) => writer.history(rows).await,
             // One transaction: history and its search index (below) agree.
-            None => async {
-                let txn = self.db.begin().await?;
-                insert_history(&txn, rows).await?;
-                txn.commit().await
+            None => {
+                async {
+                    let txn = self.db.begin().await?;
+                    insert_history(&txn, rows).await?;
+                    txn.commit().await
+                }
+                .await
             }
-            .await,
         }
         .map_err(unavailable)
     }

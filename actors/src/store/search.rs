@@ -148,7 +148,8 @@ impl SearchQuery {
         if page.len() < self.limit {
             return None;
         }
-        page.last().map(|hit| Cursor::after(hit, self.by_seq).encode())
+        page.last()
+            .map(|hit| Cursor::after(hit, self.by_seq).encode())
     }
 }
 
@@ -337,11 +338,17 @@ mod tests {
         let bad = |q: &str| SearchQuery::new(q, vec!["r".into()], false, None, None).unwrap_err();
         assert_eq!(bad("").code, ErrorCode::BadRequest);
         assert_eq!(bad("   ").code, ErrorCode::BadRequest);
-        assert!(bad("?!").message.contains("no words"), "{}", bad("?!").message);
+        assert!(
+            bad("?!").message.contains("no words"),
+            "{}",
+            bad("?!").message
+        );
         assert!(bad(&"a".repeat(MAX_QUERY_CHARS + 1))
             .message
             .contains("limit"));
-        assert!(bad(&"w ".repeat(MAX_QUERY_WORDS + 1)).message.contains("words"));
+        assert!(bad(&"w ".repeat(MAX_QUERY_WORDS + 1))
+            .message
+            .contains("words"));
         assert_eq!(clamp_limit(None), SEARCH_DEFAULT_LIMIT);
         assert_eq!(clamp_limit(Some(0)), 1);
         assert_eq!(clamp_limit(Some(10_000)), SEARCH_MAX_LIMIT);
@@ -369,7 +376,10 @@ mod tests {
     #[test]
     fn fts5_queries_quote_everything() {
         assert_eq!(fts5_query("hello world"), r#""hello" "world""#);
-        assert_eq!(fts5_query(r#"a"b OR NEAR(x) -y *"#), r#""a""b" "OR" "NEAR(x)" "-y""#);
+        assert_eq!(
+            fts5_query(r#"a"b OR NEAR(x) -y *"#),
+            r#""a""b" "OR" "NEAR(x)" "-y""#
+        );
         assert_eq!(words("Don't PANIC, Größe"), ["don", "t", "panic", "größe"]);
     }
 
@@ -386,7 +396,10 @@ mod tests {
             ])
             .await
             .unwrap();
-        let page = index.search(&all("quick", &["a", "b"], None, 2)).await.unwrap();
+        let page = index
+            .search(&all("quick", &["a", "b"], None, 2))
+            .await
+            .unwrap();
         let keys: Vec<_> = page.iter().map(|h| (h.room.as_str(), h.seq)).collect();
         assert_eq!(keys, [("a", 3), ("b", 1)]);
         let q = all("quick", &["a", "b"], None, 2);
@@ -399,7 +412,10 @@ mod tests {
         assert_eq!(keys, [("a", 1)]);
         assert_eq!(q.next_before(&page), None);
         // Every word must match.
-        let page = index.search(&all("quick fox", &["a"], None, 10)).await.unwrap();
+        let page = index
+            .search(&all("quick fox", &["a"], None, 10))
+            .await
+            .unwrap();
         assert_eq!(page.len(), 1);
         assert_eq!(page[0].body, "the quick brown fox");
     }
@@ -409,14 +425,26 @@ mod tests {
         let index = MemorySearch::default();
         index.index(&[msg("a", 1, "old words", 10)]).await.unwrap();
         index.update("a", 1, "new words").await.unwrap();
-        assert!(index.search(&all("old", &["a"], None, 5)).await.unwrap().is_empty());
+        assert!(index
+            .search(&all("old", &["a"], None, 5))
+            .await
+            .unwrap()
+            .is_empty());
         let found = index.search(&all("new", &["a"], None, 5)).await.unwrap();
         assert_eq!(found[0].body, "new words");
         assert_eq!(found[0].from, "ann");
         // A late re-index (history written again) keeps the edit.
         index.index(&[msg("a", 1, "old words", 10)]).await.unwrap();
-        assert!(index.search(&all("old", &["a"], None, 5)).await.unwrap().is_empty());
+        assert!(index
+            .search(&all("old", &["a"], None, 5))
+            .await
+            .unwrap()
+            .is_empty());
         index.remove("a", 1).await.unwrap();
-        assert!(index.search(&all("words", &["a"], None, 5)).await.unwrap().is_empty());
+        assert!(index
+            .search(&all("words", &["a"], None, 5))
+            .await
+            .unwrap()
+            .is_empty());
     }
 }
