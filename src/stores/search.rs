@@ -275,3 +275,205 @@ impl SearchIndex for SqlStore {
         search(self.connection(), query).await.map_err(unavailable)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The index on a real SQLite file, and on Postgres too when the suite
+    //! runs on real stores (`TEST_STORES=real`, `TEST_POSTGRES`).
+
+    use sea_orm::DatabaseConnection;
+    use sea_orm_migration::MigratorTrait;
+    use troupe_actors::store::History;
+    use troupe_migration::Migrator;
+
+    use super::*;
+
+    /// Connected and migrated up to, not including, the search migration.
+    async fn databases() -> Vec<(String, DatabaseConnection, Option<tempfile::TempDir>)> {
+        let mut out = Vec::new();
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        out.push((url, Some(dir)));
+        if std::env::var("TEST_STORES").as_deref() == Ok("real") {
+            let pg = std::env::var("TEST_POSTGRES")
+                .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432".into());
+            // `troupe_t...`: scripts/test.sh drops these at the end.
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let name = format!(
+                "troupe_tsearch_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let done = std::process::Command::new("psql")
+                .arg(format!("{pg}/postgres"))
+                .args(["-qc", &format!("CREATE DATABASE {name}")])
+                .status()
+                .expect("psql runs");
+            assert!(done.success(), "creating {name} on {pg}");
+            out.push((format!("{pg}/{name}"), None));
+        }
+        let mut dbs = Vec::new();
+        for (url, dir) in out {
+            let db = crate::db::connect(&url, crate::db::SqliteDurability::Full)
+                .await
+                .expect("connects");
+            let before_search = Migrator::migrations().len() as u32 - 1;
+            Migrator::up(&db, Some(before_search))
+                .await
+                .expect("migrates");
+            dbs.push((url, db, dir));
+        }
+        dbs
+    }
+
+    fn msg(room: &str, seq: u64, body: &str, ts: i64) -> ChatMessage {
+        ChatMessage {
+            room: room.into(),
+            seq,
+            from: format!("u{seq}"),
+            body: body.into(),
+            ts,
+            client_id: format!("c{seq}"),
+        }
+    }
+
+    fn query(text: &str, rooms: &[&str], before: Option<&str>, limit: u64) -> SearchQuery {
+        let rooms = rooms.iter().map(|r| r.to_string()).collect();
+        SearchQuery::new(text, rooms, false, before, Some(limit)).expect("a valid query")
+    }
+
+    async fn find(store: &SqlStore, text: &str, rooms: &[&str]) -> Vec<(String, u64, String)> {
+        store
+            .search(&query(text, rooms, None, 100))
+            .await
+            .expect("searches")
+            .into_iter()
+            .map(|h| (h.room, h.seq, h.body))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn backfills_indexes_edits_and_deletes_on_each_database() {
+        for (url, db, _dir) in databases().await {
+            // A message from before the index existed...
+            db.execute_unprepared(
+                "INSERT INTO messages (room, seq, sender, client_id, body, ts) \
+                 VALUES ('old', 1, 'ann', 'c', 'written before search existed', 5)",
+            )
+            .await
+            .expect("an old message");
+            Migrator::up(&db, None).await.expect("migrates");
+            let store = SqlStore::new(db);
+            // ...is found once the migration has run.
+            assert_eq!(
+                find(&store, "before SEARCH", &["old"]).await,
+                [("old".into(), 1, "written before search existed".into())],
+                "{url}"
+            );
+
+            store
+                .write(&[
+                    msg("a", 1, "the quick brown fox", 10),
+                    msg("a", 2, "Größe नमस्ते दुनिया", 20),
+                    msg("b", 1, "quick thinking", 30),
+                ])
+                .await
+                .expect("history");
+            let found = find(&store, "quick", &["a", "b"]).await;
+            assert_eq!(found.len(), 2, "{url}: {found:?}");
+            assert_eq!((found[0].0.as_str(), found[0].1), ("b", 1), "{url}");
+            assert_eq!(find(&store, "größe", &["a"]).await.len(), 1, "{url}");
+            assert_eq!(find(&store, "दुनिया", &["a"]).await.len(), 1, "{url}");
+            assert!(find(&store, "quick", &["c"]).await.is_empty(), "{url}");
+            // Query syntax of either backend is just text.
+            for q in [
+                "\"quick",
+                "quick OR fox*",
+                "NEAR(quick fox)",
+                "body:quick",
+                "-fox",
+                "quick & !fox | (x",
+            ] {
+                store
+                    .search(&query(q, &["a"], None, 5))
+                    .await
+                    .unwrap_or_else(|e| panic!("{url}: {q}: {e}"));
+            }
+
+            // An edit: found by its new words, not by its old ones.
+            store
+                .update("a", 1, "a slow green turtle")
+                .await
+                .expect("update");
+            assert!(find(&store, "fox", &["a"]).await.is_empty(), "{url}");
+            let hits = store
+                .search(&query("turtle", &["a"], None, 5))
+                .await
+                .unwrap();
+            assert_eq!(hits.len(), 1, "{url}");
+            assert_eq!((hits[0].from.as_str(), hits[0].ts), ("u1", 10), "{url}");
+            // History written again (a retry, a restored room) keeps the edit.
+            store
+                .write(&[msg("a", 1, "the quick brown fox", 10)])
+                .await
+                .unwrap();
+            assert!(find(&store, "fox", &["a"]).await.is_empty(), "{url}");
+            assert_eq!(find(&store, "turtle", &["a"]).await.len(), 1, "{url}");
+
+            // A delete: never found again, not even after a re-write.
+            store.remove("a", 1).await.expect("remove");
+            store
+                .write(&[msg("a", 1, "the quick brown fox", 10)])
+                .await
+                .unwrap();
+            assert!(find(&store, "turtle", &["a"]).await.is_empty(), "{url}");
+            assert!(find(&store, "fox", &["a"]).await.is_empty(), "{url}");
+
+            // An edit that reaches the index before its message does.
+            store.update("a", 9, "edited early").await.unwrap();
+            store
+                .write(&[msg("a", 9, "original text", 90)])
+                .await
+                .unwrap();
+            let hits = store
+                .search(&query("early", &["a"], None, 5))
+                .await
+                .unwrap();
+            assert_eq!(hits.len(), 1, "{url}");
+            assert_eq!((hits[0].from.as_str(), hits[0].ts), ("u9", 90), "{url}");
+            assert!(find(&store, "original", &["a"]).await.is_empty(), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_cover_every_match_once_even_with_equal_times() {
+        for (url, db, _dir) in databases().await {
+            Migrator::up(&db, None).await.expect("migrates");
+            let store = SqlStore::new(db);
+            let rooms = ["Zed", "alpha", "beta", "dm:ann:bob", "!broadcast"];
+            let mut all = Vec::new();
+            for (i, room) in rooms.iter().enumerate() {
+                // Equal times across rooms, and within one.
+                all.extend((1..=4).map(|seq| msg(room, seq, &format!("same words {i}"), 100)));
+            }
+            store.write(&all).await.expect("history");
+            let mut seen = Vec::new();
+            let mut before: Option<String> = None;
+            loop {
+                let q = query("same words", &rooms, before.as_deref(), 3);
+                let page = store.search(&q).await.expect("a page");
+                seen.extend(page.iter().map(|h| (h.room.clone(), h.seq)));
+                match q.next_before(&page) {
+                    Some(next) => before = Some(next),
+                    None => break,
+                }
+            }
+            let mut want: Vec<(String, u64)> =
+                all.iter().map(|m| (m.room.clone(), m.seq)).collect();
+            let mut got = seen.clone();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{url}: every match once: {seen:?}");
+        }
+    }
+}
