@@ -95,7 +95,7 @@ if [ "$which" = sqlite ] || [ "$which" = both ]; then
   node "$data"
   setup
   start=$(date +%s.%N)
-  sqlite3 "$data/troupe.db" <<SQL
+  sqlite3 -bail "$data/troupe.db" <<SQL
 .timeout 30000
 BEGIN;
 CREATE TEMP TABLE n AS WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $N) SELECT i FROM s;
@@ -113,9 +113,9 @@ if [ "$which" = postgres ] || [ "$which" = both ]; then
   node "$data" "TROUPE_DATABASE__URL=$PG/$PG_DB"
   setup
   start=$(date +%s.%N)
-  psql -q "$PG/$PG_DB" <<SQL
+  psql -q -v ON_ERROR_STOP=1 "$PG/$PG_DB" <<SQL
 BEGIN;
-$(seed_sql "generate_series(1, $N) AS s(i)")
+$(seed_sql "generate_series(1::bigint, $N) AS s(i)")
 COMMIT;
 ANALYZE search_docs;
 SQL
