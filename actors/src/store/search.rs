@@ -303,7 +303,7 @@ impl SearchIndex for MemorySearch {
             })
             .collect();
         if query.by_seq {
-            hits.sort_by(|a, b| b.seq.cmp(&a.seq));
+            hits.sort_by_key(|h| std::cmp::Reverse(h.seq));
         } else {
             hits.sort_by(|a, b| (b.ts, &b.room, b.seq).cmp(&(a.ts, &a.room, a.seq)));
         }
