@@ -417,6 +417,10 @@ async fn searches_are_rate_limited_per_user() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "rate_limited");
     assert!(body["error"]["retry_after_ms"].as_u64().is_some(), "{body}");
+    let refused = node
+        .metric("troupe_rate_limited_total", "kind=\"search\"")
+        .await;
+    assert_eq!(refused, 1.0, "counted by kind");
 }
 
 type Ws =
