@@ -45,10 +45,11 @@ pub enum Kind {
     Register,
     AdminAuth,
     RestRead,
+    Search,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Message,
         Kind::Login,
         Kind::History,
@@ -63,6 +64,7 @@ impl Kind {
         Kind::Register,
         Kind::AdminAuth,
         Kind::RestRead,
+        Kind::Search,
     ];
 
     /// The `kind` label and the `[rate_limits]` key.
@@ -82,6 +84,7 @@ impl Kind {
             Kind::Register => "register",
             Kind::AdminAuth => "admin_auth",
             Kind::RestRead => "rest_read",
+            Kind::Search => "search",
         }
     }
 
@@ -102,6 +105,7 @@ impl Kind {
             Kind::Register => "registrations from your address",
             Kind::AdminAuth => "failed admin requests from your address",
             Kind::RestRead => "requests",
+            Kind::Search => "searches",
         }
     }
 
@@ -142,6 +146,8 @@ pub struct RateLimits {
     pub admin_auth: Rate,
     /// The other REST reads (`GET /api/v1/rooms`, `GET /api/v1/users/online`).
     pub rest_read: Rate,
+    /// `GET /api/v1/search` and `/search`.
+    pub search: Rate,
 }
 
 impl Default for RateLimits {
@@ -159,6 +165,7 @@ impl Default for RateLimits {
             register: Rate::new(0.1, 20),
             admin_auth: Rate::new(0.1, 10),
             rest_read: Rate::new(10.0, 50),
+            search: Rate::new(2.0, 20),
         }
     }
 }
@@ -181,6 +188,7 @@ impl RateLimits {
             Kind::Register => self.register,
             Kind::AdminAuth => self.admin_auth,
             Kind::RestRead => self.rest_read,
+            Kind::Search => self.search,
         })
     }
 

@@ -52,6 +52,12 @@ mod sql;
 #[path = "../../src/stores/sqlite_writer.rs"]
 mod sqlite_writer;
 
+// sql.rs indexes history for search in the same transaction. (Its tests
+// compile here but run with the server's.)
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/stores/search.rs"]
+mod search;
+
 /// A message body as the load generator writes it (`room:publisher:n:nanos`).
 const BODY: &str = "0:0:123456:98765432101";
 

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_init;
 mod m20261123_000001_room_leases;
 mod m20261124_000001_username_nocase;
+mod m20261204_000002_search;
 mod m20261204_000003_attachments;
 
 /// How the refusal of a database whose usernames differ only in case starts.
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_init::Migration),
             Box::new(m20261123_000001_room_leases::Migration),
             Box::new(m20261124_000001_username_nocase::Migration),
+            Box::new(m20261204_000002_search::Migration),
             Box::new(m20261204_000003_attachments::Migration),
         ]
     }

@@ -25,6 +25,7 @@ pub const HELP: &str = "commands:
 /group_join <name>            join a group
 /group_leave <name>           leave a group
 /group_msg <name> <message>   message a group
+/search <words>               find messages in your rooms
 /help                         this list";
 
 /// A parsed line command.
@@ -42,6 +43,10 @@ pub enum Line {
     Logout,
     CreateGroup {
         name: String,
+    },
+    /// `/search <words>` (answered by `gateway::search::line`).
+    Search {
+        text: String,
     },
     /// A command that is exactly one JSON frame.
     Frame(ClientFrame),
@@ -123,6 +128,14 @@ pub fn parse(text: &str) -> Result<Line, String> {
                 client_id: client_id(),
             }))
         }
+        "/search" => {
+            if rest.trim().is_empty() {
+                return Err("usage: /search <words>".into());
+            }
+            Ok(Line::Search {
+                text: rest.trim().to_string(),
+            })
+        }
         other => Err(format!(
             "unknown command {}; /help lists them",
             escape(other)
@@ -178,7 +191,7 @@ fn n(v: &Value, key: &str) -> u64 {
 }
 
 /// `room` is escaped already.
-fn room_label(room: &str) -> String {
+pub(super) fn room_label(room: &str) -> String {
     if room == BROADCAST_ROOM {
         "broadcast".to_string()
     } else if let Some(pair) = room.strip_prefix("dm:") {
@@ -303,6 +316,13 @@ mod tests {
         assert!(parse("/pm bob").is_err());
         assert!(parse("/group_join").is_err());
         assert!(parse("/fly").unwrap_err().contains("unknown command"));
+        assert_eq!(
+            parse("/search  quick fox ").unwrap(),
+            Line::Search {
+                text: "quick fox".into()
+            }
+        );
+        assert!(parse("/search   ").is_err());
     }
 
     #[test]

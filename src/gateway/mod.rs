@@ -11,6 +11,7 @@ pub mod lines;
 pub mod metrics;
 pub mod origin;
 pub mod rest;
+pub mod search;
 pub mod server;
 pub mod ws;
 
@@ -40,6 +41,7 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/rooms/{room}/messages", get(rest::room_messages))
         .route("/api/v1/rooms/{room}/members", post(rest::invite))
         .route("/api/v1/users/online", get(rest::users_online))
+        .route("/api/v1/search", get(search::rest))
         .route("/health", get(rest::health))
         .route("/ready", get(rest::ready))
         .route("/metrics", get(metrics::metrics))

@@ -75,7 +75,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-async fn user_of(app: &App, headers: &HeaderMap) -> ApiResult<TokenInfo> {
+pub(super) async fn user_of(app: &App, headers: &HeaderMap) -> ApiResult<TokenInfo> {
     let token = bearer_token(headers).ok_or_else(|| {
         ChatError::new(
             ErrorCode::Unauthorized,

@@ -469,6 +469,16 @@ impl Connection {
                     Err(e) => self.push_error(&e, Some("group_create".into())),
                 }
             }
+            Line::Search { text } => {
+                let Some(user) = self.user().await else {
+                    self.push_line("error: /login first");
+                    return true;
+                };
+                match super::search::line(&self.app, &user, &text).await {
+                    Ok(lines) => self.push_line(lines),
+                    Err(e) => self.push_error(&e, Some("search".into())),
+                }
+            }
             Line::Frame(frame) => {
                 if self.session.is_none() {
                     self.push_line("error: /login first (or /register <user> <password>)");

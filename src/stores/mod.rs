@@ -3,6 +3,7 @@
 
 pub mod kafka;
 pub mod redis;
+pub mod search;
 pub mod sql;
 mod sqlite_writer;
 
@@ -85,7 +86,8 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
         ephemeral,
         leases: config
             .clustered()
-            .then_some(sql_arc as Arc<dyn troupe_actors::store::LeaseStore>),
+            .then_some(sql_arc.clone() as Arc<dyn troupe_actors::store::LeaseStore>),
+        search: sql_arc,
     };
     Ok(NodeStores {
         stores,

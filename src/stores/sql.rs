@@ -55,7 +55,7 @@ impl SqlStore {
         }
     }
 
-    /// The connection, for tables outside the store traits (attachments).
+    /// The connection, for tables outside the store traits (attachments, search).
     pub(crate) fn db(&self) -> &DatabaseConnection {
         &self.db
     }
@@ -66,7 +66,7 @@ impl SqlStore {
     }
 }
 
-fn unavailable(e: DbErr) -> StoreError {
+pub(super) fn unavailable(e: DbErr) -> StoreError {
     metrics::STORE_ERRORS_SQL.inc();
     StoreError::Unavailable {
         store: "database",
@@ -282,7 +282,15 @@ impl History for SqlStore {
             .collect();
         match &self.sqlite {
             Some(writer) => writer.history(rows).await,
-            None => insert_history(&self.db, rows).await,
+            // One transaction: history and its search index (below) agree.
+            None => {
+                async {
+                    let txn = self.db.begin().await?;
+                    insert_history(&txn, rows).await?;
+                    txn.commit().await
+                }
+                .await
+            }
         }
         .map_err(unavailable)
     }
@@ -443,6 +451,8 @@ pub(super) async fn insert_history<C: ConnectionTrait>(
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
+        // search: the same rows into the full-text index, same transaction.
+        super::search::index_rows(db, &chunk).await?;
         let result = message::Entity::insert_many(chunk)
             .on_conflict(
                 OnConflict::columns([message::Column::Room, message::Column::Seq])

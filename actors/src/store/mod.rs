@@ -4,6 +4,7 @@
 
 pub mod attachments;
 pub mod memory;
+pub mod search;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -204,6 +205,8 @@ pub struct Stores {
     /// Room ownership leases; only a clustered node has them (alone, a node
     /// owns every room and nobody can fence it).
     pub leases: Option<Arc<dyn LeaseStore>>,
+    /// Full-text search over message bodies.
+    pub search: Arc<dyn search::SearchIndex>,
 }
 
 /// A room's ownership lease with its fencing epoch. A node appends to a
@@ -236,6 +239,7 @@ impl Stores {
             history: db,
             ephemeral: Arc::new(memory::MemoryEphemeral::default()),
             leases: None,
+            search: Arc::new(search::MemorySearch::default()),
         }
     }
 }
