@@ -18,8 +18,11 @@ fn documented() -> Vec<(String, String)> {
     let rows: Vec<(String, String)> = text
         .lines()
         .filter_map(|line| {
-            let mut cells = line.strip_prefix("| `troupe_")?.split('|');
-            let name = format!("troupe_{}", cells.next()?.trim().trim_end_matches('`'));
+            let (prefix, rest) = ["troupe_", "process_"]
+                .into_iter()
+                .find_map(|p| Some((p, line.strip_prefix(&format!("| `{p}"))?)))?;
+            let mut cells = rest.split('|');
+            let name = format!("{prefix}{}", cells.next()?.trim().trim_end_matches('`'));
             let kind = cells.next()?.trim().to_string();
             Some((name, kind))
         })
@@ -98,6 +101,77 @@ fn histogram_count(s: &Scrape, name: &str) -> f64 {
         .expect("a +Inf bucket");
     assert_eq!(inf.count, value(s, &format!("{name}_count"), &[]));
     inf.count
+}
+
+/// The observation count of the labelled histogram `name{labels}`.
+fn labelled_histogram_count(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<&Sample> = samples(s, name)
+        .into_iter()
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .collect();
+    assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
+    let Value::Histogram(buckets) = &found[0].value else {
+        panic!("{name} is not a histogram: {:?}", found[0]);
+    };
+    buckets
+        .iter()
+        .find(|b| b.less_than.is_infinite())
+        .expect("a +Inf bucket")
+        .count
+}
+
+#[tokio::test]
+async fn store_calls_and_the_process_are_measured() {
+    let node = Node::start().await;
+    let store = |s: &Scrape, store: &str, op: &str| {
+        labelled_histogram_count(s, "troupe_store_seconds", &[("store", store), ("op", op)])
+    };
+    let before = scrape(&node).await;
+    let appends_before = histogram_count(&before, "troupe_log_append_seconds");
+    let store_appends_before = store(&before, "log", "append");
+    let mut ann = Client::new_user(&node, "ann").await;
+    ann.join("lobby").await;
+    for i in 0..5 {
+        let ack = ann.say("lobby", &format!("m{i}"), &format!("c{i}")).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    let after = scrape_until(&node, |s| {
+        histogram_count(s, "troupe_log_append_seconds") - appends_before
+            == store(s, "log", "append") - store_appends_before
+    })
+    .await;
+    // The room's appends and the store's appends are the same calls.
+    let appends = histogram_count(&after, "troupe_log_append_seconds") - appends_before;
+    assert!(appends >= 1.0, "{appends}");
+    assert_eq!(
+        store(&after, "log", "append") - store_appends_before,
+        appends
+    );
+    // Registration and login read the directory; the session's token and the
+    // sends' rate limits went to the ephemeral store.
+    assert!(store(&after, "directory", "read") > store(&before, "directory", "read"));
+    assert!(store(&after, "directory", "write") > store(&before, "directory", "write"));
+    assert!(store(&after, "ephemeral", "token") > store(&before, "ephemeral", "token"));
+    assert!(store(&after, "ephemeral", "rate_limit") > store(&before, "ephemeral", "rate_limit"));
+
+    let rss = value(&after, "process_resident_memory_bytes", &[]);
+    let expected = node.rss_bytes() as f64;
+    assert!(
+        rss > 1e6 && (rss - expected).abs() < expected * 0.5,
+        "process_resident_memory_bytes {rss}, /proc says {expected}"
+    );
+    assert!(value(&after, "process_open_fds", &[]) >= 3.0);
+    assert!(value(&after, "process_threads", &[]) >= 1.0);
+    assert!(value(&after, "process_cpu_seconds_total", &[]) > 0.0);
+    let start = value(&after, "process_start_time_seconds", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        start <= now && start > now - 600.0,
+        "started at {start}, now {now}"
+    );
 }
 
 #[tokio::test]

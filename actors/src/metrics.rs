@@ -401,6 +401,23 @@ pub fn render(node: &str) -> String {
     );
     header(
         o,
+        "troupe_store_seconds",
+        "Latency of store calls by store and operation, errors included.",
+        "histogram",
+    );
+    for op in crate::store::timed::Op::ALL {
+        let (store, name) = op.labels();
+        let labels = format!("store=\"{store}\",op=\"{name}\"");
+        histogram_samples(
+            o,
+            "troupe_store_seconds",
+            &labels,
+            &crate::store::timed::STORE_SECONDS[op as usize].snapshot(),
+        );
+    }
+    process(o);
+    header(
+        o,
         "troupe_build_info",
         "The running build and node name.",
         "gauge",
@@ -444,6 +461,100 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
     }
     let _ = writeln!(out, "{name}_sum {}", h.sum_seconds);
     let _ = writeln!(out, "{name}_count {}", h.count);
+}
+
+/// A histogram's series with `labels` (without braces) on each.
+fn histogram_samples(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+    for (le, count) in &h.buckets {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_seconds);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+/// The standard `process_*` metrics of this process, read from /proc
+/// (Linux; elsewhere they are left out). Hand-written: the metrics crates'
+/// process collectors each belong to another metrics stack.
+fn process(out: &mut String) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): field N is fields[N - 3].
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let ticks = 100.0; // USER_HZ: 100 on every Linux ABI troupe runs on.
+    let page = 4096.0;
+    if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+        header(
+            out,
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "process_cpu_seconds_total {}",
+            (utime + stime) as f64 / ticks
+        );
+    }
+    if let Some(rss) = field(24) {
+        header(
+            out,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            "gauge",
+        );
+        let _ = writeln!(out, "process_resident_memory_bytes {}", rss as f64 * page);
+    }
+    if let Some(vsize) = field(23) {
+        header(
+            out,
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            "gauge",
+        );
+        let _ = writeln!(out, "process_virtual_memory_bytes {vsize}");
+    }
+    if let Some(threads) = field(20) {
+        header(
+            out,
+            "process_threads",
+            "Number of OS threads in the process.",
+            "gauge",
+        );
+        let _ = writeln!(out, "process_threads {threads}");
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        header(
+            out,
+            "process_open_fds",
+            "Number of open file descriptors.",
+            "gauge",
+        );
+        let _ = writeln!(out, "process_open_fds {}", fds.count());
+    }
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    if let (Some(boot), Some(start)) = (boot, field(22)) {
+        header(
+            out,
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds.",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "process_start_time_seconds {}",
+            boot as f64 + start as f64 / ticks
+        );
+    }
 }
 
 /// A label value: backslash, double quote and newline escaped.

@@ -90,7 +90,8 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
         search: sql_arc,
     };
     Ok(NodeStores {
-        stores,
+        // Every call measured: troupe_store_seconds{store,op}.
+        stores: troupe_actors::store::timed::timed_stores(stores),
         probes: Probes {
             sql: sql.clone(),
             kafka,

@@ -5,6 +5,7 @@
 pub mod attachments;
 pub mod memory;
 pub mod search;
+pub mod timed;
 
 use std::collections::HashMap;
 use std::sync::Arc;
