@@ -278,3 +278,47 @@ fn config_check_refuses_what_serve_would_refuse() {
     let ok = config_check(&file, &env("TROUPE_SERVICE_HOST", "10.0.0.1"), &[]).expect("ignored");
     assert!(ok.starts_with("ok:"), "{ok}");
 }
+
+/// The Grafana dashboard queries only metrics that `/metrics` documents
+/// (docs/metrics.md), so a renamed metric cannot leave a panel empty.
+#[test]
+fn the_grafana_dashboard_uses_documented_metrics() {
+    let docs = std::fs::read_to_string(repo().join("docs/metrics.md")).expect("docs/metrics.md");
+    let documented: Vec<String> = docs
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect();
+    let text = std::fs::read_to_string(repo().join("deploy/grafana/troupe-dashboard.json"))
+        .expect("the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8, "{} panels", panels.len());
+    let mut used = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            // Metric names in the query: identifiers starting troupe_ or process_.
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !(word.starts_with("troupe_") || word.starts_with("process_")) {
+                    continue;
+                }
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| {
+                        word.strip_suffix(s)
+                            .filter(|f| documented.iter().any(|d| d == f))
+                    })
+                    .unwrap_or(word);
+                assert!(
+                    documented.iter().any(|d| d == family),
+                    "panel {:?} queries {word}, which docs/metrics.md does not document",
+                    panel["title"]
+                );
+                used += 1;
+            }
+        }
+    }
+    assert!(used >= 15, "{used} metric references");
+}
