@@ -739,3 +739,25 @@ async fn requests_get_an_id_and_an_access_log_line_without_secrets() {
         "colour codes in a log file:\n{log}"
     );
 }
+
+/// A connection's log lines carry its node, peer, user and session.
+#[tokio::test]
+async fn a_connections_log_lines_name_its_node_user_and_session() {
+    let node = Node::start_with(&[("RUST_LOG", "info,troupe::gateway::ws=debug")]).await;
+    let token = common::account(&node, "ann").await;
+    let mut client = common::Client::connect(&node, "ann", &token).await;
+    // Over the frame limit (64 KiB): logged by the connection, then closed.
+    client.send_text(&"x".repeat(70 * 1024)).await;
+    let _ = client.expect_close().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = node.log_text();
+        if let Some(line) = log.lines().find(|l| l.contains("frame over the limit")) {
+            assert!(line.contains("ws{node=troupe-1 peer=127.0.0.1:"), "{line}");
+            assert!(line.contains("user=ann session="), "{line}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no line:\n{log}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

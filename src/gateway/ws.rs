@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use troupe_actors::ask;
 use troupe_actors::frames::{ChatError, ClientFrame, ErrorCode, ServerFrame};
 use troupe_actors::metrics::{self, Refusal};
@@ -122,12 +123,24 @@ pub async fn upgrade(
         peer,
         live,
     });
-    tracker.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => run(start, upgraded).await,
-            Err(e) => tracing::debug!(peer = %start.peer, error = %e, "upgrade failed"),
+    // Every log line of this connection carries the node and the peer, and
+    // once it has a session, the user and the session id.
+    let span = tracing::info_span!(
+        "ws",
+        node = %start.app.node_name(),
+        peer = %start.peer,
+        user = tracing::field::Empty,
+        session = tracing::field::Empty,
+    );
+    tracker.spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => run(start, upgraded).await,
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
         }
-    });
+        .instrument(span),
+    );
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = response.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -515,7 +528,12 @@ impl Connection {
         .await
         .and_then(|r| r);
         match started {
-            Ok(session) => self.session = Some(session),
+            Ok(session) => {
+                let span = tracing::Span::current();
+                span.record("user", tracing::field::display(&info.username));
+                span.record("session", tracing::field::display(session.get_id()));
+                self.session = Some(session);
+            }
             // Over the per-user session cap: say so, then close.
             Err(e) if e.code == ErrorCode::RateLimited => {
                 self.push_error(&e, Some("session".into()));
