@@ -38,6 +38,10 @@ pub struct Config {
     /// `troupe`): ignored, and logged once at start.
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+    /// Where each key's value came from (`default`, `file PATH`, `env
+    /// TROUPE_...`, `flag`), for `troupe config show`.
+    #[serde(skip)]
+    pub sources: std::collections::BTreeMap<String, String>,
     pub attachments: AttachmentsSection,
 }
 
@@ -583,6 +587,7 @@ impl Default for Config {
             cluster: ClusterSection::default(),
             http: HttpSection::default(),
             ignored_env: Vec::new(),
+            sources: Default::default(),
             attachments: AttachmentsSection::default(),
         }
     }
@@ -626,11 +631,13 @@ impl Config {
             .filter(|key| !known.contains(&env_section(key)))
             .map(|key| format!("TROUPE_{}", key.to_ascii_uppercase()))
             .collect();
-        figment = figment.merge(
-            Env::prefixed("TROUPE_")
-                .filter(move |key| known.contains(&env_section(key.as_str())))
-                .split("__"),
-        );
+        let env = Env::prefixed("TROUPE_")
+            .filter(move |key| known.contains(&env_section(key.as_str())))
+            .split("__");
+        // Each source alone too, to tell `troupe config show` where a value came from.
+        let env_only = Figment::from(env.clone());
+        let file_only = file.map(|f| (f.to_path_buf(), Figment::from(Toml::file(f))));
+        figment = figment.merge(env);
         let mut flags = Figment::new();
         if let Some(listen) = overrides.listen {
             flags = flags.merge(("listen", listen));
@@ -647,6 +654,7 @@ impl Config {
         if let Some(seeds) = overrides.seeds {
             flags = flags.merge(("cluster.seeds", seeds));
         }
+        let flags_only = flags.clone();
         figment = figment.merge(flags);
         let config: Config = figment.extract().map_err(|e| {
             let e = e.into_iter().next().map(one_line).unwrap_or_default();
@@ -654,6 +662,24 @@ impl Config {
         })?;
         let mut config = config;
         config.ignored_env = ignored;
+        config.sources = leaf_keys(&config)
+            .into_iter()
+            .map(|key| {
+                let source = if flags_only.find_value(&key).is_ok() {
+                    "flag".to_string()
+                } else if env_only.find_value(&key).is_ok() {
+                    format!("env TROUPE_{}", key.replace('.', "__").to_ascii_uppercase())
+                } else if let Some((path, _)) = file_only
+                    .as_ref()
+                    .filter(|(_, f)| f.find_value(&key).is_ok())
+                {
+                    format!("file {}", path.display())
+                } else {
+                    "default".to_string()
+                };
+                (key, source)
+            })
+            .collect();
         if let Some(file) = &config.cluster.cookie_file {
             let text = std::fs::read_to_string(file).map_err(|e| {
                 ConfigError(format!(
@@ -674,12 +700,19 @@ impl Config {
 
     /// The configuration as TOML with every secret replaced by `<redacted>`
     /// (`troupe config show`).
+    /// One `key = value  # source` line per key, sorted; secrets redacted.
     pub fn show(&self) -> Result<String, ConfigError> {
         let mut value = toml::Value::try_from(self)
             .map_err(|e| ConfigError(format!("cannot render the configuration: {e}")))?;
         redact_secrets(&mut value);
-        toml::to_string_pretty(&value)
-            .map_err(|e| ConfigError(format!("cannot render the configuration: {e}")))
+        let mut leaves = Vec::new();
+        flatten("", &value, &mut leaves);
+        let mut out = String::new();
+        for (key, value) in leaves {
+            let source = self.sources.get(&key).map_or("default", String::as_str);
+            out.push_str(&format!("{key} = {value}  # {source}\n"));
+        }
+        Ok(out)
     }
 
     /// Part of a cluster?
@@ -902,6 +935,32 @@ impl Config {
 }
 
 /// figment's error as one line that names the key and the source.
+/// Every leaf of a rendered config as (dotted key, TOML value); arrays are leaves.
+fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        leaf => out.push((prefix.to_string(), leaf.to_string())),
+    }
+}
+
+/// The dotted keys of every value of `config`.
+fn leaf_keys(config: &Config) -> Vec<String> {
+    let mut leaves = Vec::new();
+    if let Ok(value) = toml::Value::try_from(config) {
+        flatten("", &value, &mut leaves);
+    }
+    leaves.into_iter().map(|(k, _)| k).collect()
+}
+
 /// Replaces secrets (passwords in URLs, cookie, tokens) in a rendered config.
 fn redact_secrets(value: &mut toml::Value) {
     const SECRET_KEYS: [&str; 3] = ["cookie", "token", "secret"];
@@ -1139,6 +1198,46 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("rooms.checkpoint_interval_ms"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn show_names_each_values_source_and_hides_secrets() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[limits]\nmax_body_chars = 1000\n")?;
+            jail.set_env("TROUPE_REDIS__URL", "redis://:hunter2@127.0.0.1:6379");
+            jail.set_env("TROUPE_ADMIN__TOKEN", "0123456789abcdef-secret");
+            let c = Config::load(
+                Some(Path::new("c.toml")),
+                Overrides {
+                    node_name: Some("from-flag".into()),
+                    ..Overrides::default()
+                },
+            )
+            .expect("loads");
+            let shown = c.show().expect("renders");
+            let line = |key: &str| {
+                shown
+                    .lines()
+                    .find(|l| l.starts_with(&format!("{key} = ")))
+                    .unwrap_or_else(|| panic!("{key} missing:\n{shown}"))
+                    .to_string()
+            };
+            assert_eq!(
+                line("limits.max_body_chars"),
+                "limits.max_body_chars = 1000  # file c.toml"
+            );
+            assert_eq!(line("node.name"), "node.name = \"from-flag\"  # flag");
+            assert!(
+                line("redis.url").ends_with("# env TROUPE_REDIS__URL"),
+                "{shown}"
+            );
+            assert!(line("listen").ends_with("# default"), "{shown}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("-secret"),
+                "{shown}"
+            );
             Ok(())
         });
     }

@@ -58,7 +58,7 @@ enum ConfigCommand {
     /// Exit 0 if the configuration (file, TROUPE_* variables, flags) is valid,
     /// else 1 with the same one-line error a node would stop with.
     Check(ConfigArgs),
-    /// Print the effective configuration as TOML, secrets redacted.
+    /// Print every key with its value and its source (default, file, env, flag), secrets redacted.
     Show(ConfigArgs),
 }
 
