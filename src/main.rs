@@ -240,10 +240,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
              connection's first frame (a `resume` replays first), or at once with ?live=1"
         );
     }
-    let opened = stores::open(&config).await?;
+    let mut opened = stores::open(&config).await?;
     let attachments = attachments::Attachments::open(&config, opened.sql.clone())
         .await
         .context("cannot open the attachment store")?;
+    opened.stores.attachments = Arc::new(attachments.clone());
     let accounts = auth::Accounts::new(
         opened.stores.clone(),
         config.auth.scrypt_log_n,

@@ -88,6 +88,8 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
             .clustered()
             .then_some(sql_arc.clone() as Arc<dyn troupe_actors::store::LeaseStore>),
         search: sql_arc,
+        // Set by `serve` once the attachment store is open.
+        attachments: Arc::new(troupe_actors::store::attachments::NoAttachments),
     };
     Ok(NodeStores {
         // Every call measured: troupe_store_seconds{store,op}.

@@ -208,6 +208,9 @@ pub struct Stores {
     pub leases: Option<Arc<dyn LeaseStore>>,
     /// Full-text search over message bodies.
     pub search: Arc<dyn search::SearchIndex>,
+    /// The files messages reference (`attachments: [id]`): checked on send,
+    /// deleted with their message.
+    pub attachments: Arc<dyn attachments::AttachmentIndex>,
 }
 
 /// A room's ownership lease with its fencing epoch. A node appends to a
@@ -241,6 +244,7 @@ impl Stores {
             ephemeral: Arc::new(memory::MemoryEphemeral::default()),
             leases: None,
             search: Arc::new(search::MemorySearch::default()),
+            attachments: Arc::new(attachments::NoAttachments),
         }
     }
 }
