@@ -20,9 +20,11 @@ pub const MIN_PASSWORD_CHARS: usize = 6;
 pub const MAX_PASSWORD_CHARS: usize = 1024;
 
 /// The answer to a successful login.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Login {
+    /// The session token: `Authorization: Bearer <token>`, or the `auth` frame.
     pub token: String,
+    /// When it expires, in Unix milliseconds.
     pub expires_at: i64,
     pub user_id: i64,
     pub username: String,

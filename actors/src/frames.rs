@@ -2,15 +2,21 @@
 //!
 //! Decoding never panics: anything malformed becomes a [`ChatError`] with the
 //! `ref` the client needs to match it to its request.
+//!
+//! The same types describe themselves (`utoipa::ToSchema`): the node serves
+//! their JSON Schemas at `/api/frames.schema.json` and the REST types that
+//! reuse them in `/api/openapi.json`, so the documents cannot drift from the
+//! code that parses and writes the frames.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use utoipa::{IntoParams, ToSchema};
 
 /// Error codes of the protocol, shared by frames and REST.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
@@ -24,7 +30,7 @@ pub enum ErrorCode {
 }
 
 /// An error answered to one request; the connection stays open.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize, ToSchema)]
 #[error("{code:?}: {message}")]
 pub struct ChatError {
     pub code: ErrorCode,
@@ -62,10 +68,18 @@ impl ChatError {
 }
 
 /// Query of a page of history, shared by the `history` frame and REST.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// Only messages with a smaller seq (older), newest first.
     pub before: Option<u64>,
+    /// Only messages with a larger seq (newer), oldest first.
     pub after: Option<u64>,
+    /// Page size: 1 to 200, 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
+    #[schema(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -88,7 +102,7 @@ impl HistoryQuery {
 
 /// Frames a client sends. `Serialize` is for clients written in Rust and for
 /// the fuzz targets' round trip (decode, encode, decode: the same frame).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     Auth {
@@ -141,7 +155,9 @@ pub enum ClientFrame {
     },
     Who,
     Ping {
+        /// Any JSON value, echoed in the `pong`.
         #[serde(default)]
+        #[schema(value_type = Option<Value>)]
         nonce: Option<Value>,
     },
     /// Test-only fault trigger: makes the room's actor panic.
@@ -239,7 +255,7 @@ impl ClientFrame {
 }
 
 /// One chat message as clients see it (in `message` frames, `history` and REST).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ChatMessage {
     pub room: String,
     pub seq: u64,
@@ -250,7 +266,7 @@ pub struct ChatMessage {
 }
 
 /// A user and whether they are online.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UserStatus {
     pub user: String,
     pub online: bool,
@@ -258,7 +274,7 @@ pub struct UserStatus {
 }
 
 /// A member of a room, with presence and how far they have read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MemberStatus {
     pub user: String,
     pub online: bool,
@@ -267,7 +283,7 @@ pub struct MemberStatus {
 }
 
 /// Frames the node sends.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     Session {
@@ -340,6 +356,7 @@ pub enum ServerFrame {
         retry_after_ms: Option<u64>,
     },
     Pong {
+        #[schema(value_type = Option<Value>)]
         nonce: Option<Value>,
     },
 }

@@ -81,12 +81,14 @@ impl InspectQuery {
 }
 
 /// One actor as an operator sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActorInfo {
     pub name: String,
     pub kind: String,
     pub supervisor: Option<String>,
     pub node: String,
+    /// What the actor tells about itself (its kind decides the keys).
+    #[schema(value_type = Object)]
     pub state: Value,
     /// Messages waiting in its mailbox, where the runtime can tell (ractor cannot).
     pub mailbox: Option<u64>,
@@ -97,7 +99,7 @@ pub struct ActorInfo {
 }
 
 /// One node's answer, or the reason it gave none.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeSnapshot {
     pub node: String,
     pub addr: Option<String>,

@@ -13,25 +13,77 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::future::join_all;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use troupe_actors::ask;
 use troupe_actors::cluster::mesh::{MeshMsg, MeshStatus};
 use troupe_actors::frames::{ChatError, ErrorCode};
 use troupe_actors::inspect::{inspect_peer, InspectQuery, NodeSnapshot, KINDS};
 use troupe_actors::rate_limits::Kind;
 
+use utoipa::{IntoParams, ToSchema};
+
+use super::api::responses::{AdminOff, BadRequest, ErrorBody, RateLimited, Unavailable};
 use super::rest::{bearer_token, ApiError};
 use crate::app::App;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ActorsParams {
+    /// Only this node's actors.
     node: Option<String>,
+    /// Only actors of this kind: node, rooms, room, sessions, session,
+    /// presence, router, mesh, outbox, ...
     kind: Option<String>,
+    /// Only this actor (`room:general`, `user:alice`, ...) and its children.
     name: Option<String>,
+}
+
+/// The actor trees of the cluster's nodes.
+#[derive(Serialize, ToSchema)]
+pub struct ActorsAnswer {
+    /// The node that asked the others.
+    pub answered_by: String,
+    /// By node name; a node that did not answer in time has an `error`.
+    pub nodes: Vec<NodeSnapshot>,
+}
+
+/// The cluster's members and what each one holds.
+#[derive(Serialize, ToSchema)]
+pub struct NodesAnswer {
+    pub answered_by: String,
+    /// The cluster view of the answering node (null on a single node).
+    pub view: Option<MeshView>,
+    pub nodes: Vec<NodeSummary>,
+}
+
+/// A node's view of the cluster.
+#[derive(Serialize, ToSchema)]
+pub struct MeshView {
+    pub live: Vec<String>,
+    pub quorum: bool,
+    pub majority: bool,
+    pub ready: bool,
+}
+
+/// One node: its addresses, uptime, the rooms it owns and its counts.
+#[derive(Serialize, ToSchema)]
+pub struct NodeSummary {
+    pub node: String,
+    pub addr: Option<String>,
+    pub cluster_addr: Option<String>,
+    pub uptime_s: Option<f64>,
+    /// The rooms whose actor runs on this node, by name.
+    pub rooms: Vec<String>,
+    /// Proxies to rooms owned by other nodes.
+    pub proxies: Option<u64>,
+    pub sessions: Option<u64>,
+    pub online_users: Option<u64>,
+    /// Why the node did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Lets the request through only with the configured admin token. Each
@@ -156,6 +208,16 @@ async fn snapshots(
 
 /// `GET /admin`: the live admin page (it asks for the token itself and holds
 /// no data); off like the endpoints when no admin token is configured.
+#[utoipa::path(
+    get,
+    path = "/admin",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The admin page (HTML; it asks for the token)",
+            content_type = "text/html", body = String),
+        (status = 404, response = AdminOff),
+    )
+)]
 pub async fn page(State(app): State<App>) -> Response {
     if app.config.admin.token.is_none() {
         return ApiError(ChatError::not_found("no such endpoint")).into_response();
@@ -163,13 +225,29 @@ pub async fn page(State(app): State<App>) -> Response {
     super::admin_page::page().await
 }
 
-/// `GET /admin/actors`: the actor tree of every node.
+/// The actor tree of every node (or the filtered part of it): every node is
+/// asked in parallel, each within `admin.deadline_ms`.
+#[utoipa::path(
+    get,
+    path = "/admin/actors",
+    tag = "admin",
+    security(("admin" = [])),
+    params(ActorsParams),
+    responses(
+        (status = 200, description = "The actor trees", body = ActorsAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, description = "`unauthorized`: no or a wrong admin token", body = ErrorBody),
+        (status = 404, description = "`not_found`: admin endpoints off (no `admin.token`), or no such `node`", body = ErrorBody),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn actors(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<ActorsParams>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ActorsAnswer>> {
     authorize(&app, peer, &headers).await?;
     let p = params(query)?;
     let inspect = InspectQuery {
@@ -178,41 +256,59 @@ pub async fn actors(
         summary: false,
     };
     let (nodes, _) = snapshots(&app, p.node.as_deref(), &inspect).await?;
-    Ok(Json(
-        json!({ "answered_by": app.node_name(), "nodes": nodes }),
-    ))
+    Ok(Json(ActorsAnswer {
+        answered_by: app.node_name().to_string(),
+        nodes,
+    }))
 }
 
-/// `GET /admin/nodes`: the members and the rooms each one owns.
+/// The cluster's members and the rooms each one owns.
+#[utoipa::path(
+    get,
+    path = "/admin/nodes",
+    tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The members", body = NodesAnswer),
+        (status = 401, description = "`unauthorized`: no or a wrong admin token", body = ErrorBody),
+        (status = 404, response = AdminOff),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn nodes(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<NodesAnswer>> {
     authorize(&app, peer, &headers).await?;
     let summary = InspectQuery {
         summary: true,
         ..InspectQuery::default()
     };
     let (nodes, status) = snapshots(&app, None, &summary).await?;
-    let nodes: Vec<Value> = nodes.iter().map(node_summary).collect();
-    let view = status.map(|s| {
-        json!({
-            "live": s.membership.live,
-            "quorum": s.membership.quorum,
-            "majority": s.membership.majority,
-            "ready": s.ready,
-        })
+    let nodes = nodes.iter().map(node_summary).collect();
+    let view = status.map(|s| MeshView {
+        live: s.membership.live.iter().cloned().collect(),
+        quorum: s.membership.quorum,
+        majority: s.membership.majority,
+        ready: s.ready,
     });
-    Ok(Json(
-        json!({ "answered_by": app.node_name(), "view": view, "nodes": nodes }),
-    ))
+    Ok(Json(NodesAnswer {
+        answered_by: app.node_name().to_string(),
+        view,
+        nodes,
+    }))
 }
 
 /// One line of `/admin/nodes` from a node's snapshot.
-fn node_summary(snap: &NodeSnapshot) -> Value {
+fn node_summary(snap: &NodeSnapshot) -> NodeSummary {
     let of = |name: &str| snap.actors.iter().find(|a| a.name == name);
-    let count = |name: &str, key: &str| of(name).and_then(|a| a.state.get(key)).cloned();
+    let count = |name: &str, key: &str| {
+        of(name)
+            .and_then(|a| a.state.get(key))
+            .and_then(serde_json::Value::as_u64)
+    };
     let mut rooms: Vec<&str> = snap
         .actors
         .iter()
@@ -220,20 +316,17 @@ fn node_summary(snap: &NodeSnapshot) -> Value {
         .filter_map(|a| a.name.strip_prefix("room:"))
         .collect();
     rooms.sort();
-    let mut entry = json!({
-        "node": snap.node,
-        "addr": snap.addr,
-        "cluster_addr": snap.cluster_addr,
-        "uptime_s": snap.uptime_s,
-        "rooms": rooms,
-        "proxies": count("rooms", "proxies"),
-        "sessions": count("sessions", "children"),
-        "online_users": count("presence", "online"),
-    });
-    if let Some(error) = &snap.error {
-        entry["error"] = json!(error);
+    NodeSummary {
+        node: snap.node.clone(),
+        addr: snap.addr.clone(),
+        cluster_addr: snap.cluster_addr.clone(),
+        uptime_s: snap.uptime_s,
+        rooms: rooms.into_iter().map(str::to_string).collect(),
+        proxies: count("rooms", "proxies"),
+        sessions: count("sessions", "children"),
+        online_users: count("presence", "online"),
+        error: snap.error.clone(),
     }
-    entry
 }
 
 #[cfg(test)]

@@ -14,11 +14,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures_util::{Stream, StreamExt};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use troupe_actors::ask;
 use troupe_actors::frames::{ChatError, ErrorCode};
 use troupe_actors::limits::check_room_ref;
@@ -27,6 +25,14 @@ use troupe_actors::room::supervisor::RoomSupervisorMsg;
 use troupe_actors::room::RoomMsg;
 use troupe_entity::attachment;
 
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::api::responses::{
+    BadRequest, ErrorBody, Forbidden, HttpErrorCode, HttpOnlyCode, NotFound, RateLimited,
+    Unauthorized, Unavailable,
+};
 use super::rest::bearer_token;
 use crate::app::App;
 use crate::attachments::{AttachmentError, Upload};
@@ -40,16 +46,19 @@ const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 const DRAIN_FOR: Duration = Duration::from_secs(5);
 
 /// The attachment routes; merged into the router after `body.rs`'s layer.
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/api/v1/rooms/{room}/attachments", post(upload))
-        .route("/api/v1/attachments/{id}", get(download).delete(remove))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(upload))
+        .routes(routes!(download, remove))
 }
 
 /// A JSON error of the usual shape.
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = json!({"error": {"code": code, "message": message.into()}});
-    (status, Json(body)).into_response()
+fn error(
+    status: StatusCode,
+    code: impl Into<HttpErrorCode>,
+    message: impl Into<String>,
+) -> Response {
+    (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
 fn chat_error(e: ChatError) -> Response {
@@ -69,7 +78,7 @@ fn too_large(max: u64) -> Response {
     troupe_actors::metrics::refused(troupe_actors::metrics::Refusal::BodyTooLarge);
     error(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
+        ErrorCode::TooLarge,
         format!("the file is over the size limit ({max} bytes)"),
     )
 }
@@ -77,7 +86,7 @@ fn too_large(max: u64) -> Response {
 fn unsupported(what: &str) -> Response {
     error(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_type",
+        HttpOnlyCode::UnsupportedType,
         format!("{what} is not an allowed attachment type (attachments.allowed_types)"),
     )
 }
@@ -150,11 +159,41 @@ fn parse_type(value: &str) -> Option<(String, String)> {
     Some((essence, stored))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
+    /// The file's name, for a raw body (a multipart part names itself).
     filename: Option<String>,
 }
 
+/// Uploads a file into a room the user is a member of: the request body is
+/// the file with its `Content-Type`, or the file part of a
+/// `multipart/form-data` body. Post the answer's `url` in a message to
+/// share it. Limits: `attachments.max_bytes`, `attachments.allowed_types`,
+/// `attachments.upload_timeout_ms`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/rooms/{room}/attachments",
+    tag = "attachments",
+    security(("bearer" = [])),
+    params(("room" = String, Path, description = "The room's name"), UploadQuery),
+    request_body(
+        description = "The file (any allowed type), or a multipart form with a file part",
+        content(("application/octet-stream"), ("image/*"), ("multipart/form-data"))
+    ),
+    responses(
+        (status = 201, description = "Stored", body = AttachmentInfo),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 408, description = "`bad_request`: the upload did not arrive within `attachments.upload_timeout_ms`", body = ErrorBody),
+        (status = 413, description = "`too_large`: over `attachments.max_bytes`", body = ErrorBody),
+        (status = 415, description = "`unsupported_type`: not in `attachments.allowed_types`", body = ErrorBody),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn upload(
     State(app): State<App>,
     Path(room): Path<String>,
@@ -191,7 +230,7 @@ async fn upload(
     let Ok(Query(query)) = query else {
         return error(
             StatusCode::BAD_REQUEST,
-            "bad_request",
+            ErrorCode::BadRequest,
             "invalid query string",
         );
     };
@@ -217,7 +256,7 @@ async fn upload(
         let Ok(boundary) = multer::parse_boundary(&content_type) else {
             return error(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                ErrorCode::BadRequest,
                 "multipart/form-data without a boundary",
             );
         };
@@ -236,7 +275,7 @@ async fn upload(
         Ok(Err(refused)) => refused.into_response(max),
         Err(_) => error(
             StatusCode::REQUEST_TIMEOUT,
-            "bad_request",
+            ErrorCode::BadRequest,
             format!(
                 "the upload did not arrive within {} ms",
                 deadline.as_millis()
@@ -258,10 +297,10 @@ impl Refused {
         match self {
             Refused::TooLarge => too_large(max),
             Refused::Unsupported(t) => unsupported(&t),
-            Refused::Bad(why) => error(StatusCode::BAD_REQUEST, "bad_request", why),
+            Refused::Bad(why) => error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, why),
             Refused::Unavailable(why) => {
                 tracing::warn!(error = %why, "an upload failed");
-                error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)
+                error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, why)
             }
         }
     }
@@ -466,19 +505,40 @@ where
     }
 }
 
+/// A stored attachment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttachmentInfo {
+    /// 32 lowercase hex characters.
+    pub id: String,
+    /// Where to download it (`GET`), relative to the node.
+    #[schema(example = "/api/v1/attachments/0123456789abcdef0123456789abcdef")]
+    pub url: String,
+    /// Bytes.
+    pub size: i64,
+    pub content_type: String,
+    /// Lowercase hex of the SHA-256 of the bytes (also the download's ETag).
+    pub sha256: String,
+    /// The sanitised name it was uploaded under, if any.
+    pub filename: Option<String>,
+    pub room: String,
+    pub uploader: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
 /// The JSON of an attachment.
-pub fn describe(row: &attachment::Model) -> Value {
-    json!({
-        "id": row.id,
-        "url": format!("/api/v1/attachments/{}", row.id),
-        "size": row.size,
-        "content_type": row.content_type,
-        "sha256": row.sha256,
-        "filename": row.filename,
-        "room": row.room,
-        "uploader": row.uploader,
-        "created_at": row.created_at,
-    })
+pub fn describe(row: &attachment::Model) -> AttachmentInfo {
+    AttachmentInfo {
+        id: row.id.clone(),
+        url: format!("/api/v1/attachments/{}", row.id),
+        size: row.size,
+        content_type: row.content_type.clone(),
+        sha256: row.sha256.clone(),
+        filename: row.filename.clone(),
+        room: row.room.clone(),
+        uploader: row.uploader.clone(),
+        created_at: row.created_at,
+    }
 }
 
 /// What a `Range` header asks of a file of `size` bytes.
@@ -563,6 +623,31 @@ fn disposition(row: &attachment::Model) -> HeaderValue {
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
+/// Downloads an attachment (members of its room only), whole or one
+/// `Range` of it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/attachments/{id}",
+    tag = "attachments",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The attachment's id"),
+        ("Range" = Option<String>, Header, description = "One `bytes=start-end` range"),
+    ),
+    responses(
+        (status = 200, description = "The file, with its Content-Type, ETag and Content-Disposition",
+            content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The range asked for, with Content-Range",
+            content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: not a member of the attachment's room", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such attachment", body = ErrorBody),
+        (status = 416, description = "`range_not_satisfiable`: the range starts past the end",
+            body = ErrorBody, headers(("Content-Range" = String, description = "`bytes */<size>`"))),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn download(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let user = match user_of(&app, &headers, Kind::RestRead).await {
         Ok(user) => user,
@@ -590,7 +675,7 @@ async fn download(State(app): State<App>, Path(id): Path<String>, headers: Heade
         Ranged::Unsatisfiable => {
             let mut r = error(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
+                HttpOnlyCode::RangeNotSatisfiable,
                 format!("the file has {size} bytes"),
             );
             r.headers_mut().insert(
@@ -643,7 +728,22 @@ async fn download(State(app): State<App>, Path(id): Path<String>, headers: Heade
     response
 }
 
-/// `DELETE /api/v1/attachments/{id}`: its uploader takes it back (204).
+/// Its uploader takes an attachment back.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/attachments/{id}",
+    tag = "attachments",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The attachment's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: only its uploader may delete it", body = ErrorBody),
+        (status = 404, response = NotFound),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn remove(State(app): State<App>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let user = match user_of(&app, &headers, Kind::Message).await {
         Ok(user) => user,

@@ -18,8 +18,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::json;
+use troupe_actors::frames::ErrorCode;
 use troupe_actors::metrics::{self, Refusal};
+
+use super::api::responses::ErrorBody;
 
 /// What a request body may be.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +51,7 @@ pub async fn read_body(State(rules): State<BodyRules>, request: Request, next: N
             tracing::debug!(error = %e, "request body unreadable");
             return error(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                ErrorCode::BadRequest,
                 "the request body could not be read",
             );
         }
@@ -57,7 +59,7 @@ pub async fn read_body(State(rules): State<BodyRules>, request: Request, next: N
             metrics::refused(Refusal::BodyTimeout);
             return error(
                 StatusCode::REQUEST_TIMEOUT,
-                "bad_request",
+                ErrorCode::BadRequest,
                 &format!(
                     "the request body did not arrive within {} ms",
                     rules.timeout.as_millis()
@@ -72,15 +74,15 @@ fn too_large(max: usize) -> Response {
     metrics::refused(Refusal::BodyTooLarge);
     error(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
+        ErrorCode::TooLarge,
         &format!("request body over the size limit ({max} bytes)"),
     )
 }
 
 /// A JSON error, and the connection closed after it: the rest of the body
 /// is never read, so the connection cannot carry another request.
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = json!({"error": {"code": code, "message": message}});
+fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let body = ErrorBody::new(code, message);
     let mut response = (status, Json(body)).into_response();
     response
         .headers_mut()

@@ -7,6 +7,14 @@ use axum::response::IntoResponse;
 
 use crate::app::App;
 
+/// Every metric of this node, in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition (docs/metrics.md)",
+        content_type = "text/plain; version=0.0.4", body = String))
+)]
 pub async fn metrics(State(app): State<App>) -> impl IntoResponse {
     (
         [(

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod api;
 pub mod admin_page;
 pub mod attachments;
 pub mod body;
@@ -17,11 +18,45 @@ pub mod ws;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::App;
+
+/// Every endpoint but the streaming ones (attachments), each registered
+/// with its documentation: `routes!` takes the method and path from the
+/// handler's `#[utoipa::path]`. To add an endpoint, annotate its handler
+/// and add one line here (see `api`); never a plain `.route(...)`.
+fn endpoints() -> OpenApiRouter<App> {
+    OpenApiRouter::with_openapi(api::ApiDoc::openapi())
+        .routes(routes!(ws::upgrade))
+        .routes(routes!(rest::register))
+        .routes(routes!(rest::login))
+        .routes(routes!(rest::logout))
+        .routes(routes!(rest::list_rooms, rest::create_room))
+        .routes(routes!(rest::room_messages))
+        .routes(routes!(rest::invite))
+        .routes(routes!(rest::users_online))
+        .routes(routes!(search::rest))
+        .routes(routes!(rest::health))
+        .routes(routes!(rest::ready))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(admin::page))
+        .routes(routes!(admin::actors))
+        .routes(routes!(admin::nodes))
+        .routes(routes!(api::openapi_json))
+        .routes(routes!(api::frames_schema))
+        .routes(routes!(api::page::page))
+}
+
+/// The OpenAPI document of everything [`router`] serves: the same
+/// registrations, without the layers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    endpoints().merge(attachments::routes()).into_openapi()
+}
 
 pub fn router(app: App) -> Router {
     let body_limit = app.config.limits.max_frame_bytes;
@@ -29,31 +64,15 @@ pub fn router(app: App) -> Router {
         max_bytes: body_limit,
         timeout: app.config.http.body_timeout(),
     };
-    let router = Router::new()
-        .route("/ws", get(ws::upgrade))
-        .route("/api/v1/register", post(rest::register))
-        .route("/api/v1/login", post(rest::login))
-        .route("/api/v1/logout", post(rest::logout))
-        .route(
-            "/api/v1/rooms",
-            get(rest::list_rooms).post(rest::create_room),
-        )
-        .route("/api/v1/rooms/{room}/messages", get(rest::room_messages))
-        .route("/api/v1/rooms/{room}/members", post(rest::invite))
-        .route("/api/v1/users/online", get(rest::users_online))
-        .route("/api/v1/search", get(search::rest))
-        .route("/health", get(rest::health))
-        .route("/ready", get(rest::ready))
-        .route("/metrics", get(metrics::metrics))
-        .route("/admin", get(admin::page))
-        .route("/admin/actors", get(admin::actors))
-        .route("/admin/nodes", get(admin::nodes))
+    let (buffered, _) = endpoints().split_for_parts();
+    let (streaming, _) = attachments::routes().split_for_parts();
+    let router = buffered
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(body_rules, body::read_body))
         // After the body layer: uploads stream, with limits of their own.
-        .merge(attachments::routes());
+        .merge(streaming);
     access::layers(router).with_state(app)
 }
 

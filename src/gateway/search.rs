@@ -8,14 +8,16 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use troupe_actors::frames::ChatError;
 use troupe_actors::limits::check_room_ref;
 use troupe_actors::rate_limits::Kind;
 use troupe_actors::room::BROADCAST_ROOM;
 use troupe_actors::store::search::{check_text, SearchHit, SearchQuery};
 
+use utoipa::{IntoParams, ToSchema};
+
+use super::api::responses::{BadRequest, ErrorBody, RateLimited, Unauthorized, Unavailable};
 use super::lines::{escape, room_label};
 use super::rest::{user_of, ApiError};
 use crate::app::App;
@@ -84,31 +86,63 @@ pub async fn search(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
+    /// The words to find (all of them): up to 256 characters, 16 words.
     #[serde(default)]
+    #[param(required = true)]
     q: String,
+    /// Only this room.
     room: Option<String>,
+    /// Where the page starts: the `next_before` of the previous page.
     before: Option<String>,
+    /// Page size, 20 when absent; clamped to 1..=100.
     limit: Option<u64>,
 }
 
-/// `GET /api/v1/search` -> `{"results":[{room, seq, from, body, ts}], "next_before"?}`.
+/// A page of search results.
+#[derive(Serialize, ToSchema)]
+pub struct SearchResults {
+    /// Newest first.
+    pub results: Vec<SearchHit>,
+    /// Present when there may be more: pass it as `before` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<String>,
+}
+
+/// Searches the messages of the rooms the user can read (the rooms they are
+/// a member of, DMs included, and the broadcast room).
+#[utoipa::path(
+    get,
+    path = "/api/v1/search",
+    tag = "search",
+    security(("bearer" = [])),
+    params(SearchParams),
+    responses(
+        (status = 200, description = "A page of matches", body = SearchResults),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: not a member of `room`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such `room`", body = ErrorBody),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn rest(
     State(app): State<App>,
     headers: HeaderMap,
     params: Result<Query<SearchParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SearchResults>, ApiError> {
     let user = user_of(&app, &headers).await?;
     let Query(p) = params.map_err(|e| ChatError::bad_request(format!("invalid query: {e}")))?;
     let room = p.room.as_deref().filter(|r| !r.is_empty());
     let before = p.before.as_deref().filter(|b| !b.is_empty());
     let page = search(&app, &user.username, &p.q, room, before, p.limit).await?;
-    let mut body = json!({ "results": page.results });
-    if let Some(next) = page.next_before {
-        body["next_before"] = json!(next);
-    }
-    Ok(Json(body))
+    Ok(Json(SearchResults {
+        results: page.results,
+        next_before: page.next_before,
+    }))
 }
 
 /// `/search <words>`: the newest matches as text lines.

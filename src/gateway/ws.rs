@@ -33,6 +33,7 @@ use troupe_actors::session::supervisor::SessionSupervisorMsg;
 use troupe_actors::session::{ResumeRequest, SessionMsg};
 use troupe_actors::store::TokenInfo;
 
+use super::api::responses::{BadRequest, ErrorBody, Unavailable};
 use super::lines::{self, Line};
 use super::origin;
 use super::rest::{bearer_token, ApiError};
@@ -51,6 +52,26 @@ fn socket_config(app: &App) -> WebSocketConfig {
         .max_frame_size(Some(max))
 }
 
+/// The chat connection: a WebSocket (version 13) whose text frames are the
+/// JSON frames of `/api/frames.schema.json`. Authenticate with a bearer
+/// token (header or `token`), or later with an `auth` or `resume` frame.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "websocket",
+    security((), ("bearer" = [])),
+    params(
+        ("token" = Option<String>, Query, description = "A session token, for clients that cannot set headers"),
+        ("live" = Option<bool>, Query, description = "`1`: a new session goes live at once rather than at its first frame"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, response = BadRequest),
+        (status = 401, description = "`unauthorized`: the token given is unknown or expired", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the Origin is not in `http.allowed_origins`", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn upgrade(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

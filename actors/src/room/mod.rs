@@ -102,7 +102,7 @@ pub struct RoomArgs {
 }
 
 /// A summary for REST listings.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RoomInfo {
     pub name: String,
     pub private: bool,

@@ -30,7 +30,7 @@ pub const SEARCH_DEFAULT_LIMIT: usize = 20;
 pub const SEARCH_MAX_LIMIT: usize = 100;
 
 /// One message found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SearchHit {
     pub room: String,
     pub seq: u64,

@@ -1,0 +1,163 @@
+//! The machine-readable API, generated from the code so it cannot drift:
+//!
+//! - `GET /api/openapi.json`: the OpenAPI 3.1 document of every REST
+//!   endpoint. The router and the document come from the same
+//!   registrations (`utoipa_axum::routes!` in `gateway/mod.rs`): a route is
+//!   documented by being routed.
+//! - `GET /api/frames.schema.json`: a JSON Schema per WebSocket frame type,
+//!   from the types that parse and write the frames ([`frames`]).
+//! - `GET /api/docs`: a reference page that renders both ([`page`]).
+//!
+//! Adding an endpoint: give its handler a `#[utoipa::path(...)]` (method,
+//! path, parameters, body, every response with its status) and register it
+//! with `.routes(routes!(module::handler))` in `gateway/mod.rs`; nothing
+//! else. `tests/api_docs.rs` fails on a route added any other way.
+
+pub mod frames;
+pub mod page;
+pub mod responses;
+
+use std::sync::LazyLock;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi as Document;
+use utoipa::{Modify, OpenApi};
+
+use responses::{
+    AdminOff, BadRequest, BodyTimeout, Conflict, ErrorBody, Forbidden, NotFound, RateLimited,
+    TooLarge, Unauthorized, Unavailable,
+};
+
+/// What the document says besides its paths: the title, the security
+/// schemes, the shared error responses and the tags.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "troupe",
+        description = "The REST API of a troupe node. Chat itself (sending, receiving, \
+                       presence, typing) goes over the WebSocket at `/ws`: its frames are \
+                       described by `/api/frames.schema.json` and docs/protocol.md. Every \
+                       error is `{\"error\": {\"code\", \"message\"}}` with the matching status.",
+        license(name = "MIT", identifier = "MIT")
+    ),
+    modifiers(&SecuritySchemes),
+    components(
+        schemas(ErrorBody),
+        responses(
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            Conflict,
+            BodyTimeout,
+            TooLarge,
+            RateLimited,
+            Unavailable,
+            AdminOff
+        )
+    ),
+    tags(
+        (name = "accounts", description = "Registration, login and logout"),
+        (name = "rooms", description = "Rooms, their history and members"),
+        (name = "users", description = "Who is online"),
+        (name = "search", description = "Full-text search of the rooms a user can read"),
+        (name = "attachments", description = "Files shared in rooms"),
+        (name = "websocket", description = "The chat connection"),
+        (name = "operations", description = "Health, readiness and metrics for orchestrators"),
+        (name = "admin", description = "The cluster's actors, for operators (needs `admin.token`)"),
+        (name = "api", description = "These documents")
+    )
+)]
+pub struct ApiDoc;
+
+/// Names of the security schemes, as the endpoints refer to them.
+pub const BEARER: &str = "bearer";
+pub const ADMIN: &str = "admin";
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A session token from `POST /api/v1/login` (`token`), valid until its \
+                         `expires_at`; revoked by `POST /api/v1/logout`.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            ADMIN,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The node's `admin.token` (configuration). Wrong tokens are rate \
+                         limited per address (`rate_limits.admin_auth`).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document, built once.
+static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
+    serde_json::to_string_pretty(&super::openapi()).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the OpenAPI document does not serialise");
+        String::from("{}")
+    })
+});
+
+/// The frames' JSON Schema document, built once.
+static FRAMES_JSON: LazyLock<String> = LazyLock::new(|| {
+    serde_json::to_string_pretty(&frames::document()).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the frames schema does not serialise");
+        String::from("{}")
+    })
+});
+
+fn json(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The OpenAPI 3.1 document of this node's REST API.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "api",
+    responses((status = 200, description = "The OpenAPI 3.1 document (this one)",
+        content_type = "application/json", body = Object))
+)]
+pub async fn openapi_json() -> Response {
+    json(&OPENAPI_JSON, "application/json")
+}
+
+/// The JSON Schema (2020-12) of every WebSocket frame: `$defs` holds one
+/// schema per frame type (`client.send`, `server.message`, ...), and
+/// `ClientFrame`/`ServerFrame` are the union of each side's.
+#[utoipa::path(
+    get,
+    path = "/api/frames.schema.json",
+    tag = "api",
+    responses((status = 200, description = "The frames' JSON Schema document",
+        content_type = "application/schema+json", body = Object))
+)]
+pub async fn frames_schema() -> Response {
+    json(&FRAMES_JSON, "application/schema+json")
+}
