@@ -427,6 +427,42 @@ mod tests {
         assert!(too_many.checked_limit().is_err());
     }
 
+    /// The `type`s a frame schema's variants fix (see `/api/frames.schema.json`).
+    fn schema_types<T: utoipa::PartialSchema>() -> Vec<String> {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        let mut types: Vec<String> = schema["oneOf"]
+            .as_array()
+            .expect("a oneOf of variants")
+            .iter()
+            .map(|variant| {
+                let tag = |v: &Value| {
+                    v["properties"]["type"]["enum"][0]
+                        .as_str()
+                        .map(String::from)
+                };
+                tag(variant)
+                    .or_else(|| variant["allOf"].as_array()?.iter().find_map(tag))
+                    .unwrap_or_else(|| panic!("a variant without its type: {variant}"))
+            })
+            .collect();
+        types.sort();
+        types
+    }
+
+    #[test]
+    fn the_schema_knows_exactly_the_frame_types_decode_accepts() {
+        let mut known: Vec<String> = CLIENT_TYPES.iter().map(|t| t.to_string()).collect();
+        if cfg!(feature = "test-hooks") {
+            known.push("debug_panic_room".into());
+        }
+        known.sort();
+        assert_eq!(schema_types::<ClientFrame>(), known);
+        let server = schema_types::<ServerFrame>();
+        for ty in ["session", "message", "ack", "error", "pong", "history"] {
+            assert!(server.iter().any(|t| t == ty), "{ty} missing: {server:?}");
+        }
+    }
+
     #[test]
     fn server_frames_carry_their_type() {
         let text = ServerFrame::Message(ChatMessage {

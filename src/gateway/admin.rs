@@ -211,6 +211,7 @@ async fn snapshots(
 #[utoipa::path(
     get,
     path = "/admin",
+    operation_id = "admin_page",
     tag = "admin",
     responses(
         (status = 200, description = "The admin page (HTML; it asks for the token)",
@@ -230,6 +231,7 @@ pub async fn page(State(app): State<App>) -> Response {
 #[utoipa::path(
     get,
     path = "/admin/actors",
+    operation_id = "admin_actors",
     tag = "admin",
     security(("admin" = [])),
     params(ActorsParams),
@@ -266,6 +268,7 @@ pub async fn actors(
 #[utoipa::path(
     get,
     path = "/admin/nodes",
+    operation_id = "admin_nodes",
     tag = "admin",
     security(("admin" = [])),
     responses(

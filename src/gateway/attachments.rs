@@ -174,6 +174,7 @@ pub struct UploadQuery {
 #[utoipa::path(
     post,
     path = "/api/v1/rooms/{room}/attachments",
+    operation_id = "upload_attachment",
     tag = "attachments",
     security(("bearer" = [])),
     params(("room" = String, Path, description = "The room's name"), UploadQuery),
@@ -628,6 +629,7 @@ fn disposition(row: &attachment::Model) -> HeaderValue {
 #[utoipa::path(
     get,
     path = "/api/v1/attachments/{id}",
+    operation_id = "download_attachment",
     tag = "attachments",
     security(("bearer" = [])),
     params(
@@ -732,6 +734,7 @@ async fn download(State(app): State<App>, Path(id): Path<String>, headers: Heade
 #[utoipa::path(
     delete,
     path = "/api/v1/attachments/{id}",
+    operation_id = "delete_attachment",
     tag = "attachments",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The attachment's id")),

@@ -2,8 +2,8 @@
 
 pub mod access;
 pub mod admin;
-pub mod api;
 pub mod admin_page;
+pub mod api;
 pub mod attachments;
 pub mod body;
 #[cfg(test)]

@@ -116,6 +116,7 @@ pub struct SearchResults {
 #[utoipa::path(
     get,
     path = "/api/v1/search",
+    operation_id = "search",
     tag = "search",
     security(("bearer" = [])),
     params(SearchParams),

@@ -58,6 +58,7 @@ fn socket_config(app: &App) -> WebSocketConfig {
 #[utoipa::path(
     get,
     path = "/ws",
+    operation_id = "websocket",
     tag = "websocket",
     security((), ("bearer" = [])),
     params(

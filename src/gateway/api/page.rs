@@ -50,6 +50,7 @@ static CSP: LazyLock<String> = LazyLock::new(|| {
 #[utoipa::path(
     get,
     path = "/api/docs",
+    operation_id = "api_docs",
     tag = "api",
     responses((status = 200, description = "The API reference (HTML), rendered from the two documents",
         content_type = "text/html", body = String))
@@ -85,7 +86,12 @@ mod tests {
 
     #[test]
     fn user_strings_are_never_html() {
-        for banned in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"] {
+        for banned in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
             assert!(!PAGE.contains(banned), "reference.html uses {banned}");
         }
     }
