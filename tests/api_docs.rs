@@ -766,3 +766,68 @@ async fn real_frames_match_the_frame_schemas() {
         );
     }
 }
+
+/// `/api/docs` in Debian's headless chromium (scripts/install-chromium.sh;
+/// without it this test fails, it does not skip): the page's script runs
+/// under its own Content-Security-Policy and renders both documents.
+#[tokio::test]
+async fn the_reference_page_renders_both_documents_in_a_browser() {
+    const CHROMIUM: &str = "/usr/bin/chromium";
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run scripts/install-chromium.sh (as root) first"
+    );
+    let node = node().await;
+    let r = http().get(node.url("/api/docs")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("script-src 'sha256-"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(CHROMIUM);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-extensions",
+        "--disable-component-update",
+        "--no-first-run",
+        // Virtual time waits for the page's fetches before the dump.
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .arg(node.url("/api/docs"))
+    .stdin(std::process::Stdio::null())
+    .kill_on_drop(true);
+    // Not a timing check: only a bound on a browser that hangs.
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("chromium finished within 120 s")
+        .expect("chromium runs");
+    assert!(out.status.success(), "chromium failed: {}", out.status);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let paths = get_json(&node, "/api/openapi.json").await["paths"]
+        .as_object()
+        .unwrap()
+        .len();
+    assert!(
+        dom.contains(&format!("OpenAPI 3.1.0 · {paths} paths")),
+        "the page's script did not render the document: {dom}"
+    );
+    for rendered in [
+        r#"id="op-create_room""#,
+        r#"id="op-upload_attachment""#,
+        r#"id="schema-ErrorBody""#,
+        r#"id="frame-client.send""#,
+        r#"id="frame-server.message""#,
+        "/api/v1/rooms/{room}/messages",
+    ] {
+        assert!(dom.contains(rendered), "{rendered} not rendered");
+    }
+}

@@ -105,55 +105,50 @@ impl HistoryQuery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
-    Auth {
-        token: String,
-    },
+    /// Authenticate with a login token.
+    Auth { token: String },
+    /// Authenticate (as the first frame) and/or replay what was missed:
+    /// `rooms` maps a room to the last seq this client has.
     Resume {
         resume_token: String,
         #[serde(default)]
         rooms: BTreeMap<String, u64>,
     },
-    Join {
-        room: String,
-    },
-    Leave {
-        room: String,
-    },
-    Invite {
-        room: String,
-        user: String,
-    },
+    /// Join a group room; creates it (public) when it does not exist.
+    Join { room: String },
+    /// Leave a group room.
+    Leave { room: String },
+    /// A member adds `user` to a group room (the way into a private one).
+    Invite { room: String, user: String },
+    /// Post a message; `client_id` makes a resend a no-op.
     Send {
         room: String,
         body: String,
         client_id: String,
     },
+    /// A direct message to user `to`.
     Dm {
         to: String,
         body: String,
         client_id: String,
     },
-    Broadcast {
-        body: String,
-        client_id: String,
-    },
-    Typing {
-        room: String,
-        active: bool,
-    },
-    Read {
-        room: String,
-        seq: u64,
-    },
+    /// Post to the broadcast room `!broadcast`.
+    Broadcast { body: String, client_id: String },
+    /// A typing indicator.
+    Typing { room: String, active: bool },
+    /// A read receipt up to `seq`.
+    Read { room: String, seq: u64 },
+    /// A page of past messages.
     History {
         room: String,
         #[serde(flatten)]
         query: HistoryQuery,
     },
-    Members {
-        room: String,
-    },
+    /// The member list with presence and read receipts.
+    Members { room: String },
+    /// The users online.
     Who,
+    /// A `pong` with the same `nonce`; served before authentication too.
     Ping {
         /// Any JSON value, echoed in the `pong`.
         #[serde(default)]
@@ -162,9 +157,7 @@ pub enum ClientFrame {
     },
     /// Test-only fault trigger: makes the room's actor panic.
     #[cfg(feature = "test-hooks")]
-    DebugPanicRoom {
-        room: String,
-    },
+    DebugPanicRoom { room: String },
 }
 
 const CLIENT_TYPES: &[&str] = &[
@@ -286,66 +279,72 @@ pub struct MemberStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
+    /// The connection is authenticated.
     Session {
         session_id: String,
         resume_token: String,
         user: String,
         node: String,
     },
-    Resumed {
-        rooms: BTreeMap<String, u64>,
-    },
+    /// After a `resume`: every room of the session with the seq through
+    /// which this connection is caught up.
+    Resumed { rooms: BTreeMap<String, u64> },
+    /// This user joined a room (`members`: the count after the change).
     Joined {
         room: String,
         members: usize,
         last_seq: u64,
     },
+    /// This user left a room.
     Left {
         room: String,
         members: usize,
         last_seq: u64,
     },
+    /// A message in one of the user's rooms.
     Message(ChatMessage),
+    /// The message with this `client_id` is stored as `seq`.
     Ack {
         client_id: String,
         room: String,
         seq: u64,
         ts: i64,
     },
-    UserJoined {
-        room: String,
-        user: String,
-    },
-    UserLeft {
-        room: String,
-        user: String,
-    },
+    /// Another user joined one of the user's rooms.
+    UserJoined { room: String, user: String },
+    /// Another user left one of the user's rooms.
+    UserLeft { room: String, user: String },
+    /// A user came online or went offline.
     Presence {
         user: String,
         online: bool,
         last_seen: Option<i64>,
     },
+    /// Another member is typing (or stopped).
     Typing {
         room: String,
         user: String,
         active: bool,
     },
+    /// A member has read up to `seq`.
     Read {
         room: String,
         user: String,
         seq: u64,
     },
+    /// A page of past messages, ascending seq.
     History {
         room: String,
         messages: Vec<ChatMessage>,
     },
+    /// A room's members, sorted by user.
     Members {
         room: String,
         members: Vec<MemberStatus>,
     },
-    Users {
-        users: Vec<UserStatus>,
-    },
+    /// The users online, sorted by user.
+    Users { users: Vec<UserStatus> },
+    /// A request failed; `ref` is its `client_id`, else its type.
     Error {
         code: ErrorCode,
         message: String,
@@ -355,6 +354,7 @@ pub enum ServerFrame {
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
     },
+    /// The answer to `ping`.
     Pong {
         #[schema(value_type = Option<Value>)]
         nonce: Option<Value>,
