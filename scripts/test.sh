@@ -49,6 +49,9 @@ scripts/install-chromium.sh
 # The attachment tests (tests/attachments.rs) start moto's S3 server.
 export TEST_S3_SERVER
 TEST_S3_SERVER=$(scripts/install-s3.sh)
+# tests/api_docs.rs validates the node's /api/openapi.json with it.
+export TEST_OPENAPI_VALIDATOR
+TEST_OPENAPI_VALIDATOR=$(scripts/install-openapi-validator.sh)
 
 echo "== unit and integration tests, embedded default (and the fault tests)"
 cargo test --workspace --features test-hooks -- --skip cluster_ 2>&1 | tee -a "$log"
