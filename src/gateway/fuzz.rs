@@ -358,6 +358,52 @@ fn fuzz_frames() {
     });
 }
 
+/// Whether every number in `v` is an integer serde reads as one: JSON
+/// Schema counts `1.0` as an integer, serde's `u64` does not; such inputs
+/// say nothing about the schema.
+fn plain_numbers(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => !n.is_f64(),
+        Value::Array(items) => items.iter().all(plain_numbers),
+        Value::Object(map) => map.values().all(plain_numbers),
+        _ => true,
+    }
+}
+
+/// The frames' JSON Schema (`/api/frames.schema.json`) accepts exactly the
+/// frames the node accepts: those `ClientFrame::decode` decodes and that
+/// pass the checks applied to every frame of their type (the history page
+/// size).
+#[test]
+fn fuzz_frames_against_their_schema() {
+    let mut root = super::api::frames::document();
+    root.as_object_mut().expect("an object").remove("anyOf");
+    root["$ref"] = json!("#/$defs/ClientFrame");
+    let schema = jsonschema::draft202012::new(&root).expect("the frames schema compiles");
+    fuzz("frames", 70 * 1024, |input| {
+        let Ok(value) = serde_json::from_slice::<Value>(input) else {
+            return false;
+        };
+        if !value.is_object() || !plain_numbers(&value) {
+            return false;
+        }
+        let node_accepts = match ClientFrame::decode(&text(input)) {
+            Ok(ClientFrame::History { query, .. }) => query.checked_limit().is_ok(),
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        let schema_accepts = schema.is_valid(&value);
+        assert_eq!(
+            schema_accepts,
+            node_accepts,
+            "the schema {} {value} but the node {} it",
+            if schema_accepts { "accepts" } else { "refuses" },
+            if node_accepts { "accepts" } else { "refuses" },
+        );
+        node_accepts
+    });
+}
+
 #[test]
 fn fuzz_lines() {
     fuzz("lines", 4 * 1024, |input| {
