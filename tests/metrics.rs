@@ -54,7 +54,10 @@ async fn scrape(node: &Node) -> Scrape {
         "{content_type}"
     );
     let body = response.text().await.expect("a body");
-    assert!(body.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    assert!(
+        body.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
     let text = openmetrics_to_prometheus(&body);
     Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text")
 }

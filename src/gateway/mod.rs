@@ -51,6 +51,8 @@ pub fn router(app: App) -> Router {
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        // Inside the body layer: the clock starts once the body is in.
+        .layer(access::request_timeout(app.config.http.request_timeout()))
         .layer(middleware::from_fn_with_state(body_rules, body::read_body))
         // After the body layer: uploads stream, with limits of their own.
         .merge(attachments::routes());

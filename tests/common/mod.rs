@@ -210,6 +210,16 @@ impl Node {
         self.spawn().await;
     }
 
+    /// The URL of the node's SQL database: its SQLite file, or the
+    /// Postgres database of `TEST_STORES=real`.
+    pub fn database_url(&self) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "TROUPE_DATABASE__URL")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("troupe.db").display()))
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
