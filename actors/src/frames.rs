@@ -330,6 +330,13 @@ pub enum ServerFrame {
     Users {
         users: Vec<UserStatus>,
     },
+    /// The relation with `user` changed, as the receiver sees it:
+    /// `incoming` (they asked you), `outgoing` (you asked them), `friends`,
+    /// `none` (removed, rejected or cancelled), `blocked` (you blocked them).
+    Friend {
+        user: String,
+        status: String,
+    },
     Error {
         code: ErrorCode,
         message: String,

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_page;
 pub mod attachments;
 pub mod body;
+pub mod friends;
 #[cfg(test)]
 mod fuzz;
 pub mod lines;
@@ -17,7 +18,7 @@ pub mod ws;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -42,6 +43,16 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/rooms/{room}/members", post(rest::invite))
         .route("/api/v1/users/online", get(rest::users_online))
         .route("/api/v1/search", get(search::rest))
+        .route("/api/v1/friends", get(friends::list))
+        .route(
+            "/api/v1/friends/{user}",
+            post(friends::request).delete(friends::remove),
+        )
+        .route("/api/v1/blocks", get(friends::blocks))
+        .route(
+            "/api/v1/blocks/{user}",
+            put(friends::block).delete(friends::unblock),
+        )
         .route("/health", get(rest::health))
         .route("/ready", get(rest::ready))
         .route("/metrics", get(metrics::metrics))
