@@ -7,15 +7,24 @@
 //! there (docs/ keeps the ones the README shows).
 //!
 //! Chromium is installed by scripts/install-chromium.sh; without it these
-//! tests fail, they do not skip.
+//! tests fail, they do not skip. The cluster test (`cluster_*`: Postgres,
+//! Redis and the tansu broker, as tests/cluster.rs) runs with the cluster
+//! tests in scripts/test.sh.
 
 mod common;
+#[allow(dead_code)]
+#[path = "common/cluster.rs"]
+mod cluster;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
+use cluster::{Cluster, ADMIN_TOKEN};
 use common::browser::{js_string, Browser};
 use common::{Client, Node};
 use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
 
 const PASSWORD: &str = "secret-pw-1";
 const XSS: &str = "<img src=x onerror=alert(1)>";
@@ -303,4 +312,162 @@ async fn scrolling_up_loads_all_200_messages_in_order() {
     )
     .await;
     assert_clean(&b);
+}
+
+/// A TCP load balancer in front of the cluster, as a browser would reach
+/// it: each connection goes to the first of `backends` that accepts it; with
+/// no backend, connections are closed at once (the site is unreachable).
+struct Balancer {
+    addr: SocketAddr,
+    backends: Arc<Mutex<Vec<SocketAddr>>>,
+}
+
+impl Balancer {
+    async fn start(backends: Vec<SocketAddr>) -> Balancer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().unwrap();
+        let backends = Arc::new(Mutex::new(backends));
+        let list = backends.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let choices = list.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    for backend in choices {
+                        if let Ok(mut server) = TcpStream::connect(backend).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Balancer { addr, backends }
+    }
+
+    fn set(&self, backends: Vec<SocketAddr>) {
+        *self.backends.lock().unwrap() = backends;
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+async fn sessions_of(cluster: &Cluster, node: usize, user: &str) -> Vec<Value> {
+    let r: Value = cluster
+        .http()
+        .get(cluster.nodes[node].url(&format!("/admin/actors?kind=session&name={user}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("/admin/actors answers")
+        .json()
+        .await
+        .expect("JSON");
+    r["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| n["actors"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["state"]["user"] == user)
+        .collect()
+}
+
+#[tokio::test]
+async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
+    let mut cluster = Cluster::start("web-kill9", 2).await;
+    cluster.account(0, "ann").await;
+    cluster.account(1, "bob").await;
+    // ann reaches the cluster through a balancer that prefers node1; bob
+    // talks to node2.
+    let lb = Balancer::start(vec![cluster.nodes[0].http, cluster.nodes[1].http]).await;
+    let (ann, bob) = tokio::join!(Browser::launch("ann"), Browser::launch("bob"));
+    for (b, url, user) in [
+        (&ann, lb.url(), "ann"),
+        (&bob, cluster.nodes[1].url("/"), "bob"),
+    ] {
+        b.goto(&url).await;
+        b.fill("#login-user", user).await;
+        b.fill("#login-pass", cluster::PASSWORD).await;
+        b.press("Enter").await;
+        wait_live(b).await;
+    }
+    let on = |node: &str| {
+        format!("document.querySelector('#conn-status').title === 'connected to {node}'")
+    };
+    ann.wait_for("ann on node1", &on("node1")).await;
+    join(&ann, "relay").await;
+    join(&bob, "relay").await;
+    say(&ann, "before 1").await;
+    say(&bob, "before 2").await;
+    wait_message(&ann, "bob", "before 2").await;
+    wait_message(&bob, "ann", "before 1").await;
+
+    // node1 dies while the balancer has nowhere to send ann: her page stays
+    // disconnected, and what she writes waits in the composer queue.
+    lb.set(vec![]);
+    cluster.kill9(0);
+    ann.wait_for(
+        "ann's page to notice",
+        "document.querySelector('#conn-status').dataset.state === 'reconnecting'",
+    )
+    .await;
+    assert_eq!(ann.text("#conn-status").await, "Reconnecting…");
+    say(&ann, "written offline").await;
+    ann.wait_for(
+        "the message queued",
+        "document.querySelectorAll('#pending .msg.pending').length === 1",
+    )
+    .await;
+    // Meanwhile bob chats on (his sends are resent while the room moves).
+    for i in 1..=3 {
+        say(&bob, &format!("while away {i}")).await;
+    }
+    wait_message(&bob, "bob", "while away 3").await;
+
+    // The balancer now leads to node2: ann's page reconnects there, resumes,
+    // and sends what was queued (same client_id).
+    lb.set(vec![cluster.nodes[1].http]);
+    ann.wait_for("ann on node2", &on("node2")).await;
+    wait_message(&ann, "ann", "written offline").await;
+    wait_message(&bob, "ann", "written offline").await;
+    say(&bob, "after").await;
+    wait_message(&ann, "bob", "after").await;
+    let expected = [
+        ("ann", "before 1"),
+        ("bob", "before 2"),
+        ("bob", "while away 1"),
+        ("bob", "while away 2"),
+        ("bob", "while away 3"),
+    ];
+    for b in [&ann, &bob] {
+        let got = shown(b).await;
+        let seqs: Vec<u64> = got.iter().map(|m| m.0).collect();
+        assert_eq!(seqs, (1..=7).collect::<Vec<u64>>(), "[{}] {got:?}", b.name);
+        for (i, (from, body)) in expected.iter().enumerate() {
+            assert_eq!((got[i].1.as_str(), got[i].2.as_str()), (*from, *body), "[{}] {got:?}", b.name);
+        }
+        // ann's offline message lands once, wherever the outage put it, and
+        // "after" comes last.
+        assert_eq!((got[5].1.as_str(), got[5].2.as_str()), ("ann", "written offline"));
+        assert_eq!((got[6].1.as_str(), got[6].2.as_str()), ("bob", "after"));
+    }
+    assert_eq!(
+        ann.eval("document.querySelectorAll('#pending .msg').length").await,
+        json!(0),
+        "nothing left in the queue"
+    );
+    // It was a resume, on node2.
+    let sessions = sessions_of(&cluster, 1, "ann").await;
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s["node"] == "node2" && s["state"]["resumed"] == true),
+        "no resumed session of ann on node2: {sessions:?}"
+    );
+    assert_eq!(ann.text("#conn-status").await, "");
+    // The refused connections while node1 was gone are network errors,
+    // which assert_clean does not count.
+    assert_clean(&ann);
+    assert_clean(&bob);
 }

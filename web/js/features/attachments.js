@@ -69,7 +69,7 @@ async function show(id, box) {
       a.remove();
       setTimeout(() => URL.revokeObjectURL(url), 60000);
     },
-  }, `⬇ ${name} (${Math.ceil(size / 1024)} KiB)`));
+  }, `Download ${name} (${Math.ceil(size / 1024)} KiB)`));
 }
 
 decorators.push((m, node) => {
@@ -89,7 +89,7 @@ async function upload(file) {
       `/api/v1/rooms/${enc(room)}/attachments?filename=${enc(file.name)}`,
       { body: file, headers: { "Content-Type": file.type || "application/octet-stream" } });
     const a = await parse(response);
-    enqueue(room, `📎 ${a.filename || file.name} ${a.url}`, { attachments: [a.id] });
+    enqueue(room, `Attached ${a.filename || file.name}: ${a.url}`, { attachments: [a.id] });
     fill(status, "");
   } catch (e) {
     fill(status, "");

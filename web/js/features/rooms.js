@@ -55,7 +55,8 @@ function roomButton(r) {
       attrs: current ? { "aria-current": "page" } : {},
       onclick: () => openRoom(r.name),
     },
-    el("span", { className: "room-name" }, label(r.name), r.private && r.kind === "group" ? " 🔒" : ""),
+    el("span", { className: "room-name" }, label(r.name),
+      r.private && r.kind === "group" ? el("span", { className: "private" }, " private") : null),
     unread ? el("span", { className: "badge", attrs: { "aria-label": `${unread} unread` } }, String(unread)) : null));
 }
 
