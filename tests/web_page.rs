@@ -231,6 +231,24 @@ async fn two_people_chat_in_two_browsers() {
     let seqs: Vec<u64> = shown(&bob).await.iter().map(|m| m.0).collect();
     assert_eq!(seqs, vec![1, 2, 3]);
 
+    // A private room: ann creates it and invites bob, whose page says so.
+    ann.fill("#join-input", "secret").await;
+    ann.click("#join-private").await;
+    ann.click("#join-form button[type=submit]").await;
+    ann.wait_text("#room-title", "#secret").await;
+    ann.wait_text("#room-list button[data-room=\"secret\"]", "private").await;
+    ann.fill("#invite-input", "bob").await;
+    ann.press("Enter").await;
+    bob.wait_text("#notice", "You were added to #secret").await;
+    bob.wait_for(
+        "secret in bob's list",
+        "!!document.querySelector('#room-list button[data-room=\"secret\"]')",
+    )
+    .await;
+    // A message there while bob looks at garden: an unread badge.
+    say(&ann, "for your eyes only").await;
+    bob.wait_text("#room-list button[data-room=\"secret\"] .badge", "1").await;
+
     // Search finds a message and opens its room.
     ann.fill("#search-input", "hello").await;
     ann.press("Enter").await;
@@ -419,11 +437,12 @@ async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
         "document.querySelectorAll('#pending .msg.pending').length === 1",
     )
     .await;
-    // Meanwhile bob chats on (his sends are resent while the room moves).
+    // Meanwhile bob chats on (his page resends while the room moves).
     for i in 1..=3 {
-        say(&bob, &format!("while away {i}")).await;
+        let body = format!("while away {i}");
+        say(&bob, &body).await;
+        wait_message(&bob, "bob", &body).await;
     }
-    wait_message(&bob, "bob", "while away 3").await;
 
     // The balancer now leads to node2: ann's page reconnects there, resumes,
     // and sends what was queued (same client_id).
@@ -468,6 +487,64 @@ async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
     assert_eq!(ann.text("#conn-status").await, "");
     // The refused connections while node1 was gone are network errors,
     // which assert_clean does not count.
+    assert_clean(&ann);
+    assert_clean(&bob);
+}
+
+/// A tiny PNG: 4x3 pixels of one colour.
+fn png_bytes() -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, 4, 3);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().expect("a PNG header");
+        writer
+            .write_image_data(&[0x20, 0x80, 0x40].repeat(12))
+            .expect("PNG data");
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_image_sent_through_the_file_button_shows_as_a_preview() {
+    let node = Node::start().await;
+    let url = node.url("/");
+    let (ann, bob) = tokio::join!(Browser::launch("ann"), Browser::launch("bob"));
+    sign_in(&ann, &url, "ann", true).await;
+    sign_in(&bob, &url, "bob", true).await;
+    join(&ann, "photos").await;
+    join(&bob, "photos").await;
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("dot.png");
+    std::fs::write(&file, png_bytes()).expect("the PNG file");
+    // What the file chooser does: the file is set on the input, which then
+    // fires its change event.
+    let doc = ann.call("DOM.getDocument", json!({})).await;
+    let input = ann
+        .call(
+            "DOM.querySelector",
+            json!({"nodeId": doc["root"]["nodeId"], "selector": "#attach-input"}),
+        )
+        .await;
+    ann.call(
+        "DOM.setFileInputFiles",
+        json!({"nodeId": input["nodeId"], "files": [file.display().to_string()]}),
+    )
+    .await;
+    for b in [&ann, &bob] {
+        let size = b
+            .wait_for(
+                "the image preview",
+                "(() => { const i = document.querySelector('#messages .msg img.preview'); \
+                   return i && i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight, i.src, i.alt] : null; })()",
+            )
+            .await;
+        assert_eq!((&size[0], &size[1]), (&json!(4), &json!(3)), "{size}");
+        assert!(size[2].as_str().unwrap().starts_with("blob:"), "{size}");
+        assert_eq!(size[3], "dot.png");
+    }
     assert_clean(&ann);
     assert_clean(&bob);
 }

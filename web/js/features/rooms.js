@@ -22,17 +22,24 @@ export function openRoom(name) {
   renderLists();
 }
 
-/** After the first connection: the rooms of the user, then the saved room. */
-export async function loadRooms() {
+/** The rooms of the user (REST): their privacy, member counts, last seqs. */
+async function fetchRooms() {
   const answer = await api("GET", "/api/v1/rooms");
   for (const r of answer.rooms) {
     const it = room(r.name);
     it.private = r.private;
     it.members = r.members;
     it.lastSeq = Math.max(it.lastSeq, r.last_seq);
-    // My read receipt (and everyone's) comes with `members`.
-    if (it.kind !== "broadcast") conn.send({ type: "members", room: r.name });
   }
+  renderLists();
+  return answer;
+}
+
+/** After the first connection: the rooms of the user, then the saved room. */
+export async function loadRooms() {
+  const answer = await fetchRooms();
+  // My read receipt (and everyone's) comes with `members`.
+  for (const r of answer.rooms) conn.send({ type: "members", room: r.name });
   room(BROADCAST);
   const saved = sessionStorage.getItem(CURRENT_KEY);
   const groups = answer.rooms.filter((r) => !r.name.startsWith("dm:"));
@@ -84,6 +91,8 @@ onFrame("joined", (f) => {
   conn.send({ type: "members", room: f.room });
   if (asked.delete(f.room)) openRoom(f.room);
   else if (!known) emit("notice", `You were added to ${label(f.room)}.`);
+  // Whether it is private is not in `joined`.
+  if (!known) fetchRooms().catch(() => {});
   renderLists();
 });
 
