@@ -84,8 +84,22 @@ function setup() {
     await logout();
     location.reload();
   });
-  $("#menu-btn").addEventListener("click", () => document.body.classList.toggle("show-sidebar"));
-  $("#members-btn").addEventListener("click", () => document.body.classList.toggle("show-members"));
+  // Small screens: the room list and the members slide over the messages.
+  const toggles = [["#menu-btn", "show-sidebar"], ["#members-btn", "show-members"]];
+  for (const [button, shown] of toggles) {
+    $(button).setAttribute("aria-expanded", "false");
+    $(button).addEventListener("click", () => {
+      const open = document.body.classList.toggle(shown);
+      $(button).setAttribute("aria-expanded", String(open));
+    });
+  }
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Escape") return;
+    for (const [button, shown] of toggles) {
+      document.body.classList.remove(shown);
+      $(button).setAttribute("aria-expanded", "false");
+    }
+  });
   $("#notice").addEventListener("click", (ev) => { ev.currentTarget.hidden = true; });
   renderLists();
   if (auth.token) startChat();
