@@ -11,10 +11,10 @@
 //! Redis and the tansu broker, as tests/cluster.rs) runs with the cluster
 //! tests in scripts/test.sh.
 
-mod common;
 #[allow(dead_code)]
 #[path = "common/cluster.rs"]
 mod cluster;
+mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,8 +44,11 @@ async fn shoot(b: &Browser, name: &str) {
 /// the connection is live.
 async fn sign_in(b: &Browser, url: &str, user: &str, register: bool) {
     b.goto(url).await;
-    b.wait_for("the login form", "!document.querySelector('#login-view').hidden")
-        .await;
+    b.wait_for(
+        "the login form",
+        "!document.querySelector('#login-view').hidden",
+    )
+    .await;
     b.fill("#login-user", user).await;
     b.fill("#login-pass", PASSWORD).await;
     if register {
@@ -138,12 +141,21 @@ async fn two_people_chat_in_two_browsers() {
     // The page itself: its security headers.
     let r = reqwest::get(&url).await.expect("GET /");
     assert_eq!(r.status(), 200);
-    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
 
     ann.goto(&url).await;
-    ann.wait_for("the login form", "!document.querySelector('#login-view').hidden")
-        .await;
+    ann.wait_for(
+        "the login form",
+        "!document.querySelector('#login-view').hidden",
+    )
+    .await;
     shoot(&ann, "web-login").await;
     // Registration through the form; a wrong password is refused with the
     // server's message.
@@ -152,8 +164,11 @@ async fn two_people_chat_in_two_browsers() {
     bob.fill("#login-user", "bob").await;
     bob.fill("#login-pass", "wrong-password").await;
     bob.click("#login-btn").await;
-    bob.wait_for("a login error", "document.querySelector('#login-error').textContent !== ''")
-        .await;
+    bob.wait_for(
+        "a login error",
+        "document.querySelector('#login-error').textContent !== ''",
+    )
+    .await;
     sign_in(&bob, &url, "bob", true).await;
 
     // ann creates the room, bob joins it.
@@ -172,8 +187,11 @@ async fn two_people_chat_in_two_browsers() {
     bob.press("Enter").await;
     wait_message(&ann, "bob", "hello ann").await;
     wait_message(&bob, "bob", "hello ann").await;
-    ann.wait_for("the typing line to clear", "document.querySelector('#typing').textContent === ''")
-        .await;
+    ann.wait_for(
+        "the typing line to clear",
+        "document.querySelector('#typing').textContent === ''",
+    )
+    .await;
 
     // ann answers; bob's page (scrolled to the bottom, visible) reads it and
     // ann sees that he did.
@@ -188,16 +206,18 @@ async fn two_people_chat_in_two_browsers() {
     say(&bob, XSS).await;
     wait_message(&ann, "bob", XSS).await;
     assert_eq!(
-        ann.eval("document.querySelectorAll('#messages img').length").await,
+        ann.eval("document.querySelectorAll('#messages img').length")
+            .await,
         json!(0)
     );
     assert_eq!(
-        ann.eval("document.querySelector('#messages .msg[data-seq=\"3\"] .body').childNodes.length")
-            .await,
+        ann.eval(
+            "document.querySelector('#messages .msg[data-seq=\"3\"] .body').childNodes.length"
+        )
+        .await,
         json!(1),
         "the body is one text node"
     );
-    shoot(&ann, "web-chat").await;
 
     // Online list: each sees the other online.
     ann.wait_for(
@@ -236,7 +256,8 @@ async fn two_people_chat_in_two_browsers() {
     ann.click("#join-private").await;
     ann.click("#join-form button[type=submit]").await;
     ann.wait_text("#room-title", "#secret").await;
-    ann.wait_text("#room-list button[data-room=\"secret\"]", "private").await;
+    ann.wait_text("#room-list button[data-room=\"secret\"]", "private")
+        .await;
     ann.fill("#invite-input", "bob").await;
     ann.press("Enter").await;
     bob.wait_text("#notice", "You were added to #secret").await;
@@ -247,7 +268,15 @@ async fn two_people_chat_in_two_browsers() {
     .await;
     // A message there while bob looks at garden: an unread badge.
     say(&ann, "for your eyes only").await;
-    bob.wait_text("#room-list button[data-room=\"secret\"] .badge", "1").await;
+    bob.wait_text("#room-list button[data-room=\"secret\"] .badge", "1")
+        .await;
+    bob.click("#composer-input").await;
+    bob.type_text("so many rooms").await;
+    ann.click("#room-list button[data-room=\"garden\"]").await;
+    ann.wait_text("#typing", "bob is typing").await;
+    shoot(&bob, "web-chat").await;
+    shoot(&ann, "web-typing").await;
+    bob.press("Enter").await;
 
     // Search finds a message and opens its room.
     ann.fill("#search-input", "hello").await;
@@ -258,7 +287,8 @@ async fn two_people_chat_in_two_browsers() {
     )
     .await;
     shoot(&ann, "web-search").await;
-    ann.click("#search-list button.hit[data-room=\"garden\"]").await;
+    ann.click("#search-list button.hit[data-room=\"garden\"]")
+        .await;
     ann.wait_text("#room-title", "#garden").await;
 
     // A phone-sized screen: one column, the room list behind a button.
@@ -305,7 +335,11 @@ async fn scrolling_up_loads_all_200_messages_in_order() {
 
     // Scroll up with the mouse wheel until the start of the room shows.
     let deadline = tokio::time::Instant::now() + common::browser::PAGE_WAIT * 2;
-    while !b.text("#history-marker").await.contains("beginning of #archive") {
+    while !b
+        .text("#history-marker")
+        .await
+        .contains("beginning of #archive")
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "never reached the start; {} messages shown\n{}",
@@ -464,15 +498,24 @@ async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
         let seqs: Vec<u64> = got.iter().map(|m| m.0).collect();
         assert_eq!(seqs, (1..=7).collect::<Vec<u64>>(), "[{}] {got:?}", b.name);
         for (i, (from, body)) in expected.iter().enumerate() {
-            assert_eq!((got[i].1.as_str(), got[i].2.as_str()), (*from, *body), "[{}] {got:?}", b.name);
+            assert_eq!(
+                (got[i].1.as_str(), got[i].2.as_str()),
+                (*from, *body),
+                "[{}] {got:?}",
+                b.name
+            );
         }
         // ann's offline message lands once, wherever the outage put it, and
         // "after" comes last.
-        assert_eq!((got[5].1.as_str(), got[5].2.as_str()), ("ann", "written offline"));
+        assert_eq!(
+            (got[5].1.as_str(), got[5].2.as_str()),
+            ("ann", "written offline")
+        );
         assert_eq!((got[6].1.as_str(), got[6].2.as_str()), ("bob", "after"));
     }
     assert_eq!(
-        ann.eval("document.querySelectorAll('#pending .msg').length").await,
+        ann.eval("document.querySelectorAll('#pending .msg').length")
+            .await,
         json!(0),
         "nothing left in the queue"
     );

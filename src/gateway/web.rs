@@ -35,15 +35,42 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/main.js", include_bytes!("../../web/js/main.js")),
     ("js/outbox.js", include_bytes!("../../web/js/outbox.js")),
     ("js/store.js", include_bytes!("../../web/js/store.js")),
-    ("js/features/attachments.js", include_bytes!("../../web/js/features/attachments.js")),
-    ("js/features/dms.js", include_bytes!("../../web/js/features/dms.js")),
-    ("js/features/login.js", include_bytes!("../../web/js/features/login.js")),
-    ("js/features/people.js", include_bytes!("../../web/js/features/people.js")),
-    ("js/features/receipts.js", include_bytes!("../../web/js/features/receipts.js")),
-    ("js/features/rooms.js", include_bytes!("../../web/js/features/rooms.js")),
-    ("js/features/search.js", include_bytes!("../../web/js/features/search.js")),
-    ("js/features/timeline.js", include_bytes!("../../web/js/features/timeline.js")),
-    ("js/features/typing.js", include_bytes!("../../web/js/features/typing.js")),
+    (
+        "js/features/attachments.js",
+        include_bytes!("../../web/js/features/attachments.js"),
+    ),
+    (
+        "js/features/dms.js",
+        include_bytes!("../../web/js/features/dms.js"),
+    ),
+    (
+        "js/features/login.js",
+        include_bytes!("../../web/js/features/login.js"),
+    ),
+    (
+        "js/features/people.js",
+        include_bytes!("../../web/js/features/people.js"),
+    ),
+    (
+        "js/features/receipts.js",
+        include_bytes!("../../web/js/features/receipts.js"),
+    ),
+    (
+        "js/features/rooms.js",
+        include_bytes!("../../web/js/features/rooms.js"),
+    ),
+    (
+        "js/features/search.js",
+        include_bytes!("../../web/js/features/search.js"),
+    ),
+    (
+        "js/features/timeline.js",
+        include_bytes!("../../web/js/features/timeline.js"),
+    ),
+    (
+        "js/features/typing.js",
+        include_bytes!("../../web/js/features/typing.js"),
+    ),
 ];
 
 const INDEX: &[u8] = include_bytes!("../../web/index.html");
@@ -151,7 +178,10 @@ mod tests {
             .starts_with("text/html"));
         assert_eq!(r.headers()["content-security-policy"], CSP);
         let r = asset(Path("js/main.js".into())).await;
-        assert_eq!(r.headers()["content-type"], "text/javascript; charset=utf-8");
+        assert_eq!(
+            r.headers()["content-type"],
+            "text/javascript; charset=utf-8"
+        );
         let r = asset(Path("app.css".into())).await;
         assert_eq!(r.headers()["content-type"], "text/css; charset=utf-8");
         let r = asset(Path("../Cargo.toml".into())).await;

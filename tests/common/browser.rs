@@ -186,7 +186,8 @@ impl Browser {
                                         .collect()
                                 })
                                 .unwrap_or_default();
-                            let line = format!("[{who}] console.{}: {}", params["type"], args.join(" "));
+                            let line =
+                                format!("[{who}] console.{}: {}", params["type"], args.join(" "));
                             if params["type"] == "error" {
                                 problems.lock().unwrap().push(line.clone());
                             }
@@ -194,7 +195,8 @@ impl Browser {
                         }
                         Some("Log.entryAdded") => {
                             let e = &params["entry"];
-                            let line = format!("[{who}] log {}: {} {}", e["level"], e["text"], e["url"]);
+                            let line =
+                                format!("[{who}] log {}: {} {}", e["level"], e["text"], e["url"]);
                             // A refused WebSocket while a node is down is
                             // expected; a CSP refusal or a script error is not.
                             if e["level"] == "error" && e["source"] != "network" {

@@ -43,7 +43,7 @@ function soon() {
   timer = setTimeout(maybeRead, 150);
 }
 
-on("rendered", soon);
+on("rendered", maybeRead);
 on("scrolled", soon);
 on("live", () => { sent.clear(); soon(); });
 document.addEventListener("visibilitychange", soon);
