@@ -180,15 +180,19 @@ on("outbox", () => {
   if (follow) scrollToBottom();
 });
 
-// After a connection that did not resume (the first, or a refused resume),
-// fetch what the loaded rooms may have missed.
+// A new connection: pages asked for on the old one will not come. After a
+// connection that did not resume (the first, or a refused resume), fetch
+// what the loaded rooms may have missed.
 on("live", ({ resumed }) => {
-  if (resumed) return;
-  for (const r of state.rooms.values()) {
-    if (r.tailLoaded && r.messages.size) requestHistory(r, "after", { after: r.newest, limit: 200 });
+  loading.clear();
+  if (!resumed) {
+    for (const r of state.rooms.values()) {
+      if (r.tailLoaded && r.messages.size) requestHistory(r, "after", { after: r.newest, limit: 200 });
+    }
   }
   const r = state.rooms.get(state.current);
   if (r && !r.tailLoaded) requestHistory(r, "tail");
+  else if (r) fillViewport(r);
 });
 
 onFrame("message", (f) => addMessages(f.room, [f]));
