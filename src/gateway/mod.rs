@@ -14,6 +14,7 @@ pub mod origin;
 pub mod rest;
 pub mod search;
 pub mod server;
+pub mod web;
 pub mod ws;
 
 use axum::extract::DefaultBodyLimit;
@@ -31,6 +32,8 @@ pub fn router(app: App) -> Router {
         timeout: app.config.http.body_timeout(),
     };
     let router = Router::new()
+        .route("/", get(web::index))
+        .route("/web/{*path}", get(web::asset))
         .route("/ws", get(ws::upgrade))
         .route("/api/v1/register", post(rest::register))
         .route("/api/v1/login", post(rest::login))
