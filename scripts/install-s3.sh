@@ -9,10 +9,16 @@ VERSION=5.2.5
 ROOT="${S3_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/troupe}/moto-$VERSION"
 BIN="$ROOT/bin/moto_server"
 
-if [ ! -x "$BIN" ]; then
+# One install at a time (test binaries may call this concurrently), and a
+# half-made virtualenv (an interrupted install) is never taken for a whole one.
+mkdir -p "$(dirname "$ROOT")"
+exec 9>"$ROOT.lock"
+flock 9
+if [ ! -f "$ROOT/.installed" ]; then
   echo "installing moto[server] $VERSION into $ROOT" >&2
   rm -rf "$ROOT"
   python3 -m venv "$ROOT" >&2
   "$ROOT/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$VERSION" >&2
+  touch "$ROOT/.installed"
 fi
 echo "$BIN"

@@ -44,7 +44,8 @@ scripts/check-deps.sh
 # The fault tests (tests/faults.rs) run brokers, Redis and Postgres of their own.
 export TEST_TANSU
 TEST_TANSU=$(scripts/install-tansu.sh)
-# The admin page test (tests/admin_page.rs) drives Debian's chromium headless.
+# The admin and chat page tests (tests/admin_page.rs, tests/web_page.rs) drive
+# Debian's chromium headless.
 scripts/install-chromium.sh
 # The attachment tests (tests/attachments.rs) start moto's S3 server.
 export TEST_S3_SERVER
@@ -60,6 +61,8 @@ cargo test --workspace --features test-hooks -- --skip cluster_ 2>&1 | tee -a "$
 # one scenario at a time (two cores).
 echo "== cluster tests"
 cargo test -p troupe --features test-hooks --test cluster -- --test-threads=1 2>&1 | tee -a "$log"
+# The chat page in two browsers while a node of a two-node cluster is killed.
+cargo test -p troupe --features test-hooks --test web_page -- cluster_ --test-threads=1 2>&1 | tee -a "$log"
 
 echo "== integration tests, real servers"
 export TEST_POSTGRES="${TEST_POSTGRES:-postgres://root@127.0.0.1:5432}"

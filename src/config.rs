@@ -332,6 +332,10 @@ pub struct HttpSection {
     /// A request's whole body must arrive within this time (answer 408).
     #[serde(deserialize_with = "millis")]
     pub body_timeout_ms: u64,
+    /// A REST answer must be ready within this time once its body is in
+    /// (answer 503): a store that hangs never holds a request forever.
+    #[serde(deserialize_with = "millis")]
+    pub request_timeout_ms: u64,
     /// Open TCP connections (HTTP and WebSocket) on this node; 0 = no cap.
     pub max_connections: usize,
     /// Open TCP connections from one IP address; 0 = no cap.
@@ -352,6 +356,7 @@ impl Default for HttpSection {
         Self {
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
+            request_timeout_ms: 30_000,
             max_connections: 100_000,
             max_connections_per_address: 1_000,
             max_sessions_per_user: 32,
@@ -374,12 +379,17 @@ impl HttpSection {
         Duration::from_millis(self.ws_auth_timeout_ms)
     }
 
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad =
             |key: &str, why: &str| Err(ConfigError(format!("invalid config key {key}: {why}")));
         for (key, ms) in [
             ("http.header_timeout_ms", self.header_timeout_ms),
             ("http.body_timeout_ms", self.body_timeout_ms),
+            ("http.request_timeout_ms", self.request_timeout_ms),
             ("http.ws_auth_timeout_ms", self.ws_auth_timeout_ms),
         ] {
             if !(100..=3_600_000).contains(&ms) {

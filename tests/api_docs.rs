@@ -35,6 +35,8 @@ async fn get_json(node: &Node, path: &str) -> Value {
 fn concrete(path: &str) -> String {
     path.replace("{room}", "general")
         .replace("{id}", "0123456789abcdef0123456789abcdef")
+        .replace("{user}", "nobody")
+        .replace("{path}", "app.css")
 }
 
 /// `#/components/<kind>/<name>` of the document, followed.
@@ -152,6 +154,10 @@ async fn every_route_is_documented_and_every_documented_route_is_served() {
         "/api/openapi.json",
         "/api/frames.schema.json",
         "/api/docs",
+        "/",
+        "/web/{path}",
+        "/api/v1/friends/{user}",
+        "/api/v1/blocks/{user}",
     ] {
         assert!(paths.contains_key(expected), "{expected} is not documented");
     }
@@ -520,6 +526,32 @@ async fn rest_answers_match_their_documented_schemas() {
     check_body(d, file, "get", 416, &refused);
     let (s, _) = call(d, n, "delete", file, &url, t, None).await;
     assert_eq!(s, 204);
+
+    // Friends and blocks (bea exists, see the invitation above).
+    let friend = "/api/v1/friends/{user}";
+    let (s, asked) = call(d, n, "post", friend, "/api/v1/friends/bea", t, None).await;
+    assert_eq!((s, asked["status"].as_str()), (201, Some("requested")));
+    let (s, _) = call(d, n, "post", friend, "/api/v1/friends/nobody", t, None).await;
+    assert_eq!(s, 404);
+    let (s, lists) = call(d, n, "get", "/api/v1/friends", "/api/v1/friends", t, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(lists["outgoing"][0]["user"], "bea", "{lists}");
+    let block = "/api/v1/blocks/{user}";
+    let (s, _) = call(d, n, "put", block, "/api/v1/blocks/bea", t, None).await;
+    assert_eq!(s, 204);
+    let (s, blocked) = call(d, n, "get", "/api/v1/blocks", "/api/v1/blocks", t, None).await;
+    assert_eq!((s, &blocked["blocked"][0]), (200, &json!("bea")));
+    let (s, _) = call(d, n, "delete", block, "/api/v1/blocks/bea", t, None).await;
+    assert_eq!(s, 204);
+    let (s, _) = call(d, n, "delete", friend, "/api/v1/friends/bea", t, None).await;
+    assert_eq!(s, 404);
+
+    let (s, _) = call(d, n, "get", "/", "/", None, None).await;
+    assert_eq!(s, 200);
+    let (s, _) = call(d, n, "get", "/web/{path}", "/web/js/main.js", None, None).await;
+    assert_eq!(s, 200);
+    let (s, _) = call(d, n, "get", "/web/{path}", "/web/nothing.js", None, None).await;
+    assert_eq!(s, 404);
 
     let (s, _) = call(d, n, "get", "/health", "/health", None, None).await;
     assert_eq!(s, 200);

@@ -445,3 +445,46 @@ async fn a_websocket_without_a_session_is_closed_with_1008_after_the_auth_timeou
         .await;
     chatty.expect("pong").await;
 }
+
+/// A REST request whose store hangs is answered 503 after
+/// `http.request_timeout_ms`, not held open; once the store is free again
+/// the same request works. The hang is real: another connection holds a
+/// lock on the rooms table (Postgres) or the database's write lock (SQLite).
+#[tokio::test]
+async fn a_request_whose_store_hangs_is_answered_503_after_the_request_timeout() {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+
+    let node = Node::start_with(&[("TROUPE_HTTP__REQUEST_TIMEOUT_MS", "1s")]).await;
+    let token = account(&node, "ann").await;
+    let create = |name: &'static str| {
+        http()
+            .post(node.url("/api/v1/rooms"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+    };
+
+    let db = Database::connect(node.database_url())
+        .await
+        .expect("the node's database");
+    let lock = db.begin().await.expect("a transaction");
+    let statement = match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => "LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE",
+        // A write statement takes SQLite's one write lock until commit.
+        _ => "DELETE FROM rooms WHERE name = ''",
+    };
+    lock.execute_unprepared(statement).await.expect("the lock");
+
+    let started = std::time::Instant::now();
+    let r = create("held").await.expect("an answer");
+    assert_eq!(r.status(), 503, "{:?}", r.text().await);
+    assert!(
+        started.elapsed() < WAIT,
+        "answered after {:?}",
+        started.elapsed()
+    );
+
+    lock.rollback().await.expect("the lock released");
+    let r = create("free").await.expect("an answer");
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+}

@@ -1,5 +1,6 @@
-//! `GET /metrics` as an operator's scraper sees it: Prometheus text, parsed
-//! with a Prometheus text parser; every metric documented in docs/metrics.md
+//! `GET /metrics` as an operator's scraper sees it: OpenMetrics text, parsed
+//! with a Prometheus text parser (after the one renaming a Prometheus server
+//! does itself: see [`openmetrics_to_prometheus`]); every metric documented in docs/metrics.md
 //! is there with its type, and chat traffic moves the counters by what was
 //! sent.
 
@@ -49,11 +50,43 @@ async fn scrape(node: &Node) -> Scrape {
         .unwrap_or_default()
         .to_string();
     assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
         "{content_type}"
     );
     let body = response.text().await.expect("a body");
-    Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text")
+    assert!(
+        body.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+    let text = openmetrics_to_prometheus(&body);
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text")
+}
+
+/// OpenMetrics names a counter family `x` and its sample `x_total`; the
+/// Prometheus text format (which `prometheus-parse` reads) names both
+/// `x_total`. Renames the counters' HELP and TYPE lines and drops `# EOF`,
+/// as Prometheus does when it scrapes OpenMetrics.
+fn openmetrics_to_prometheus(body: &str) -> String {
+    let counters: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(body.len());
+    for line in body.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 /// Scrapes until `done` holds (the node's actors update some metrics just

@@ -344,6 +344,10 @@ pub enum ServerFrame {
     },
     /// The users online, sorted by user.
     Users { users: Vec<UserStatus> },
+    /// The relation with `user` changed, as the receiver sees it:
+    /// `incoming` (they asked you), `outgoing` (you asked them), `friends`,
+    /// `none` (removed, rejected or cancelled), `blocked` (you blocked them).
+    Friend { user: String, status: String },
     /// A request failed; `ref` is its `client_id`, else its type.
     Error {
         code: ErrorCode,

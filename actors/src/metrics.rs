@@ -1,205 +1,121 @@
-//! Process-wide metrics, rendered for `GET /metrics` in the Prometheus text
-//! exposition format (version 0.0.4). Every metric is documented in
-//! `docs/metrics.md`.
+//! Process-wide metrics on `prometheus-client`, rendered for `GET /metrics`
+//! in the OpenMetrics text format (which Prometheus scrapes natively).
+//! Every metric is documented in `docs/metrics.md`.
 //!
-//! These statics are write-only instrumentation: code bumps them where
+//! The statics below are write-only instrumentation: code bumps them where
 //! things happen (a room acks, a store call fails, a socket opens) and only
 //! [`render`] reads them. They are not state shared between actors: no actor
-//! ever reads one to decide anything. Relaxed atomics are enough for that.
+//! ever reads one to decide anything. A labelled series that code bumps on a
+//! hot path is a static handle into its family (a clone sharing the same
+//! atomic), so bumping it never looks a label set up.
 
-use std::fmt::Write;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::sync::LazyLock;
+use std::time::Instant;
 
-/// A monotonically increasing count.
-pub struct Counter(AtomicU64);
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 
-impl Counter {
-    pub const fn new() -> Self {
-        Counter(AtomicU64::new(0))
-    }
+pub use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::metrics::histogram::Histogram;
 
-    pub fn inc(&self) {
-        self.add(1);
-    }
+/// One label: (name, value).
+pub type Label = [(&'static str, &'static str); 1];
+/// Two labels.
+pub type Labels2 = [(&'static str, &'static str); 2];
 
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Relaxed);
-    }
+/// Upper bounds of the latency buckets, in seconds: 100 µs to 5 s.
+pub const BUCKETS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
-    pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
+/// A latency histogram with [`BUCKETS`].
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-impl Default for Counter {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Awaits `work` and observes how long it took, in seconds.
+pub async fn time<F: Future>(histogram: &Histogram, work: F) -> F::Output {
+    let started = Instant::now();
+    let out = work.await;
+    histogram.observe(started.elapsed().as_secs_f64());
+    out
 }
 
-/// A value that goes up and down.
-pub struct Gauge(AtomicI64);
-
-impl Gauge {
-    pub const fn new(value: i64) -> Self {
-        Gauge(AtomicI64::new(value))
-    }
-
-    pub fn add(&self, n: i64) {
-        self.0.fetch_add(n, Relaxed);
-    }
-
-    pub fn sub(&self, n: i64) {
-        self.0.fetch_sub(n, Relaxed);
-    }
-
-    pub fn set(&self, value: i64) {
-        self.0.store(value, Relaxed);
-    }
-
-    pub fn get(&self) -> i64 {
-        self.0.load(Relaxed)
-    }
-
-    /// Counts one up until the guard is dropped (an open connection).
-    pub fn track(&'static self) -> GaugeGuard {
-        self.add(1);
-        GaugeGuard(self)
-    }
+/// Counts one up on `gauge` until the guard is dropped (an open connection).
+pub fn track(gauge: &Gauge) -> GaugeGuard {
+    gauge.inc();
+    GaugeGuard(gauge.clone())
 }
 
 /// Takes its one back from the gauge when dropped.
-pub struct GaugeGuard(&'static Gauge);
+pub struct GaugeGuard(Gauge);
 
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
-        self.0.sub(1);
-    }
-}
-
-/// Upper bounds of the latency buckets, in nanoseconds, and as rendered
-/// (seconds): 100 µs to 5 s. Above the last: only `+Inf`.
-const BUCKETS: [(u64, &str); 15] = [
-    (100_000, "0.0001"),
-    (250_000, "0.00025"),
-    (500_000, "0.0005"),
-    (1_000_000, "0.001"),
-    (2_500_000, "0.0025"),
-    (5_000_000, "0.005"),
-    (10_000_000, "0.01"),
-    (25_000_000, "0.025"),
-    (50_000_000, "0.05"),
-    (100_000_000, "0.1"),
-    (250_000_000, "0.25"),
-    (500_000_000, "0.5"),
-    (1_000_000_000, "1"),
-    (2_500_000_000, "2.5"),
-    (5_000_000_000, "5"),
-];
-
-/// A latency histogram with fixed buckets (seconds).
-pub struct Histogram {
-    /// Observations per bucket (not cumulative); the last one is above 5 s.
-    counts: [AtomicU64; BUCKETS.len() + 1],
-    sum_nanos: AtomicU64,
-}
-
-/// A histogram read at one moment: cumulative bucket counts, sum, count.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistogramSnapshot {
-    /// (upper bound as rendered, observations at or below it), then `+Inf`.
-    pub buckets: Vec<(&'static str, u64)>,
-    pub sum_seconds: f64,
-    pub count: u64,
-}
-
-impl Histogram {
-    pub const fn new() -> Self {
-        Histogram {
-            counts: [const { AtomicU64::new(0) }; BUCKETS.len() + 1],
-            sum_nanos: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, took: Duration) {
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let i = BUCKETS.partition_point(|(bound, _)| *bound < nanos);
-        self.counts[i].fetch_add(1, Relaxed);
-        self.sum_nanos.fetch_add(nanos, Relaxed);
-    }
-
-    /// Awaits `work` and observes how long it took.
-    pub async fn time<F: Future>(&self, work: F) -> F::Output {
-        let started = Instant::now();
-        let out = work.await;
-        self.observe(started.elapsed());
-        out
-    }
-
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
-        let mut cumulative = 0;
-        for (i, count) in self.counts.iter().enumerate() {
-            cumulative += count.load(Relaxed);
-            let le = BUCKETS.get(i).map_or("+Inf", |(_, le)| *le);
-            buckets.push((le, cumulative));
-        }
-        HistogramSnapshot {
-            buckets,
-            sum_seconds: self.sum_nanos.load(Relaxed) as f64 / 1e9,
-            // `+Inf` and `_count` agree even while observations land.
-            count: cumulative,
-        }
-    }
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Self::new()
+        self.0.dec();
     }
 }
 
 // Gauges.
 /// Open WebSocket connections.
-pub static CONNECTIONS: Gauge = Gauge::new(0);
+pub static CONNECTIONS: LazyLock<Gauge> = LazyLock::new(Gauge::default);
 /// Live Session actors.
-pub static SESSIONS: Gauge = Gauge::new(0);
+pub static SESSIONS: LazyLock<Gauge> = LazyLock::new(Gauge::default);
 /// Room actors running on this node (not proxies).
-pub static ROOMS_OWNED: Gauge = Gauge::new(0);
-/// Frames queued in local outboxes and not yet taken by a socket writer.
-pub static OUTBOX_QUEUED_FRAMES: Gauge = Gauge::new(0);
-/// Bytes queued in local outboxes (or in their writers' hands), not yet written to a socket.
-pub static OUTBOX_QUEUED_BYTES: Gauge = Gauge::new(0);
-/// Live cluster members this node sees (itself included); 1 when alone.
-pub static CLUSTER_MEMBERS: Gauge = Gauge::new(1);
+pub static ROOMS_OWNED: LazyLock<Gauge> = LazyLock::new(Gauge::default);
+/// Frames queued in connection outboxes, not yet taken by their writers.
+pub static OUTBOX_QUEUED_FRAMES: LazyLock<Gauge> = LazyLock::new(Gauge::default);
+/// Bytes queued in outboxes or held by their writers, not yet on a socket.
+pub static OUTBOX_QUEUED_BYTES: LazyLock<Gauge> = LazyLock::new(Gauge::default);
+/// Live cluster members this node sees, itself included.
+pub static CLUSTER_MEMBERS: LazyLock<Gauge> = LazyLock::new(|| {
+    let g = Gauge::default();
+    g.set(1);
+    g
+});
 
 // Counters.
-/// `send` requests (group, DM, broadcast) that reached a room.
-pub static MESSAGES_RECEIVED: Counter = Counter::new();
-/// `ack` frames pushed to senders.
-pub static MESSAGES_ACKED: Counter = Counter::new();
-/// `message` frames pushed to sessions (live fan-out and replays).
-pub static MESSAGES_DELIVERED: Counter = Counter::new();
-/// Connections closed with 4008 (slow consumer).
-pub static SLOW_CONSUMER_CLOSES: Counter = Counter::new();
-/// Rooms handed off to another owner (membership change, leaving).
-pub static ROOM_HANDOFFS: Counter = Counter::new();
-/// Rooms taken over from another node that had not released their lease.
-pub static ROOM_FAILOVERS: Counter = Counter::new();
-/// Room leases taken.
-pub static LEASE_ACQUISITIONS: Counter = Counter::new();
-/// Crashed rooms the RoomSupervisor restarted.
-pub static ROOM_RESTARTS: Counter = Counter::new();
-/// Crashed sessions (their clients reconnect and resume).
-pub static SESSION_RESTARTS: Counter = Counter::new();
-/// Errors returned by the SQL store (directory, history, checkpoints, leases).
-pub static STORE_ERRORS_SQL: Counter = Counter::new();
-/// Errors returned by the message log (SQL table or Kafka).
-pub static STORE_ERRORS_LOG: Counter = Counter::new();
+/// Send requests that reached a room.
+pub static MESSAGES_RECEIVED: LazyLock<Counter> = LazyLock::new(Counter::default);
+/// Ack frames pushed to senders.
+pub static MESSAGES_ACKED: LazyLock<Counter> = LazyLock::new(Counter::default);
+/// Message frames pushed to sessions (live fan-out and replays).
+pub static MESSAGES_DELIVERED: LazyLock<Counter> = LazyLock::new(Counter::default);
+/// Connections closed with 4008.
+pub static SLOW_CONSUMER_CLOSES: LazyLock<Counter> = LazyLock::new(Counter::default);
+/// Rooms handed off to another owner.
+pub static ROOM_HANDOFFS: LazyLock<Counter> = LazyLock::new(Counter::default);
+/// Rooms taken over from a node that had not released their lease.
+pub static ROOM_FAILOVERS: LazyLock<Counter> = LazyLock::new(Counter::default);
+/// Room leases taken by this node.
+pub static LEASE_ACQUISITIONS: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// `troupe_actor_restarts_total{kind}`.
+static ACTOR_RESTARTS: LazyLock<Family<Label, Counter>> = LazyLock::new(Family::default);
+/// Rooms restarted by their supervisor after a crash.
+pub static ROOM_RESTARTS: LazyLock<Counter> =
+    LazyLock::new(|| ACTOR_RESTARTS.get_or_create_owned(&[("kind", "room")]));
+/// Sessions that crashed (their client must resume).
+pub static SESSION_RESTARTS: LazyLock<Counter> =
+    LazyLock::new(|| ACTOR_RESTARTS.get_or_create_owned(&[("kind", "session")]));
+
+/// `troupe_store_errors_total{store}`.
+static STORE_ERRORS: LazyLock<Family<Label, Counter>> = LazyLock::new(Family::default);
+/// Errors returned by the SQL store.
+pub static STORE_ERRORS_SQL: LazyLock<Counter> =
+    LazyLock::new(|| STORE_ERRORS.get_or_create_owned(&[("store", "sql")]));
+/// Errors returned by the message log.
+pub static STORE_ERRORS_LOG: LazyLock<Counter> =
+    LazyLock::new(|| STORE_ERRORS.get_or_create_owned(&[("store", "log")]));
 /// Errors returned by the ephemeral store (Redis: tokens, rate limits, presence).
-pub static STORE_ERRORS_PRESENCE: Counter = Counter::new();
+pub static STORE_ERRORS_PRESENCE: LazyLock<Counter> =
+    LazyLock::new(|| STORE_ERRORS.get_or_create_owned(&[("store", "presence")]));
 
 /// Why the node refused or cut off a connection or a request (the HTTP
 /// layer's limits, `[http]`): the label of `troupe_connections_refused_total`.
@@ -243,408 +159,310 @@ impl Refusal {
 
     fn label(self) -> &'static str {
         match self {
-            Refusal::NodeCap => "reason=\"node_cap\"",
-            Refusal::AddressCap => "reason=\"address_cap\"",
-            Refusal::UserSessions => "reason=\"user_sessions\"",
-            Refusal::Origin => "reason=\"origin\"",
-            Refusal::HeaderTimeout => "reason=\"header_timeout\"",
-            Refusal::BodyTimeout => "reason=\"body_timeout\"",
-            Refusal::BodyTooLarge => "reason=\"body_too_large\"",
-            Refusal::AuthTimeout => "reason=\"auth_timeout\"",
-            Refusal::WsProtocol => "reason=\"ws_protocol\"",
-            Refusal::WsUtf8 => "reason=\"ws_utf8\"",
+            Refusal::NodeCap => "node_cap",
+            Refusal::AddressCap => "address_cap",
+            Refusal::UserSessions => "user_sessions",
+            Refusal::Origin => "origin",
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::BodyTimeout => "body_timeout",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::AuthTimeout => "auth_timeout",
+            Refusal::WsProtocol => "ws_protocol",
+            Refusal::WsUtf8 => "ws_utf8",
         }
     }
 }
 
-static REFUSED: [Counter; Refusal::ALL.len()] = [const { Counter::new() }; Refusal::ALL.len()];
+/// `troupe_connections_refused_total{reason}`.
+static REFUSED: LazyLock<Family<Label, Counter>> = LazyLock::new(Family::default);
 
 /// Counts one refusal of the HTTP layer.
 pub fn refused(reason: Refusal) {
-    REFUSED[reason as usize].inc();
+    REFUSED.get_or_create(&[("reason", reason.label())]).inc();
 }
+
+/// `troupe_rate_limited_total{kind}`: requests refused with `rate_limited`.
+pub static RATE_LIMITED: LazyLock<Family<Label, Counter>> = LazyLock::new(Family::default);
 
 // Histograms.
 /// Message log append latency (one append per group-commit batch).
-pub static LOG_APPEND_SECONDS: Histogram = Histogram::new();
+pub static LOG_APPEND_SECONDS: LazyLock<Histogram> = LazyLock::new(latency_histogram);
+
+type HistogramFamily = Family<Labels2, Histogram, fn() -> Histogram>;
+
+/// `troupe_store_seconds{store,op}`: see [`crate::store::timed`].
+pub static STORE_SECONDS: LazyLock<HistogramFamily> =
+    LazyLock::new(|| Family::new_with_constructor(latency_histogram as fn() -> Histogram));
+
+/// `troupe_build_info{version,node}`, always 1.
+static BUILD_INFO: LazyLock<Family<[(&'static str, String); 2], Gauge>> =
+    LazyLock::new(Family::default);
 
 /// Counts `frames` message frames as delivered when `pushed`; returns `pushed`.
 pub fn delivered(frames: usize, pushed: bool) -> bool {
     if pushed {
-        MESSAGES_DELIVERED.add(frames as u64);
+        MESSAGES_DELIVERED.inc_by(frames as u64);
     }
     pushed
 }
 
-/// Every metric of this process, in the Prometheus text format.
-pub fn render(node: &str) -> String {
-    let mut out = String::with_capacity(4096);
-    let o = &mut out;
-    gauge(
-        o,
+/// Every metric of this process, registered once. Series whose labels are
+/// known up front are created here, so a scrape shows them at 0.
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
+    let mut r = Registry::default();
+    r.register(
         "troupe_connections",
-        "Open WebSocket connections.",
-        CONNECTIONS.get(),
+        "Open WebSocket connections",
+        CONNECTIONS.clone(),
     );
-    gauge(o, "troupe_sessions", "Live session actors.", SESSIONS.get());
-    gauge(
-        o,
+    r.register("troupe_sessions", "Live session actors", SESSIONS.clone());
+    r.register(
         "troupe_rooms_owned",
-        "Room actors running on this node.",
-        ROOMS_OWNED.get(),
+        "Room actors running on this node",
+        ROOMS_OWNED.clone(),
     );
-    gauge(
-        o,
+    r.register(
         "troupe_outbox_queued_frames",
-        "Frames queued in connection outboxes, not yet taken by their socket writers.",
-        OUTBOX_QUEUED_FRAMES.get(),
+        "Frames queued in connection outboxes, not yet taken by their socket writers",
+        OUTBOX_QUEUED_FRAMES.clone(),
     );
-    gauge(
-        o,
+    r.register(
         "troupe_outbox_queued_bytes",
-        "Bytes queued in connection outboxes or held by their socket writers, not yet written to a socket.",
-        OUTBOX_QUEUED_BYTES.get(),
+        "Bytes queued in connection outboxes or held by their socket writers, not yet written to a socket",
+        OUTBOX_QUEUED_BYTES.clone(),
     );
-    gauge(
-        o,
+    r.register(
         "troupe_cluster_members",
-        "Live cluster members this node sees, itself included (1 when alone).",
-        CLUSTER_MEMBERS.get(),
+        "Live cluster members this node sees, itself included (1 when alone)",
+        CLUSTER_MEMBERS.clone(),
     );
-    counter(
-        o,
-        "troupe_messages_received_total",
-        "Send requests (group, DM, broadcast) that reached a room.",
-        &[("", MESSAGES_RECEIVED.get())],
+    r.register(
+        "troupe_messages_received",
+        "Send requests (group, DM, broadcast) that reached a room",
+        MESSAGES_RECEIVED.clone(),
     );
-    counter(
-        o,
-        "troupe_messages_acked_total",
-        "Ack frames pushed to senders.",
-        &[("", MESSAGES_ACKED.get())],
+    r.register(
+        "troupe_messages_acked",
+        "Ack frames pushed to senders",
+        MESSAGES_ACKED.clone(),
     );
-    counter(
-        o,
-        "troupe_messages_delivered_total",
-        "Message frames pushed to sessions (live fan-out and replays).",
-        &[("", MESSAGES_DELIVERED.get())],
+    r.register(
+        "troupe_messages_delivered",
+        "Message frames pushed to sessions (live fan-out and replays)",
+        MESSAGES_DELIVERED.clone(),
     );
-    counter(
-        o,
-        "troupe_slow_consumer_closes_total",
-        "Connections closed with 4008 because their outbox was full (in frames or bytes).",
-        &[("", SLOW_CONSUMER_CLOSES.get())],
+    r.register(
+        "troupe_slow_consumer_closes",
+        "Connections closed with 4008 because their outbox was full (in frames or bytes)",
+        SLOW_CONSUMER_CLOSES.clone(),
     );
-    counter(
-        o,
-        "troupe_room_handoffs_total",
-        "Rooms handed off to another owner (membership change or leaving).",
-        &[("", ROOM_HANDOFFS.get())],
+    r.register(
+        "troupe_room_handoffs",
+        "Rooms handed off to another owner (membership change or leaving)",
+        ROOM_HANDOFFS.clone(),
     );
-    counter(
-        o,
-        "troupe_room_failovers_total",
-        "Rooms taken over from another node that had not released their lease.",
-        &[("", ROOM_FAILOVERS.get())],
+    r.register(
+        "troupe_room_failovers",
+        "Rooms taken over from another node that had not released their lease",
+        ROOM_FAILOVERS.clone(),
     );
-    counter(
-        o,
-        "troupe_lease_acquisitions_total",
-        "Room leases taken by this node.",
-        &[("", LEASE_ACQUISITIONS.get())],
+    r.register(
+        "troupe_lease_acquisitions",
+        "Room leases taken by this node",
+        LEASE_ACQUISITIONS.clone(),
     );
-    counter(
-        o,
-        "troupe_actor_restarts_total",
-        "Crashed actors: rooms restarted by their supervisor, sessions whose client must resume.",
-        &[
-            ("kind=\"room\"", ROOM_RESTARTS.get()),
-            ("kind=\"session\"", SESSION_RESTARTS.get()),
-        ],
+    LazyLock::force(&ROOM_RESTARTS);
+    LazyLock::force(&SESSION_RESTARTS);
+    r.register(
+        "troupe_actor_restarts",
+        "Crashed actors: rooms restarted by their supervisor, sessions whose client must resume",
+        ACTOR_RESTARTS.clone(),
     );
-    counter(
-        o,
-        "troupe_store_errors_total",
-        "Errors returned by the store adapters.",
-        &[
-            ("store=\"sql\"", STORE_ERRORS_SQL.get()),
-            ("store=\"log\"", STORE_ERRORS_LOG.get()),
-            ("store=\"presence\"", STORE_ERRORS_PRESENCE.get()),
-        ],
+    LazyLock::force(&STORE_ERRORS_SQL);
+    LazyLock::force(&STORE_ERRORS_LOG);
+    LazyLock::force(&STORE_ERRORS_PRESENCE);
+    r.register(
+        "troupe_store_errors",
+        "Errors returned by the store adapters",
+        STORE_ERRORS.clone(),
     );
-    let refusals: Vec<(&str, u64)> = Refusal::ALL
-        .iter()
-        .map(|r| (r.label(), REFUSED[*r as usize].get()))
-        .collect();
-    counter(
-        o,
-        "troupe_connections_refused_total",
-        "Connections and requests the HTTP layer refused or cut off, by reason.",
-        &refusals,
+    for reason in Refusal::ALL {
+        let _ = REFUSED.get_or_create(&[("reason", reason.label())]);
+    }
+    r.register(
+        "troupe_connections_refused",
+        "Connections and requests the HTTP layer refused or cut off, by reason",
+        REFUSED.clone(),
     );
-    let limited: Vec<(String, u64)> = crate::rate_limits::refusals()
-        .into_iter()
-        .map(|(kind, n)| (format!("kind=\"{kind}\""), n))
-        .collect();
-    let limited: Vec<(&str, u64)> = limited.iter().map(|(l, n)| (l.as_str(), *n)).collect();
-    counter(
-        o,
-        "troupe_rate_limited_total",
-        "Requests refused with rate_limited, by kind of action.",
-        &limited,
+    for kind in crate::rate_limits::Kind::ALL {
+        let _ = RATE_LIMITED.get_or_create(&[("kind", kind.name())]);
+    }
+    r.register(
+        "troupe_rate_limited",
+        "Requests refused with rate_limited, by kind of action",
+        RATE_LIMITED.clone(),
     );
-    histogram(
-        o,
+    r.register(
         "troupe_log_append_seconds",
-        "Message log append latency, one append per group-commit batch.",
-        &LOG_APPEND_SECONDS.snapshot(),
-    );
-    header(
-        o,
-        "troupe_store_seconds",
-        "Latency of store calls by store and operation, errors included.",
-        "histogram",
+        "Message log append latency, one append per group-commit batch",
+        LOG_APPEND_SECONDS.clone(),
     );
     for op in crate::store::timed::Op::ALL {
         let (store, name) = op.labels();
-        let labels = format!("store=\"{store}\",op=\"{name}\"");
-        histogram_samples(
-            o,
-            "troupe_store_seconds",
-            &labels,
-            &crate::store::timed::STORE_SECONDS[op as usize].snapshot(),
-        );
+        let _ = STORE_SECONDS.get_or_create(&[("store", store), ("op", name)]);
     }
-    process(o);
-    header(
-        o,
+    r.register(
+        "troupe_store_seconds",
+        "Latency of store calls by store and operation, errors included",
+        STORE_SECONDS.clone(),
+    );
+    r.register(
         "troupe_build_info",
-        "The running build and node name.",
-        "gauge",
+        "The running build and node name",
+        BUILD_INFO.clone(),
     );
-    let _ = writeln!(
-        o,
-        "troupe_build_info{{version=\"{}\",node=\"{}\"}} 1",
-        escape(env!("CARGO_PKG_VERSION")),
-        escape(node)
-    );
+    r.register_collector(Box::new(ProcessCollector));
+    r
+});
+
+/// Every metric of this process, in the OpenMetrics text format.
+pub fn render(node: &str) -> String {
+    BUILD_INFO
+        .get_or_create(&[
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("node", node.to_string()),
+        ])
+        .set(1);
+    let mut out = String::with_capacity(8192);
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &REGISTRY);
     out
 }
 
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
+/// The standard `process_*` metrics of this process, read from /proc on
+/// each scrape (Linux; elsewhere they are left out). Written here because
+/// prometheus-client has no process collector of its own.
+#[derive(Debug)]
+struct ProcessCollector;
 
-fn gauge(out: &mut String, name: &str, help: &str, value: i64) {
-    header(out, name, help, "gauge");
-    // A gauge counted up and down from several threads may dip for an instant.
-    let _ = writeln!(out, "{name} {}", value.max(0));
-}
-
-/// `samples`: (labels without braces, or empty; value).
-fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
-    header(out, name, help, "counter");
-    for (labels, value) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+            return Ok(());
+        };
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            return Ok(());
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // `rest` starts at field 3 (state): field N is fields[N - 3].
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+        let ticks = 100.0; // USER_HZ: 100 on every Linux ABI troupe runs on.
+        let page = 4096.0;
+        let mut gauge = |name: &str, help: &str, value: f64| -> Result<(), std::fmt::Error> {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+        };
+        if let Some(rss) = field(24) {
+            gauge(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                rss as f64 * page,
+            )?;
         }
+        if let Some(vsize) = field(23) {
+            gauge(
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                vsize as f64,
+            )?;
+        }
+        if let Some(threads) = field(20) {
+            gauge(
+                "process_threads",
+                "Number of OS threads in the process",
+                threads as f64,
+            )?;
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            gauge(
+                "process_open_fds",
+                "Number of open file descriptors",
+                fds.count() as f64,
+            )?;
+        }
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        });
+        if let (Some(boot), Some(start)) = (boot, field(22)) {
+            gauge(
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                boot as f64 + start as f64 / ticks,
+            )?;
+        }
+        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+            let c = ConstCounter::new((utime + stime) as f64 / ticks);
+            c.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                c.metric_type(),
+            )?)?;
+        }
+        Ok(())
     }
-}
-
-fn histogram(out: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
-    header(out, name, help, "histogram");
-    for (le, count) in &h.buckets {
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
-    }
-    let _ = writeln!(out, "{name}_sum {}", h.sum_seconds);
-    let _ = writeln!(out, "{name}_count {}", h.count);
-}
-
-/// A histogram's series with `labels` (without braces) on each.
-fn histogram_samples(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
-    for (le, count) in &h.buckets {
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
-    }
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_seconds);
-    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
-}
-
-/// The standard `process_*` metrics of this process, read from /proc
-/// (Linux; elsewhere they are left out). Hand-written: the metrics crates'
-/// process collectors each belong to another metrics stack.
-fn process(out: &mut String) {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return;
-    };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): field N is fields[N - 3].
-    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-    let ticks = 100.0; // USER_HZ: 100 on every Linux ABI troupe runs on.
-    let page = 4096.0;
-    if let (Some(utime), Some(stime)) = (field(14), field(15)) {
-        header(
-            out,
-            "process_cpu_seconds_total",
-            "Total user and system CPU time spent in seconds.",
-            "counter",
-        );
-        let _ = writeln!(
-            out,
-            "process_cpu_seconds_total {}",
-            (utime + stime) as f64 / ticks
-        );
-    }
-    if let Some(rss) = field(24) {
-        header(
-            out,
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes.",
-            "gauge",
-        );
-        let _ = writeln!(out, "process_resident_memory_bytes {}", rss as f64 * page);
-    }
-    if let Some(vsize) = field(23) {
-        header(
-            out,
-            "process_virtual_memory_bytes",
-            "Virtual memory size in bytes.",
-            "gauge",
-        );
-        let _ = writeln!(out, "process_virtual_memory_bytes {vsize}");
-    }
-    if let Some(threads) = field(20) {
-        header(
-            out,
-            "process_threads",
-            "Number of OS threads in the process.",
-            "gauge",
-        );
-        let _ = writeln!(out, "process_threads {threads}");
-    }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        header(
-            out,
-            "process_open_fds",
-            "Number of open file descriptors.",
-            "gauge",
-        );
-        let _ = writeln!(out, "process_open_fds {}", fds.count());
-    }
-    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("btime "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    });
-    if let (Some(boot), Some(start)) = (boot, field(22)) {
-        header(
-            out,
-            "process_start_time_seconds",
-            "Start time of the process since the Unix epoch in seconds.",
-            "gauge",
-        );
-        let _ = writeln!(
-            out,
-            "process_start_time_seconds {}",
-            boot as f64 + start as f64 / ticks
-        );
-    }
-}
-
-/// A label value: backslash, double quote and newline escaped.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::{BTreeMap, HashSet};
-
-    #[test]
-    fn a_histogram_counts_each_observation_in_its_bucket_and_cumulates() {
-        let h = Histogram::new();
-        h.observe(Duration::from_micros(50)); // <= 0.0001
-        h.observe(Duration::from_micros(100)); // on the bound: still <= 0.0001
-        h.observe(Duration::from_millis(3)); // <= 0.005
-        h.observe(Duration::from_secs(2)); // <= 2.5
-        h.observe(Duration::from_secs(60)); // only +Inf
-        let s = h.snapshot();
-        let bucket = |le: &str| s.buckets.iter().find(|(b, _)| *b == le).unwrap().1;
-        assert_eq!(bucket("0.0001"), 2);
-        assert_eq!(bucket("0.00025"), 2);
-        assert_eq!(bucket("0.0025"), 2);
-        assert_eq!(bucket("0.005"), 3);
-        assert_eq!(bucket("2.5"), 4);
-        assert_eq!(bucket("5"), 4);
-        assert_eq!(bucket("+Inf"), 5);
-        assert_eq!(s.count, 5);
-        assert_eq!(s.buckets.len(), 16);
-        assert_eq!(s.buckets.first().unwrap().0, "0.0001");
-        assert_eq!(s.buckets[14].0, "5");
-        let expected = 0.00005 + 0.0001 + 0.003 + 2.0 + 60.0;
-        assert!((s.sum_seconds - expected).abs() < 1e-9, "{}", s.sum_seconds);
-        // Bounds rise and counts never fall.
-        for pair in s.buckets.windows(2) {
-            assert!(pair[0].1 <= pair[1].1);
-        }
-        for pair in BUCKETS.windows(2) {
-            assert!(pair[0].0 < pair[1].0);
-            let (a, b): (f64, f64) = (pair[0].1.parse().unwrap(), pair[1].1.parse().unwrap());
-            assert!(a < b);
-            assert_eq!(pair[0].0 as f64 / 1e9, a);
-        }
-    }
+    use std::time::Duration;
 
     #[tokio::test]
     async fn time_observes_the_awaited_work() {
-        let h = Histogram::new();
-        let v = h
-            .time(async {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                7
-            })
-            .await;
+        let h = latency_histogram();
+        let v = time(&h, async {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            7
+        })
+        .await;
         assert_eq!(v, 7);
-        let s = h.snapshot();
-        assert_eq!(s.count, 1);
-        assert!(s.sum_seconds >= 0.002);
-        assert_eq!(
-            s.buckets.iter().find(|(le, _)| *le == "0.001").unwrap().1,
-            0
-        );
+        let mut text = String::new();
+        let mut r = Registry::default();
+        r.register("t", "t", h);
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        assert!(text.contains("t_count 1\n"), "{text}");
+        // It slept 2 ms: never in the buckets below that.
+        assert!(text.contains("t_bucket{le=\"0.001\"} 0\n"), "{text}");
+        assert!(text.contains("t_bucket{le=\"+Inf\"} 1\n"), "{text}");
     }
 
     #[test]
     fn a_gauge_guard_gives_its_one_back() {
-        static G: Gauge = Gauge::new(0);
-        let a = G.track();
-        let b = G.track();
-        assert_eq!(G.get(), 2);
+        let g = Gauge::default();
+        let a = track(&g);
+        let b = track(&g);
+        assert_eq!(g.get(), 2);
         drop(a);
-        assert_eq!(G.get(), 1);
+        assert_eq!(g.get(), 1);
         drop(b);
-        assert_eq!(G.get(), 0);
+        assert_eq!(g.get(), 0);
     }
 
-    /// Checks the exposition format line by line: every sample belongs to
-    /// a family announced by one `# HELP` and one `# TYPE` line before it,
-    /// names and labels are well formed, values parse, a histogram's
-    /// buckets are cumulative and end in `+Inf` equal to its `_count`.
+    /// Checks the OpenMetrics text line by line: every sample belongs to a
+    /// family announced by one `# HELP` and one `# TYPE` line before it,
+    /// counters' samples end in `_total`, values parse, a histogram's
+    /// buckets are cumulative and end in `+Inf` equal to its `_count`, and
+    /// the text ends with `# EOF`.
     #[test]
-    fn render_is_valid_prometheus_text() {
-        LOG_APPEND_SECONDS.observe(Duration::from_millis(1));
+    fn render_is_valid_openmetrics_text() {
+        LOG_APPEND_SECONDS.observe(0.001);
         let text = render("node \"a\"\\b");
-        assert!(text.ends_with('\n'));
+        assert!(text.ends_with("# EOF\n"), "{text}");
         let mut helped = HashSet::new();
         let mut types: BTreeMap<String, String> = BTreeMap::new();
         let mut samples: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
@@ -655,6 +473,9 @@ mod tests {
                 && !n.starts_with(|c: char| c.is_ascii_digit())
         };
         for line in text.lines() {
+            if line == "# EOF" {
+                continue;
+            }
             if let Some(rest) = line.strip_prefix("# HELP ") {
                 let (name, help) = rest.split_once(' ').expect("HELP has text");
                 assert!(name_ok(name) && !help.is_empty(), "{line}");
@@ -683,12 +504,9 @@ mod tests {
                 None => (series, String::new()),
             };
             assert!(name_ok(name), "{line}");
-            let family = ["_bucket", "_sum", "_count"]
+            let family = ["_bucket", "_sum", "_count", "_total"]
                 .iter()
-                .find_map(|s| {
-                    name.strip_suffix(s)
-                        .filter(|f| types.get(*f).is_some_and(|k| k == "histogram"))
-                })
+                .find_map(|s| name.strip_suffix(s).filter(|f| types.contains_key(*f)))
                 .unwrap_or(name);
             assert!(types.contains_key(family), "no TYPE for {line}");
             if types[family] == "counter" {
@@ -706,37 +524,48 @@ mod tests {
             "troupe_outbox_queued_frames",
             "troupe_cluster_members",
             "troupe_build_info",
+            "process_resident_memory_bytes",
         ] {
             assert_eq!(types[family], "gauge", "{family}");
         }
         for family in [
-            "troupe_messages_received_total",
-            "troupe_messages_acked_total",
-            "troupe_messages_delivered_total",
-            "troupe_slow_consumer_closes_total",
-            "troupe_room_handoffs_total",
-            "troupe_room_failovers_total",
-            "troupe_lease_acquisitions_total",
-            "troupe_actor_restarts_total",
-            "troupe_store_errors_total",
-            "troupe_connections_refused_total",
+            "troupe_messages_received",
+            "troupe_messages_acked",
+            "troupe_messages_delivered",
+            "troupe_slow_consumer_closes",
+            "troupe_room_handoffs",
+            "troupe_room_failovers",
+            "troupe_lease_acquisitions",
+            "troupe_actor_restarts",
+            "troupe_store_errors",
+            "troupe_connections_refused",
+            "troupe_rate_limited",
+            "process_cpu_seconds",
         ] {
             assert_eq!(types[family], "counter", "{family}");
         }
         assert_eq!(types["troupe_log_append_seconds"], "histogram");
-        let labels =
-            |name: &str| -> Vec<String> { samples[name].iter().map(|(l, _)| l.clone()).collect() };
+        assert_eq!(types["troupe_store_seconds"], "histogram");
+        let labels = |name: &str| -> Vec<String> {
+            let mut l: Vec<String> = samples[name].iter().map(|(l, _)| l.clone()).collect();
+            l.sort();
+            l
+        };
         assert_eq!(
             labels("troupe_actor_restarts_total"),
             ["kind=\"room\"", "kind=\"session\""]
         );
         assert_eq!(
             labels("troupe_store_errors_total"),
-            ["store=\"sql\"", "store=\"log\"", "store=\"presence\""]
+            ["store=\"log\"", "store=\"presence\"", "store=\"sql\""]
         );
         assert_eq!(
             labels("troupe_connections_refused_total").len(),
             Refusal::ALL.len()
+        );
+        assert_eq!(
+            labels("troupe_rate_limited_total").len(),
+            crate::rate_limits::Kind::ALL.len()
         );
         assert_eq!(
             labels("troupe_build_info"),

@@ -72,7 +72,7 @@ impl ByteBudget {
             })
             .is_ok();
         if charged {
-            metrics::OUTBOX_QUEUED_BYTES.add(n as i64);
+            metrics::OUTBOX_QUEUED_BYTES.inc_by(n as i64);
         }
         charged
     }
@@ -80,7 +80,7 @@ impl ByteBudget {
     fn release(&self, n: usize) {
         if n > 0 {
             self.queued.fetch_sub(n, Ordering::AcqRel);
-            metrics::OUTBOX_QUEUED_BYTES.sub(n as i64);
+            metrics::OUTBOX_QUEUED_BYTES.dec_by(n as i64);
         }
     }
 }
@@ -131,7 +131,7 @@ impl OutboxReceiver {
     }
 
     fn take(&mut self, out: &Outbound) {
-        metrics::OUTBOX_QUEUED_FRAMES.sub(out.frames());
+        metrics::OUTBOX_QUEUED_FRAMES.dec_by(out.frames());
         self.in_hand += out.bytes();
     }
 
@@ -242,17 +242,17 @@ impl Outbox {
             return false;
         }
         let frames = out.frames();
-        metrics::OUTBOX_QUEUED_FRAMES.add(frames);
+        metrics::OUTBOX_QUEUED_FRAMES.inc_by(frames);
         match tx.try_send(out) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::OUTBOX_QUEUED_FRAMES.sub(frames);
+                metrics::OUTBOX_QUEUED_FRAMES.dec_by(frames);
                 bytes.release(size);
                 overflow.cancel();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                metrics::OUTBOX_QUEUED_FRAMES.sub(frames);
+                metrics::OUTBOX_QUEUED_FRAMES.dec_by(frames);
                 bytes.release(size);
                 false
             }

@@ -2,7 +2,9 @@
 //! Sequence numbers and positions are `u64` in the actors and `i64` here.
 
 pub mod attachment;
+pub mod block;
 pub mod checkpoint;
+pub mod friendship;
 pub mod log_record;
 pub mod membership;
 pub mod message;

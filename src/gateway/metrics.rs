@@ -1,4 +1,4 @@
-//! `GET /metrics`: every metric of this node in the Prometheus text format
+//! `GET /metrics`: every metric of this node in the OpenMetrics text format
 //! (no auth), for an operator's scraper. What each one means: docs/metrics.md.
 
 use axum::extract::State;
@@ -19,7 +19,7 @@ pub async fn metrics(State(app): State<App>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         troupe_actors::metrics::render(app.node_name()),
     )

@@ -6,6 +6,7 @@ pub mod admin_page;
 pub mod api;
 pub mod attachments;
 pub mod body;
+pub mod friends;
 #[cfg(test)]
 mod fuzz;
 pub mod lines;
@@ -14,6 +15,7 @@ pub mod origin;
 pub mod rest;
 pub mod search;
 pub mod server;
+pub mod web;
 pub mod ws;
 
 use axum::extract::DefaultBodyLimit;
@@ -32,6 +34,8 @@ use crate::app::App;
 /// and add one line here (see `api`); never a plain `.route(...)`.
 fn endpoints() -> OpenApiRouter<App> {
     OpenApiRouter::with_openapi(api::ApiDoc::openapi())
+        .routes(routes!(web::index))
+        .routes(routes!(web::asset))
         .routes(routes!(ws::upgrade))
         .routes(routes!(rest::register))
         .routes(routes!(rest::login))
@@ -41,6 +45,10 @@ fn endpoints() -> OpenApiRouter<App> {
         .routes(routes!(rest::invite))
         .routes(routes!(rest::users_online))
         .routes(routes!(search::rest))
+        .routes(routes!(friends::list))
+        .routes(routes!(friends::request, friends::remove))
+        .routes(routes!(friends::blocks))
+        .routes(routes!(friends::block, friends::unblock))
         .routes(routes!(rest::health))
         .routes(routes!(rest::ready))
         .routes(routes!(metrics::metrics))
@@ -55,7 +63,14 @@ fn endpoints() -> OpenApiRouter<App> {
 /// The OpenAPI document of everything [`router`] serves: the same
 /// registrations, without the layers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    endpoints().merge(attachments::routes()).into_openapi()
+    let mut doc = endpoints().merge(attachments::routes()).into_openapi();
+    // axum's catch-all `{*name}` is an ordinary `{name}` in OpenAPI.
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths
+        .into_iter()
+        .map(|(path, item)| (path.replace("{*", "{"), item))
+        .collect();
+    doc
 }
 
 pub fn router(app: App) -> Router {
@@ -70,6 +85,8 @@ pub fn router(app: App) -> Router {
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        // Inside the body layer: the clock starts once the body is in.
+        .layer(access::request_timeout(app.config.http.request_timeout()))
         .layer(middleware::from_fn_with_state(body_rules, body::read_body))
         // After the body layer: uploads stream, with limits of their own.
         .merge(streaming);

@@ -219,7 +219,7 @@ struct Connection {
 }
 
 async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
-    let _open = metrics::CONNECTIONS.track();
+    let _open = metrics::track(&metrics::CONNECTIONS);
     // Boxed: only awaited here, yet inline it sized the whole task.
     let socket = Box::pin(WebSocketStream::from_raw_socket(
         TokioIo::new(upgraded),

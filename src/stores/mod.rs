@@ -1,6 +1,7 @@
 //! Store adapters behind the traits of `troupe_actors::store`, and the
 //! choice of them from the configuration.
 
+pub mod friends;
 pub mod kafka;
 pub mod redis;
 pub mod search;
@@ -87,7 +88,8 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
         leases: config
             .clustered()
             .then_some(sql_arc.clone() as Arc<dyn troupe_actors::store::LeaseStore>),
-        search: sql_arc,
+        search: sql_arc.clone(),
+        friends: sql_arc,
         // Set by `serve` once the attachment store is open.
         attachments: Arc::new(troupe_actors::store::attachments::NoAttachments),
     };

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod s3;
 
 use std::collections::VecDeque;
@@ -208,6 +209,16 @@ impl Node {
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the node first");
         self.spawn().await;
+    }
+
+    /// The URL of the node's SQL database: its SQLite file, or the
+    /// Postgres database of `TEST_STORES=real`.
+    pub fn database_url(&self) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "TROUPE_DATABASE__URL")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("troupe.db").display()))
     }
 
     pub fn data_dir(&self) -> &Path {

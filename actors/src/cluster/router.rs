@@ -94,6 +94,13 @@ pub enum RouterMsg {
     RoomRestarted {
         room: String,
     },
+    /// Pushes `frame` (encoded) to every session of these users, on every
+    /// node: what reaches a user outside any room (a friend's presence, a
+    /// friend request).
+    ToUsers {
+        users: Vec<String>,
+        frame: String,
+    },
     /// A local session sent `client_id` to `room`, owned by `owner`: if the
     /// owner changes before the ack comes back, the sender is told to resend.
     InFlight {
@@ -433,6 +440,10 @@ impl Actor for Router {
                 let from = state.me.clone();
                 state.broadcast(&WireCast::RoomRestarted { room, from });
             }
+            RouterMsg::ToUsers { users, frame } => {
+                state.push_to_users(&users, &frame);
+                state.broadcast(&WireCast::ToUsers { users, frame });
+            }
         }
         Ok(())
     }
@@ -497,6 +508,16 @@ impl RouterState {
     }
 
     /// Casts to every live peer.
+    /// Pushes an encoded frame to this node's sessions of `users`.
+    fn push_to_users(&self, users: &[String], frame: &str) {
+        let frame = Utf8Bytes::from(frame);
+        for (handle, _) in self.sessions.values() {
+            if users.contains(&handle.user) {
+                handle.outbox.push(frame.clone());
+            }
+        }
+    }
+
     fn broadcast(&self, cast: &WireCast) {
         let bytes = wire::encode_cast(cast);
         for node in &self.membership.live {
@@ -549,6 +570,7 @@ impl RouterState {
             }
             WireCast::TakeOver { resume_token, keep } => self.take_over(&resume_token, keep),
             WireCast::RoomRestarted { room, from } => self.room_restarted(&room, &from),
+            WireCast::ToUsers { users, frame } => self.push_to_users(&users, &frame),
             WireCast::Leaving { node, incarnation } => {
                 tracing::info!(peer = %node, "peer is leaving the cluster");
                 if let Some(mesh) = &self.mesh {

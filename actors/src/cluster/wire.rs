@@ -171,6 +171,11 @@ pub enum WireCast {
     /// restarted, moved away, or was fenced): whoever followed it there
     /// subscribes again, wherever it is now.
     RoomRestarted { room: String, from: String },
+    /// An encoded frame for every session of these users on the receiving
+    /// node (a friend's presence or request). Added within wire version 2:
+    /// a peer without it logs the cast as unreadable and drops it, which
+    /// costs only the push.
+    ToUsers { users: Vec<String>, frame: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -947,9 +947,11 @@ impl RoomState {
         let (room, node, epoch) = (self.name.clone(), self.ctx.node.clone(), self.epoch);
         let myself = myself.clone();
         tokio::spawn(async move {
-            let mut result = crate::metrics::LOG_APPEND_SECONDS
-                .time(log.append(&room, &records))
-                .await;
+            let mut result = crate::metrics::time(
+                &crate::metrics::LOG_APPEND_SECONDS,
+                log.append(&room, &records),
+            )
+            .await;
             if let (Ok(_), Some(leases)) = (&result, leases) {
                 // Durable is not enough to ack: another node may have taken
                 // the room meanwhile, and its restore may not have seen this.

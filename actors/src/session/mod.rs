@@ -493,7 +493,8 @@ impl SessionState {
         }
     }
 
-    /// Tells the user's rooms that they came online or went offline.
+    /// Tells the user's rooms and friends that they came online or went
+    /// offline.
     fn announce(&self, online: bool, last_seen: Option<i64>) {
         for (name, room) in &self.rooms {
             if name != BROADCAST_ROOM {
@@ -503,6 +504,28 @@ impl SessionState {
                     last_seen: last_seen.or(Some(now_ms())),
                 });
             }
+        }
+        // Friends hear it on whatever node they are, shared room or not.
+        if let Some(router) = self.ctx.router.clone() {
+            let friends = self.ctx.stores.friends.clone();
+            let user = self.user().to_string();
+            let frame = ServerFrame::Presence {
+                user: user.clone(),
+                online,
+                last_seen: last_seen.or(Some(now_ms())),
+            };
+            tokio::spawn(async move {
+                match friends.friends_of(&user).await {
+                    Ok(users) if !users.is_empty() => {
+                        let frame = frame.encode().to_string();
+                        let _ = router.cast(RouterMsg::ToUsers { users, frame });
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(%user, error = %e, "friends unavailable; presence not pushed to them")
+                    }
+                }
+            });
         }
     }
 
@@ -985,6 +1008,10 @@ impl SessionState {
             self.push_error(&e, &client_id);
             return;
         }
+        if let Err(e) = self.check_not_blocked(&room).await {
+            self.push_error(&e, &client_id);
+            return;
+        }
         let request = SendRequest {
             user: self.user().to_string(),
             client_id: client_id.clone(),
@@ -994,6 +1021,28 @@ impl SessionState {
         };
         if let Err(e) = self.cast_room(&room, create, RoomMsg::Send(request)).await {
             self.push_error(&e, &client_id);
+        }
+    }
+
+    /// A DM room between two users of whom one blocked the other takes no
+    /// messages, whichever of them writes.
+    async fn check_not_blocked(&self, room: &str) -> Result<(), ChatError> {
+        let Some((a, b)) = crate::room::dm_members(room) else {
+            return Ok(());
+        };
+        let other = if a == self.user() { b } else { a };
+        match self
+            .ctx
+            .stores
+            .friends
+            .blocked_between(self.user(), other)
+            .await
+        {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(ChatError::forbidden(format!(
+                "you cannot message {other}: one of you blocked the other"
+            ))),
+            Err(e) => Err(ChatError::unavailable(e.to_string())),
         }
     }
 

@@ -3,6 +3,7 @@
 //! default's presence, tokens and rate limits.
 
 pub mod attachments;
+pub mod friends;
 pub mod memory;
 pub mod search;
 pub mod timed;
@@ -211,6 +212,8 @@ pub struct Stores {
     /// The files messages reference (`attachments: [id]`): checked on send,
     /// deleted with their message.
     pub attachments: Arc<dyn attachments::AttachmentIndex>,
+    /// Friends and blocks.
+    pub friends: Arc<dyn friends::FriendStore>,
 }
 
 /// A room's ownership lease with its fencing epoch. A node appends to a
@@ -245,6 +248,7 @@ impl Stores {
             leases: None,
             search: Arc::new(search::MemorySearch::default()),
             attachments: Arc::new(attachments::NoAttachments),
+            friends: Arc::new(friends::MemoryFriends::default()),
         }
     }
 }

@@ -5,16 +5,17 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::metrics::Histogram;
 
 use super::{
     Checkpoint, CheckpointStore, Directory, EphemeralStore, LeaseStore, LogPosition, LogRecord,
     MemberRecord, MessageLog, RoomRecord, StoreResult, Stores, TokenInfo, UserRecord,
 };
-use crate::metrics::Histogram;
 
 /// The measured operations: (store, op) as labelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +69,20 @@ impl Op {
     }
 }
 
-/// One histogram per [`Op`], in [`Op::ALL`]'s order.
-pub static STORE_SECONDS: [Histogram; Op::ALL.len()] = [const { Histogram::new() }; Op::ALL.len()];
+/// Handles into `troupe_store_seconds`, one per [`Op`] in [`Op::ALL`]'s
+/// order, so that a call never looks its labels up.
+static HISTOGRAMS: LazyLock<Vec<Histogram>> = LazyLock::new(|| {
+    Op::ALL
+        .iter()
+        .map(|op| {
+            let (store, name) = op.labels();
+            crate::metrics::STORE_SECONDS.get_or_create_owned(&[("store", store), ("op", name)])
+        })
+        .collect()
+});
 
 async fn timed<T>(op: Op, work: impl Future<Output = T>) -> T {
-    STORE_SECONDS[op as usize].time(work).await
+    crate::metrics::time(&HISTOGRAMS[op as usize], work).await
 }
 
 /// The same stores, each call measured.

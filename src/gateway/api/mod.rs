@@ -63,10 +63,12 @@ use responses::{
         (name = "rooms", description = "Rooms, their history and members"),
         (name = "users", description = "Who is online"),
         (name = "search", description = "Full-text search of the rooms a user can read"),
+        (name = "friends", description = "Friends and blocks"),
         (name = "attachments", description = "Files shared in rooms"),
         (name = "websocket", description = "The chat connection"),
         (name = "operations", description = "Health, readiness and metrics for orchestrators"),
         (name = "admin", description = "The cluster's actors, for operators (needs `admin.token`)"),
+        (name = "web", description = "The web chat page"),
         (name = "api", description = "These documents")
     )
 )]

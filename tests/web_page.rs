@@ -1,0 +1,593 @@
+//! The chat page (`GET /`, web/) in real browsers: headless Chromium driven
+//! over the DevTools protocol (tests/common/browser.rs), two browsers, two
+//! people, against real troupe nodes. Everything goes through the page's
+//! UI: clicks and key events; the DOM is only read.
+//!
+//! With `WEB_SCREENSHOTS=<dir>` the tests save screenshots of the main views
+//! there (docs/ keeps the ones the README shows).
+//!
+//! Chromium is installed by scripts/install-chromium.sh; without it these
+//! tests fail, they do not skip. The cluster test (`cluster_*`: Postgres,
+//! Redis and the tansu broker, as tests/cluster.rs) runs with the cluster
+//! tests in scripts/test.sh.
+
+#[allow(dead_code)]
+#[path = "common/cluster.rs"]
+mod cluster;
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use cluster::{Cluster, ADMIN_TOKEN};
+use common::browser::{js_string, Browser};
+use common::{Client, Node};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+
+const PASSWORD: &str = "secret-pw-1";
+const XSS: &str = "<img src=x onerror=alert(1)>";
+
+fn screenshot_dir() -> Option<PathBuf> {
+    std::env::var_os("WEB_SCREENSHOTS").map(PathBuf::from)
+}
+
+async fn shoot(b: &Browser, name: &str) {
+    if let Some(dir) = screenshot_dir() {
+        std::fs::create_dir_all(&dir).expect("the screenshot dir");
+        b.screenshot(&dir.join(format!("{name}.png"))).await;
+    }
+}
+
+/// Opens the page and registers (or logs in) through the form; waits until
+/// the connection is live.
+async fn sign_in(b: &Browser, url: &str, user: &str, register: bool) {
+    b.goto(url).await;
+    b.wait_for(
+        "the login form",
+        "!document.querySelector('#login-view').hidden",
+    )
+    .await;
+    b.fill("#login-user", user).await;
+    b.fill("#login-pass", PASSWORD).await;
+    if register {
+        b.click("#register-btn").await;
+    } else {
+        b.press("Enter").await;
+    }
+    wait_live(b).await;
+    assert_eq!(b.text("#me").await, user);
+}
+
+async fn wait_live(b: &Browser) {
+    b.wait_for(
+        "the chat view, connected",
+        "!document.querySelector('#chat-view').hidden && \
+         document.querySelector('#conn-status').dataset.state === 'live'",
+    )
+    .await;
+}
+
+/// Joins (or creates) a room through the sidebar form.
+async fn join(b: &Browser, room: &str) {
+    b.fill("#join-input", room).await;
+    b.press("Enter").await;
+    b.wait_text("#room-title", &format!("#{room}")).await;
+}
+
+/// Types a message in the composer and sends it with Enter.
+async fn say(b: &Browser, body: &str) {
+    b.click("#composer-input").await;
+    b.type_text(body).await;
+    b.press("Enter").await;
+}
+
+/// The messages shown in the open room: (seq, from, body), in page order.
+async fn shown(b: &Browser) -> Vec<(u64, String, String)> {
+    let v = b
+        .eval(
+            "[...document.querySelectorAll('#messages .msg')].map(m => \
+             [Number(m.dataset.seq), m.querySelector('.from').textContent, \
+              m.querySelector('.body').textContent])",
+        )
+        .await;
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|m| {
+            (
+                m[0].as_u64().expect("a seq"),
+                m[1].as_str().unwrap().to_string(),
+                m[2].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until a message with this body is shown.
+async fn wait_message(b: &Browser, from: &str, body: &str) {
+    let expr = format!(
+        "[...document.querySelectorAll('#messages .msg')].some(m => \
+          m.querySelector('.from').textContent === {} && m.querySelector('.body').textContent === {})",
+        js_string(from),
+        js_string(body)
+    );
+    b.wait_for(&format!("{from}: {body:?}"), &expr).await;
+}
+
+fn assert_clean(b: &Browser) {
+    let problems = b.problems();
+    assert!(
+        problems.is_empty(),
+        "[{}] the page had errors:\n{}",
+        b.name,
+        problems.join("\n")
+    );
+    assert!(
+        b.dialogs.lock().unwrap().is_empty(),
+        "[{}] a dialog opened: {:?}",
+        b.name,
+        b.dialogs.lock().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn two_people_chat_in_two_browsers() {
+    let node = Node::start().await;
+    let url = node.url("/");
+    let (ann, bob) = tokio::join!(Browser::launch("ann"), Browser::launch("bob"));
+
+    // The page itself: its security headers.
+    let r = reqwest::get(&url).await.expect("GET /");
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+
+    ann.goto(&url).await;
+    ann.wait_for(
+        "the login form",
+        "!document.querySelector('#login-view').hidden",
+    )
+    .await;
+    shoot(&ann, "web-login").await;
+    // Registration through the form; a wrong password is refused with the
+    // server's message.
+    sign_in(&ann, &url, "ann", true).await;
+    bob.goto(&url).await;
+    bob.fill("#login-user", "bob").await;
+    bob.fill("#login-pass", "wrong-password").await;
+    bob.click("#login-btn").await;
+    bob.wait_for(
+        "a login error",
+        "document.querySelector('#login-error').textContent !== ''",
+    )
+    .await;
+    sign_in(&bob, &url, "bob", true).await;
+
+    // ann creates the room, bob joins it.
+    join(&ann, "garden").await;
+    join(&bob, "garden").await;
+    ann.wait_for(
+        "bob among the members",
+        "!!document.querySelector('#member-list button[data-user=\"bob\"]')",
+    )
+    .await;
+
+    // bob types: ann sees it; then he sends.
+    bob.click("#composer-input").await;
+    bob.type_text("hello ann").await;
+    ann.wait_text("#typing", "bob is typing").await;
+    bob.press("Enter").await;
+    wait_message(&ann, "bob", "hello ann").await;
+    wait_message(&bob, "bob", "hello ann").await;
+    ann.wait_for(
+        "the typing line to clear",
+        "document.querySelector('#typing').textContent === ''",
+    )
+    .await;
+
+    // ann answers; bob's page (scrolled to the bottom, visible) reads it and
+    // ann sees that he did.
+    say(&ann, "hi bob").await;
+    wait_message(&bob, "ann", "hi bob").await;
+    ann.wait_text("#messages .msg[data-seq=\"2\"] .seen", "Seen by bob")
+        .await;
+    bob.wait_text("#messages .msg[data-seq=\"2\"] .seen", "Seen by ann")
+        .await;
+
+    // Markup in a message is text.
+    say(&bob, XSS).await;
+    wait_message(&ann, "bob", XSS).await;
+    assert_eq!(
+        ann.eval("document.querySelectorAll('#messages img').length")
+            .await,
+        json!(0)
+    );
+    assert_eq!(
+        ann.eval(
+            "document.querySelector('#messages .msg[data-seq=\"3\"] .body').childNodes.length"
+        )
+        .await,
+        json!(1),
+        "the body is one text node"
+    );
+
+    // Online list: each sees the other online.
+    ann.wait_for(
+        "bob online",
+        "!!document.querySelector('#people-list button.person.online[data-user=\"bob\"]')",
+    )
+    .await;
+
+    // A DM from bob: an unread badge at ann's, then the conversation.
+    bob.fill("#dm-input", "ann").await;
+    bob.press("Enter").await;
+    bob.wait_text("#room-title", "@ann").await;
+    say(&bob, "psst, a secret").await;
+    wait_message(&bob, "bob", "psst, a secret").await;
+    let dm = "#dm-list button[data-room=\"dm:ann:bob\"]";
+    ann.wait_text(&format!("{dm} .badge"), "1").await;
+    ann.click(dm).await;
+    ann.wait_text("#room-title", "@bob").await;
+    wait_message(&ann, "bob", "psst, a secret").await;
+    say(&ann, "tell me").await;
+    wait_message(&bob, "ann", "tell me").await;
+    assert_eq!(
+        ann.eval(&format!("document.querySelector('{dm} .badge')"))
+            .await,
+        Value::Null,
+        "the badge is gone once read"
+    );
+    // Back in garden at bob's, nothing was shown twice.
+    bob.click("#room-list button[data-room=\"garden\"]").await;
+    wait_message(&bob, "bob", XSS).await;
+    let seqs: Vec<u64> = shown(&bob).await.iter().map(|m| m.0).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+
+    // A private room: ann creates it and invites bob, whose page says so.
+    ann.fill("#join-input", "secret").await;
+    ann.click("#join-private").await;
+    ann.click("#join-form button[type=submit]").await;
+    ann.wait_text("#room-title", "#secret").await;
+    ann.wait_text("#room-list button[data-room=\"secret\"]", "private")
+        .await;
+    ann.fill("#invite-input", "bob").await;
+    ann.press("Enter").await;
+    bob.wait_text("#notice", "You were added to #secret").await;
+    bob.wait_for(
+        "secret in bob's list",
+        "!!document.querySelector('#room-list button[data-room=\"secret\"]')",
+    )
+    .await;
+    // A message there while bob looks at garden: an unread badge.
+    say(&ann, "for your eyes only").await;
+    bob.wait_text("#room-list button[data-room=\"secret\"] .badge", "1")
+        .await;
+    bob.click("#composer-input").await;
+    bob.type_text("so many rooms").await;
+    ann.click("#room-list button[data-room=\"garden\"]").await;
+    ann.wait_text("#typing", "bob is typing").await;
+    shoot(&bob, "web-chat").await;
+    shoot(&ann, "web-typing").await;
+    bob.press("Enter").await;
+
+    // Search finds a message and opens its room.
+    ann.fill("#search-input", "hello").await;
+    ann.press("Enter").await;
+    ann.wait_for(
+        "a search result",
+        "!!document.querySelector('#search-list button.hit[data-room=\"garden\"][data-seq=\"1\"]')",
+    )
+    .await;
+    shoot(&ann, "web-search").await;
+    ann.click("#search-list button.hit[data-room=\"garden\"]")
+        .await;
+    ann.wait_text("#room-title", "#garden").await;
+
+    // A phone-sized screen: one column, the room list behind a button.
+    if screenshot_dir().is_some() {
+        ann.viewport(Some((390, 844))).await;
+        shoot(&ann, "web-phone").await;
+        ann.click("#menu-btn").await;
+        shoot(&ann, "web-phone-rooms").await;
+        ann.viewport(None).await;
+    }
+
+    assert_clean(&ann);
+    assert_clean(&bob);
+}
+
+#[tokio::test]
+async fn scrolling_up_loads_all_200_messages_in_order() {
+    let node = Node::start_with(&[("TROUPE_LIMITS__MESSAGE_BURST", "1000")]).await;
+    // 200 messages written by another client before the reader comes.
+    let mut writer = Client::new_user(&node, "writer").await;
+    writer.join("archive").await;
+    for i in 1..=200 {
+        let ack = writer
+            .say("archive", &format!("message number {i}"), &format!("c{i}"))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    common::account(&node, "reader").await;
+
+    let b = Browser::launch("reader").await;
+    b.goto(&node.url("/")).await;
+    b.fill("#login-user", "reader").await;
+    b.fill("#login-pass", common::PASSWORD).await;
+    b.press("Enter").await;
+    wait_live(&b).await;
+    join(&b, "archive").await;
+    wait_message(&b, "writer", "message number 200").await;
+    let first_page = shown(&b).await;
+    assert!(
+        first_page.len() < 200,
+        "{} messages loaded at once: nothing left to scroll back to",
+        first_page.len()
+    );
+
+    // Scroll up with the mouse wheel until the start of the room shows.
+    let deadline = tokio::time::Instant::now() + common::browser::PAGE_WAIT * 2;
+    while !b
+        .text("#history-marker")
+        .await
+        .contains("beginning of #archive")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached the start; {} messages shown\n{}",
+            shown(&b).await.len(),
+            b.console()
+        );
+        b.wheel("#timeline", -2000.0).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let all = shown(&b).await;
+    let expected: Vec<(u64, String, String)> = (1..=200)
+        .map(|i| (i, "writer".to_string(), format!("message number {i}")))
+        .collect();
+    assert_eq!(all, expected);
+    // Keyboard: End in the focused list goes back to the newest.
+    b.click("#messages .msg[data-seq=\"1\"] .body").await;
+    b.press("End").await;
+    b.wait_for(
+        "the list at the bottom",
+        "(() => { const t = document.querySelector('#timeline'); \
+           return t.scrollHeight - t.scrollTop - t.clientHeight < 48; })()",
+    )
+    .await;
+    assert_clean(&b);
+}
+
+/// A TCP load balancer in front of the cluster, as a browser would reach
+/// it: each connection goes to the first of `backends` that accepts it; with
+/// no backend, connections are closed at once (the site is unreachable).
+struct Balancer {
+    addr: SocketAddr,
+    backends: Arc<Mutex<Vec<SocketAddr>>>,
+}
+
+impl Balancer {
+    async fn start(backends: Vec<SocketAddr>) -> Balancer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().unwrap();
+        let backends = Arc::new(Mutex::new(backends));
+        let list = backends.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let choices = list.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    for backend in choices {
+                        if let Ok(mut server) = TcpStream::connect(backend).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Balancer { addr, backends }
+    }
+
+    fn set(&self, backends: Vec<SocketAddr>) {
+        *self.backends.lock().unwrap() = backends;
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+async fn sessions_of(cluster: &Cluster, node: usize, user: &str) -> Vec<Value> {
+    let r: Value = cluster
+        .http()
+        .get(cluster.nodes[node].url(&format!("/admin/actors?kind=session&name={user}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("/admin/actors answers")
+        .json()
+        .await
+        .expect("JSON");
+    r["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| n["actors"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["state"]["user"] == user)
+        .collect()
+}
+
+#[tokio::test]
+async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
+    let mut cluster = Cluster::start("web-kill9", 2).await;
+    cluster.account(0, "ann").await;
+    cluster.account(1, "bob").await;
+    // ann reaches the cluster through a balancer that prefers node1; bob
+    // talks to node2.
+    let lb = Balancer::start(vec![cluster.nodes[0].http, cluster.nodes[1].http]).await;
+    let (ann, bob) = tokio::join!(Browser::launch("ann"), Browser::launch("bob"));
+    for (b, url, user) in [
+        (&ann, lb.url(), "ann"),
+        (&bob, cluster.nodes[1].url("/"), "bob"),
+    ] {
+        b.goto(&url).await;
+        b.fill("#login-user", user).await;
+        b.fill("#login-pass", cluster::PASSWORD).await;
+        b.press("Enter").await;
+        wait_live(b).await;
+    }
+    let on = |node: &str| {
+        format!("document.querySelector('#conn-status').title === 'connected to {node}'")
+    };
+    ann.wait_for("ann on node1", &on("node1")).await;
+    join(&ann, "relay").await;
+    join(&bob, "relay").await;
+    say(&ann, "before 1").await;
+    say(&bob, "before 2").await;
+    wait_message(&ann, "bob", "before 2").await;
+    wait_message(&bob, "ann", "before 1").await;
+
+    // node1 dies while the balancer has nowhere to send ann: her page stays
+    // disconnected, and what she writes waits in the composer queue.
+    lb.set(vec![]);
+    cluster.kill9(0);
+    ann.wait_for(
+        "ann's page to notice",
+        "document.querySelector('#conn-status').dataset.state === 'reconnecting'",
+    )
+    .await;
+    assert_eq!(ann.text("#conn-status").await, "Reconnecting…");
+    say(&ann, "written offline").await;
+    ann.wait_for(
+        "the message queued",
+        "document.querySelectorAll('#pending .msg.pending').length === 1",
+    )
+    .await;
+    // Meanwhile bob chats on (his page resends while the room moves).
+    for i in 1..=3 {
+        let body = format!("while away {i}");
+        say(&bob, &body).await;
+        wait_message(&bob, "bob", &body).await;
+    }
+
+    // The balancer now leads to node2: ann's page reconnects there, resumes,
+    // and sends what was queued (same client_id).
+    lb.set(vec![cluster.nodes[1].http]);
+    ann.wait_for("ann on node2", &on("node2")).await;
+    wait_message(&ann, "ann", "written offline").await;
+    wait_message(&bob, "ann", "written offline").await;
+    say(&bob, "after").await;
+    wait_message(&ann, "bob", "after").await;
+    let expected = [
+        ("ann", "before 1"),
+        ("bob", "before 2"),
+        ("bob", "while away 1"),
+        ("bob", "while away 2"),
+        ("bob", "while away 3"),
+    ];
+    for b in [&ann, &bob] {
+        let got = shown(b).await;
+        let seqs: Vec<u64> = got.iter().map(|m| m.0).collect();
+        assert_eq!(seqs, (1..=7).collect::<Vec<u64>>(), "[{}] {got:?}", b.name);
+        for (i, (from, body)) in expected.iter().enumerate() {
+            assert_eq!(
+                (got[i].1.as_str(), got[i].2.as_str()),
+                (*from, *body),
+                "[{}] {got:?}",
+                b.name
+            );
+        }
+        // ann's offline message lands once, wherever the outage put it, and
+        // "after" comes last.
+        assert_eq!(
+            (got[5].1.as_str(), got[5].2.as_str()),
+            ("ann", "written offline")
+        );
+        assert_eq!((got[6].1.as_str(), got[6].2.as_str()), ("bob", "after"));
+    }
+    assert_eq!(
+        ann.eval("document.querySelectorAll('#pending .msg').length")
+            .await,
+        json!(0),
+        "nothing left in the queue"
+    );
+    // It was a resume, on node2.
+    let sessions = sessions_of(&cluster, 1, "ann").await;
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s["node"] == "node2" && s["state"]["resumed"] == true),
+        "no resumed session of ann on node2: {sessions:?}"
+    );
+    assert_eq!(ann.text("#conn-status").await, "");
+    // The refused connections while node1 was gone are network errors,
+    // which assert_clean does not count.
+    assert_clean(&ann);
+    assert_clean(&bob);
+}
+
+/// A tiny PNG: 4x3 pixels of one colour.
+fn png_bytes() -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, 4, 3);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().expect("a PNG header");
+        writer
+            .write_image_data(&[0x20, 0x80, 0x40].repeat(12))
+            .expect("PNG data");
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_image_sent_through_the_file_button_shows_as_a_preview() {
+    let node = Node::start().await;
+    let url = node.url("/");
+    let (ann, bob) = tokio::join!(Browser::launch("ann"), Browser::launch("bob"));
+    sign_in(&ann, &url, "ann", true).await;
+    sign_in(&bob, &url, "bob", true).await;
+    join(&ann, "photos").await;
+    join(&bob, "photos").await;
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("dot.png");
+    std::fs::write(&file, png_bytes()).expect("the PNG file");
+    // What the file chooser does: the file is set on the input, which then
+    // fires its change event.
+    let doc = ann.call("DOM.getDocument", json!({})).await;
+    let input = ann
+        .call(
+            "DOM.querySelector",
+            json!({"nodeId": doc["root"]["nodeId"], "selector": "#attach-input"}),
+        )
+        .await;
+    ann.call(
+        "DOM.setFileInputFiles",
+        json!({"nodeId": input["nodeId"], "files": [file.display().to_string()]}),
+    )
+    .await;
+    for b in [&ann, &bob] {
+        let size = b
+            .wait_for(
+                "the image preview",
+                "(() => { const i = document.querySelector('#messages .msg img.preview'); \
+                   return i && i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight, i.src, i.alt] : null; })()",
+            )
+            .await;
+        assert_eq!((&size[0], &size[1]), (&json!(4), &json!(3)), "{size}");
+        assert!(size[2].as_str().unwrap().starts_with("blob:"), "{size}");
+        assert_eq!(size[3], "dot.png");
+    }
+    assert_clean(&ann);
+    assert_clean(&bob);
+}
