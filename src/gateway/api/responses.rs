@@ -126,8 +126,9 @@ pub struct TooLarge(ErrorBody);
 #[allow(dead_code)]
 pub struct RateLimited(ErrorBody);
 
-/// `unavailable`: a store or the room's node does not answer, or the node
-/// is shutting down or over its connection cap; try again.
+/// `unavailable`: a store or the room's node does not answer, the request
+/// took longer than `http.request_timeout_ms`, or the node is shutting down
+/// or over its connection cap; try again.
 #[derive(ToResponse)]
 #[allow(dead_code)]
 pub struct Unavailable(ErrorBody);
