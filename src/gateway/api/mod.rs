@@ -163,3 +163,73 @@ pub async fn openapi_json() -> Response {
 pub async fn frames_schema() -> Response {
     json(&FRAMES_JSON, "application/schema+json")
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn document() -> Value {
+        serde_json::to_value(super::super::openapi()).expect("the document serialises")
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_both_security_schemes() {
+        let doc = document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let schemes = &doc["components"]["securitySchemes"];
+        for name in [super::BEARER, super::ADMIN] {
+            assert_eq!(schemes[name]["type"], "http", "{name}");
+            assert_eq!(schemes[name]["scheme"], "bearer", "{name}");
+        }
+    }
+
+    /// What a new endpoint must say to be documented well: a success, a
+    /// 401 when it needs a token, a 400 when it takes a body, and only
+    /// tags and security schemes that exist.
+    #[test]
+    fn every_operation_documents_its_answers_and_errors() {
+        let doc = document();
+        let tags: Vec<&str> = doc["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        let mut operations = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                operations += 1;
+                let name = format!("{method} {path}");
+                let responses = op["responses"].as_object().expect("responses");
+                assert!(
+                    responses.keys().any(|s| s.starts_with('2') || s == "101"),
+                    "{name}: no success response"
+                );
+                let tag = op["tags"][0].as_str().unwrap_or_default();
+                assert!(tags.contains(&tag), "{name}: tag {tag:?} is not declared");
+                let security: Vec<&str> = op["security"]
+                    .as_array()
+                    .map(|s| {
+                        s.iter()
+                            .filter_map(|r| r.as_object())
+                            .flat_map(|r| r.keys().map(String::as_str))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for scheme in &security {
+                    assert!(
+                        [super::BEARER, super::ADMIN].contains(scheme),
+                        "{name}: unknown security scheme {scheme}"
+                    );
+                }
+                if !security.is_empty() {
+                    assert!(responses.contains_key("401"), "{name}: no 401");
+                }
+                if op.get("requestBody").is_some() {
+                    assert!(responses.contains_key("400"), "{name}: no 400");
+                }
+            }
+        }
+        assert!(operations >= 25, "{operations} operations");
+    }
+}
