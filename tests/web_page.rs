@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use cluster::{Cluster, ADMIN_TOKEN};
+use cluster::{Cluster, ClusterOptions, ADMIN_TOKEN};
 use common::browser::{js_string, Browser};
 use common::{Client, Node};
 use serde_json::{json, Value};
@@ -427,7 +427,13 @@ async fn sessions_of(cluster: &Cluster, node: usize, user: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
-    let mut cluster = Cluster::start("web-kill9", 2).await;
+    // Two nodes: the survivor is no majority of the two until it forgets
+    // the dead one (`cluster.forget_after_s`, 30 s by default); 2 s here.
+    let options = ClusterOptions {
+        env: vec![("TROUPE_CLUSTER__FORGET_AFTER_S".into(), "2".into())],
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start_with("web-kill9", 2, options).await;
     cluster.account(0, "ann").await;
     cluster.account(1, "bob").await;
     // ann reaches the cluster through a balancer that prefers node1; bob
