@@ -363,6 +363,21 @@ async fn scrolling_up_loads_all_200_messages_in_order() {
            return t.scrollHeight - t.scrollTop - t.clientHeight < 48; })()",
     )
     .await;
+
+    // Logging out forgets the tab's token: a reload shows the login form.
+    b.click("#logout-btn").await;
+    b.wait_for(
+        "the login form",
+        "!document.querySelector('#login-view').hidden",
+    )
+    .await;
+    b.goto(&node.url("/")).await;
+    b.wait_for(
+        "the login form again",
+        "!document.querySelector('#login-view').hidden",
+    )
+    .await;
+    assert_eq!(b.eval("sessionStorage.length").await, json!(0));
     assert_clean(&b);
 }
 
