@@ -449,8 +449,29 @@ async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
         ..Default::default()
     };
     let mut cluster = Cluster::start_with("web-kill9", 2, options).await;
-    cluster.account(0, "ann").await;
+    let ann_token = cluster.account(0, "ann").await;
     cluster.account(1, "bob").await;
+    // A room served by node1, the node that dies: it moves to node2 while
+    // bob writes to it.
+    let mut room = None;
+    for i in 0..20 {
+        let name = format!("relay{i}");
+        let r = cluster
+            .http()
+            .post(cluster.nodes[0].url("/api/v1/rooms"))
+            .bearer_auth(&ann_token)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .expect("create a room");
+        assert_eq!(r.status(), 201, "{name}");
+        if cluster.rooms_owned_by("node1").contains(&name) {
+            room = Some(name);
+            break;
+        }
+    }
+    let room = room.expect("one of 20 rooms served by node1");
+    println!("room {room} is served by node1");
     // ann reaches the cluster through a balancer that prefers node1; bob
     // talks to node2.
     let lb = Balancer::start(vec![cluster.nodes[0].http, cluster.nodes[1].http]).await;
@@ -469,8 +490,8 @@ async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
         format!("document.querySelector('#conn-status').title === 'connected to {node}'")
     };
     ann.wait_for("ann on node1", &on("node1")).await;
-    join(&ann, "relay").await;
-    join(&bob, "relay").await;
+    join(&ann, &room).await;
+    join(&bob, &room).await;
     say(&ann, "before 1").await;
     say(&bob, "before 2").await;
     wait_message(&ann, "bob", "before 2").await;
@@ -492,12 +513,12 @@ async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
         "document.querySelectorAll('#pending .msg.pending').length === 1",
     )
     .await;
-    // Meanwhile bob chats on (his page resends while the room moves).
+    // Meanwhile bob chats on, three messages in a row: his page resends
+    // while the room moves, one at a time, so they land in the order typed.
     for i in 1..=3 {
-        let body = format!("while away {i}");
-        say(&bob, &body).await;
-        wait_message(&bob, "bob", &body).await;
+        say(&bob, &format!("while away {i}")).await;
     }
+    wait_message(&bob, "bob", "while away 3").await;
 
     // The balancer now leads to node2: ann's page reconnects there, resumes,
     // and sends what was queued (same client_id).
@@ -539,6 +560,10 @@ async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
             .await,
         json!(0),
         "nothing left in the queue"
+    );
+    assert!(
+        cluster.rooms_owned_by("node2").contains(&room),
+        "{room} moved to node2"
     );
     // It was a resume, on node2.
     let sessions = sessions_of(&cluster, 1, "ann").await;
