@@ -147,7 +147,8 @@ function renderPending() {
   const box = $("#pending");
   fill(box, queue.filter((q) => q.room === state.current).map((q) =>
     el("article", { className: "msg mine pending", dataset: { clientId: q.client_id } },
-      el("header", {}, el("span", { className: "from" }, state.me), " ", el("span", { className: "state" }, "sending…")),
+      el("header", {}, el("span", { className: "from" }, state.me), " ",
+        el("span", { className: "state" }, conn.live ? "sending…" : "waiting for the connection…")),
       el("p", { className: "body" }, q.body))));
 }
 
@@ -173,6 +174,8 @@ on("messages", ({ room: r, added }) => {
   if (follow && added.some((m) => m.seq === r.newest)) scrollToBottom();
   emit("rendered", r);
 });
+
+on("status", () => renderPending());
 
 on("outbox", () => {
   const follow = atBottom();
