@@ -513,6 +513,11 @@ async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
         "document.querySelectorAll('#pending .msg.pending').length === 1",
     )
     .await;
+    assert_eq!(
+        ann.text("#pending .msg.pending .state").await,
+        "waiting for the connection…"
+    );
+    shoot(&ann, "web-reconnecting").await;
     // Meanwhile bob chats on, three messages in a row: his page resends
     // while the room moves, one at a time, so they land in the order typed.
     for i in 1..=3 {
