@@ -320,11 +320,24 @@ async fn scrolling_up_loads_all_200_messages_in_order() {
 
     let b = Browser::launch("reader").await;
     b.goto(&node.url("/")).await;
-    b.fill("#login-user", "reader").await;
-    b.fill("#login-pass", common::PASSWORD).await;
+    // Keyboard only: the user field has the focus, Tab goes to the
+    // password, Enter submits.
+    b.wait_for(
+        "the focus in the user field",
+        "document.activeElement && document.activeElement.id === 'login-user'",
+    )
+    .await;
+    b.type_text("reader").await;
+    b.press("Tab").await;
+    b.type_text(common::PASSWORD).await;
     b.press("Enter").await;
     wait_live(&b).await;
     join(&b, "archive").await;
+    // Alt+Up / Alt+Down walk the room list.
+    b.press_with("ArrowUp", 1).await;
+    b.wait_text("#room-title", "announcements").await;
+    b.press_with("ArrowDown", 1).await;
+    b.wait_text("#room-title", "#archive").await;
     wait_message(&b, "writer", "message number 200").await;
     let first_page = shown(&b).await;
     assert!(
