@@ -66,11 +66,13 @@ onFrame("history", (f) => {
   loading.delete(f.room);
   const r = state.rooms.get(f.room);
   if (!r) return;
+  // A page nobody here is waiting for (its request was forgotten after an
+  // error) only adds its messages: what it covers is not known.
   const full = asked && f.messages.length >= asked.limit;
-  if (!asked || asked.kind === "tail") {
+  if (asked && asked.kind === "tail") {
     r.tailLoaded = true;
     if (!full) r.reachedStart = true;
-  } else if (asked.kind === "before" && !full) {
+  } else if (asked && asked.kind === "before" && !full) {
     r.reachedStart = true;
   }
   const isCurrent = f.room === state.current;
@@ -80,7 +82,7 @@ onFrame("history", (f) => {
   if (asked && asked.kind === "after" && full) requestHistory(r, "after", { after: r.newest, limit: 200 });
   if (isCurrent) {
     renderMarker(r);
-    if (!asked || asked.kind === "tail") scrollToBottom();
+    if (asked && asked.kind === "tail") scrollToBottom();
     fillViewport(r);
   }
 });
