@@ -92,6 +92,10 @@ onFrame("error", (f) => {
   // Which room it was about is not said: let any room ask again.
   loading.clear();
   if (f.code !== "rate_limited") emit("notice", f.message);
+  setTimeout(() => {
+    const r = state.rooms.get(state.current);
+    if (r && !r.tailLoaded) requestHistory(r, "tail");
+  }, f.retry_after_ms || 1000);
 });
 
 /** Keeps what is on screen in place while older messages go in above it. */
