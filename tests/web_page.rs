@@ -300,6 +300,19 @@ async fn two_people_chat_in_two_browsers() {
         ann.viewport(None).await;
     }
 
+    // bob leaves: ann sees when he was last there.
+    bob.click("#logout-btn").await;
+    ann.wait_text(
+        "#people-list button.person[data-user=\"bob\"] .presence",
+        "last seen just now",
+    )
+    .await;
+    ann.wait_text(
+        "#member-list button.person[data-user=\"bob\"] .presence",
+        "last seen",
+    )
+    .await;
+
     assert_clean(&ann);
     assert_clean(&bob);
 }
