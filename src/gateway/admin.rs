@@ -183,6 +183,57 @@ pub async fn actors(
     ))
 }
 
+#[derive(Deserialize)]
+pub struct EventsParams {
+    #[serde(default)]
+    after: i64,
+    limit: Option<u64>,
+}
+
+/// Most events one `GET /api/v1/events` answers.
+const EVENTS_PAGE: u64 = 1_000;
+
+/// `GET /api/v1/events?after=&limit=` (admin token): the domain events of
+/// the events table after `after`, oldest first, each with its `position`
+/// (pass the last one as the next `after`). Only where events go to the
+/// table (the database log); with Kafka they are on `kafka.events_topic`.
+pub async fn events(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<EventsParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    authorize(&app, peer, &headers).await?;
+    let Query(p) = query.map_err(|e| ChatError::bad_request(format!("bad query: {e}")))?;
+    if app.config.log.kind == crate::config::LogKind::Kafka {
+        return Err(ChatError::not_found(format!(
+            "events are published to the Kafka topic {}",
+            app.config.kafka.events_topic
+        ))
+        .into());
+    }
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=EVENTS_PAGE).contains(&limit) || p.after < 0 {
+        return Err(ChatError::bad_request(format!(
+            "after must be >= 0 and limit between 1 and {EVENTS_PAGE}"
+        ))
+        .into());
+    }
+    let events = app
+        .sql
+        .events_after(p.after, limit)
+        .await
+        .map_err(|e| ChatError::unavailable(e.to_string()))?;
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|(position, mut event)| {
+            event["position"] = json!(position);
+            event
+        })
+        .collect();
+    Ok(Json(json!({ "events": events })))
+}
+
 /// `GET /admin/nodes`: the members and the rooms each one owns.
 pub async fn nodes(
     State(app): State<App>,

@@ -62,6 +62,7 @@ pub fn router(app: App) -> Router {
         .route("/admin", get(admin::page))
         .route("/admin/actors", get(admin::actors))
         .route("/admin/nodes", get(admin::nodes))
+        .route("/api/v1/events", get(admin::events))
         .fallback(rest::not_found)
         .method_not_allowed_fallback(rest::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
