@@ -32,6 +32,8 @@ pub struct App {
     pub connections: TaskTracker,
     /// Uploaded files: their store and metadata.
     pub attachments: crate::attachments::Attachments,
+    /// The database, for what only it holds (the events table).
+    pub sql: crate::stores::sql::SqlStore,
 }
 
 impl App {

@@ -14,6 +14,7 @@ use troupe_actors::frames::{ChatError, ErrorCode};
 use troupe_actors::limits::{check_username, now_ms, Limits};
 use troupe_actors::rate_limits::{self, Kind, Rate};
 use troupe_actors::session::new_token;
+use troupe_actors::store::events::DomainEvent;
 use troupe_actors::store::{StoreError, Stores, TokenInfo, UserRecord};
 
 pub const MIN_PASSWORD_CHARS: usize = 6;
@@ -139,7 +140,8 @@ impl Accounts {
             ));
         }
         let hash = self.hash(password.to_string()).await?;
-        self.stores
+        let user = self
+            .stores
             .directory
             .create_user(username, &hash)
             .await
@@ -148,7 +150,13 @@ impl Accounts {
                     ChatError::new(ErrorCode::Conflict, format!("username {username} is taken"))
                 }
                 e => store_error(e),
-            })
+            })?;
+        self.stores.events.publish(DomainEvent::new(
+            "user.registered",
+            &user.username,
+            serde_json::json!({ "user": user.username }),
+        ));
+        Ok(user)
     }
 
     /// Attempts per account (every attempt counts: a password guesser on

@@ -128,6 +128,8 @@ pub struct KafkaSection {
     #[serde(deserialize_with = "list_or_commas")]
     pub brokers: Vec<String>,
     pub topic: String,
+    /// Domain events for other services (docs/events.md), keyed by room or user.
+    pub events_topic: String,
     /// Fixed at the topic's creation: partition = hash(room) % partitions.
     pub partitions: i32,
     /// Replicas of each partition when troupe creates the topic; with one
@@ -147,6 +149,7 @@ impl Default for KafkaSection {
         Self {
             brokers: Vec::new(),
             topic: "troupe-messages".into(),
+            events_topic: "troupe-events".into(),
             partitions: 16,
             replication_factor: 1,
             linger_ms: 1,

@@ -284,6 +284,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown: CancellationToken::new(),
         connections: TaskTracker::new(),
         attachments,
+        sql: opened.sql,
     };
     tracing::info!(
         node = %config.node.name,

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::browser::chromium_path;
 use common::{Client, Node};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const TOKEN: &str = "admin-page-test-token-0123";
 const NODE: &str = "pagenode";
 const ROOM: &str = "pagetest";
@@ -26,15 +26,6 @@ const ROOM_BADGE: [u8; 3] = [0x0a, 0x7d, 0x3b];
 
 async fn node_with_a_room() -> (Node, Vec<Client>) {
     common::admin_node_with_a_room(TOKEN, NODE, ROOM).await
-}
-
-fn chromium_path() -> &'static Path {
-    let path = Path::new(CHROMIUM);
-    assert!(
-        path.exists(),
-        "{CHROMIUM} is missing: run scripts/install-chromium.sh (as root) first"
-    );
-    path
 }
 
 /// Runs headless chromium on `url` with `extra` arguments (a fresh profile

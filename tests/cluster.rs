@@ -654,7 +654,15 @@ impl LeaseTimeline {
 async fn cluster_partition_minority_is_fenced() {
     let name = "cluster_partition_minority_is_fenced";
     const C: usize = 2;
-    let cluster = Cluster::start_with(name, 3, ClusterOptions { isolated: Some(C) }).await;
+    let cluster = Cluster::start_with(
+        name,
+        3,
+        ClusterOptions {
+            isolated: Some(C),
+            ..Default::default()
+        },
+    )
+    .await;
     let c_name = cluster.nodes[C].name.clone();
     let majority_names: BTreeSet<String> = [0, 1]
         .iter()

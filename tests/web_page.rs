@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use cluster::{Cluster, ADMIN_TOKEN};
+use cluster::{Cluster, ClusterOptions, ADMIN_TOKEN};
 use common::browser::{js_string, Browser};
 use common::{Client, Node};
 use serde_json::{json, Value};
@@ -300,6 +300,19 @@ async fn two_people_chat_in_two_browsers() {
         ann.viewport(None).await;
     }
 
+    // bob leaves: ann sees when he was last there.
+    bob.click("#logout-btn").await;
+    ann.wait_text(
+        "#people-list button.person[data-user=\"bob\"] .presence",
+        "last seen just now",
+    )
+    .await;
+    ann.wait_text(
+        "#member-list button.person[data-user=\"bob\"] .presence",
+        "last seen",
+    )
+    .await;
+
     assert_clean(&ann);
     assert_clean(&bob);
 }
@@ -320,11 +333,24 @@ async fn scrolling_up_loads_all_200_messages_in_order() {
 
     let b = Browser::launch("reader").await;
     b.goto(&node.url("/")).await;
-    b.fill("#login-user", "reader").await;
-    b.fill("#login-pass", common::PASSWORD).await;
+    // Keyboard only: the user field has the focus, Tab goes to the
+    // password, Enter submits.
+    b.wait_for(
+        "the focus in the user field",
+        "document.activeElement && document.activeElement.id === 'login-user'",
+    )
+    .await;
+    b.type_text("reader").await;
+    b.press("Tab").await;
+    b.type_text(common::PASSWORD).await;
     b.press("Enter").await;
     wait_live(&b).await;
     join(&b, "archive").await;
+    // Alt+Up / Alt+Down walk the room list.
+    b.press_with("ArrowUp", 1).await;
+    b.wait_text("#room-title", "announcements").await;
+    b.press_with("ArrowDown", 1).await;
+    b.wait_text("#room-title", "#archive").await;
     wait_message(&b, "writer", "message number 200").await;
     let first_page = shown(&b).await;
     assert!(
@@ -363,6 +389,21 @@ async fn scrolling_up_loads_all_200_messages_in_order() {
            return t.scrollHeight - t.scrollTop - t.clientHeight < 48; })()",
     )
     .await;
+
+    // Logging out forgets the tab's token: a reload shows the login form.
+    b.click("#logout-btn").await;
+    b.wait_for(
+        "the login form",
+        "!document.querySelector('#login-view').hidden",
+    )
+    .await;
+    b.goto(&node.url("/")).await;
+    b.wait_for(
+        "the login form again",
+        "!document.querySelector('#login-view').hidden",
+    )
+    .await;
+    assert_eq!(b.eval("sessionStorage.length").await, json!(0));
     assert_clean(&b);
 }
 
@@ -427,9 +468,36 @@ async fn sessions_of(cluster: &Cluster, node: usize, user: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
-    let mut cluster = Cluster::start("web-kill9", 2).await;
-    cluster.account(0, "ann").await;
+    // Two nodes: the survivor is no majority of the two until it forgets
+    // the dead one (`cluster.forget_after_s`, 30 s by default); 2 s here.
+    let options = ClusterOptions {
+        env: vec![("TROUPE_CLUSTER__FORGET_AFTER_S".into(), "2".into())],
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start_with("web-kill9", 2, options).await;
+    let ann_token = cluster.account(0, "ann").await;
     cluster.account(1, "bob").await;
+    // A room served by node1, the node that dies: it moves to node2 while
+    // bob writes to it.
+    let mut room = None;
+    for i in 0..20 {
+        let name = format!("relay{i}");
+        let r = cluster
+            .http()
+            .post(cluster.nodes[0].url("/api/v1/rooms"))
+            .bearer_auth(&ann_token)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .expect("create a room");
+        assert_eq!(r.status(), 201, "{name}");
+        if cluster.rooms_owned_by("node1").contains(&name) {
+            room = Some(name);
+            break;
+        }
+    }
+    let room = room.expect("one of 20 rooms served by node1");
+    println!("room {room} is served by node1");
     // ann reaches the cluster through a balancer that prefers node1; bob
     // talks to node2.
     let lb = Balancer::start(vec![cluster.nodes[0].http, cluster.nodes[1].http]).await;
@@ -448,8 +516,8 @@ async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
         format!("document.querySelector('#conn-status').title === 'connected to {node}'")
     };
     ann.wait_for("ann on node1", &on("node1")).await;
-    join(&ann, "relay").await;
-    join(&bob, "relay").await;
+    join(&ann, &room).await;
+    join(&bob, &room).await;
     say(&ann, "before 1").await;
     say(&bob, "before 2").await;
     wait_message(&ann, "bob", "before 2").await;
@@ -471,12 +539,17 @@ async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
         "document.querySelectorAll('#pending .msg.pending').length === 1",
     )
     .await;
-    // Meanwhile bob chats on (his page resends while the room moves).
+    assert_eq!(
+        ann.text("#pending .msg.pending .state").await,
+        "waiting for the connection…"
+    );
+    shoot(&ann, "web-reconnecting").await;
+    // Meanwhile bob chats on, three messages in a row: his page resends
+    // while the room moves, one at a time, so they land in the order typed.
     for i in 1..=3 {
-        let body = format!("while away {i}");
-        say(&bob, &body).await;
-        wait_message(&bob, "bob", &body).await;
+        say(&bob, &format!("while away {i}")).await;
     }
+    wait_message(&bob, "bob", "while away 3").await;
 
     // The balancer now leads to node2: ann's page reconnects there, resumes,
     // and sends what was queued (same client_id).
@@ -518,6 +591,10 @@ async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
             .await,
         json!(0),
         "nothing left in the queue"
+    );
+    assert!(
+        cluster.rooms_owned_by("node2").contains(&room),
+        "{room} moved to node2"
     );
     // It was a resume, on node2.
     let sessions = sessions_of(&cluster, 1, "ann").await;

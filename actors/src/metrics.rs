@@ -93,6 +93,8 @@ pub static SLOW_CONSUMER_CLOSES: LazyLock<Counter> = LazyLock::new(Counter::defa
 pub static ROOM_HANDOFFS: LazyLock<Counter> = LazyLock::new(Counter::default);
 /// Rooms taken over from a node that had not released their lease.
 pub static ROOM_FAILOVERS: LazyLock<Counter> = LazyLock::new(Counter::default);
+/// Domain events dropped because the queue to their sink was full.
+pub static EVENTS_DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
 /// Room leases taken by this node.
 pub static LEASE_ACQUISITIONS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
@@ -270,6 +272,11 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         "troupe_lease_acquisitions",
         "Room leases taken by this node",
         LEASE_ACQUISITIONS.clone(),
+    );
+    r.register(
+        "troupe_events_dropped",
+        "Domain events dropped because the queue to the events topic or table was full",
+        EVENTS_DROPPED.clone(),
     );
     LazyLock::force(&ROOM_RESTARTS);
     LazyLock::force(&SESSION_RESTARTS);
@@ -536,6 +543,7 @@ mod tests {
             "troupe_room_handoffs",
             "troupe_room_failovers",
             "troupe_lease_acquisitions",
+            "troupe_events_dropped",
             "troupe_actor_restarts",
             "troupe_store_errors",
             "troupe_connections_refused",

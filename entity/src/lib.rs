@@ -4,6 +4,7 @@
 pub mod attachment;
 pub mod block;
 pub mod checkpoint;
+pub mod event;
 pub mod friendship;
 pub mod log_record;
 pub mod membership;

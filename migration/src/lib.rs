@@ -8,6 +8,7 @@ mod m20261124_000001_username_nocase;
 mod m20261204_000002_search;
 mod m20261204_000003_attachments;
 mod m20261205_000002_friends;
+mod m20261205_000003_events;
 
 /// How the refusal of a database whose usernames differ only in case starts.
 pub const USERNAME_CASE_CONFLICT: &str = "usernames differ only in case";
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000002_search::Migration),
             Box::new(m20261204_000003_attachments::Migration),
             Box::new(m20261205_000002_friends::Migration),
+            Box::new(m20261205_000003_events::Migration),
         ]
     }
 }

@@ -19,6 +19,7 @@ use troupe_actors::cluster::mesh::{MeshMsg, MeshStatus};
 use troupe_actors::frames::{ChatError, ErrorCode};
 use troupe_actors::inspect::{inspect_peer, InspectQuery, NodeSnapshot, KINDS};
 use troupe_actors::rate_limits::Kind;
+use troupe_actors::store::events::DomainEvent;
 
 use utoipa::{IntoParams, ToSchema};
 
@@ -262,6 +263,99 @@ pub async fn actors(
         answered_by: app.node_name().to_string(),
         nodes,
     }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsParams {
+    /// Only events after this position (0: from the first).
+    #[serde(default)]
+    #[param(minimum = 0)]
+    after: i64,
+    /// Page size: 1 to 1000, 100 when absent.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+}
+
+/// One domain event of the events table, with its position.
+#[derive(Serialize, ToSchema)]
+pub struct StoredEvent {
+    /// Pass the last one as the next `after`.
+    pub position: i64,
+    #[serde(flatten)]
+    pub event: DomainEvent,
+}
+
+/// A page of domain events, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct EventsPage {
+    pub events: Vec<StoredEvent>,
+}
+
+/// Most events one `GET /api/v1/events` answers.
+const EVENTS_PAGE: u64 = 1_000;
+
+/// The domain events of the events table after `after`, oldest first, each
+/// with its `position` (pass the last one as the next `after`). Only where
+/// events go to the table (the database log); with Kafka they are on
+/// `kafka.events_topic`. The events' fields: docs/events.md.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    operation_id = "events",
+    tag = "admin",
+    security(("admin" = [])),
+    params(EventsParams),
+    responses(
+        (status = 200, description = "A page of events", body = EventsPage),
+        (status = 400, response = BadRequest),
+        (status = 401, description = "`unauthorized`: no or a wrong admin token", body = ErrorBody),
+        (status = 404, description = "`not_found`: admin endpoints off (no `admin.token`), or events go to Kafka (the message names the topic)", body = ErrorBody),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub async fn events(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<EventsParams>, QueryRejection>,
+) -> ApiResult<Json<EventsPage>> {
+    authorize(&app, peer, &headers).await?;
+    let Query(p) = query.map_err(|e| ChatError::bad_request(format!("bad query: {e}")))?;
+    if app.config.log.kind == crate::config::LogKind::Kafka {
+        return Err(ChatError::not_found(format!(
+            "events are published to the Kafka topic {}",
+            app.config.kafka.events_topic
+        ))
+        .into());
+    }
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=EVENTS_PAGE).contains(&limit) || p.after < 0 {
+        return Err(ChatError::bad_request(format!(
+            "after must be >= 0 and limit between 1 and {EVENTS_PAGE}"
+        ))
+        .into());
+    }
+    let events = app
+        .sql
+        .events_after(p.after, limit)
+        .await
+        .map_err(|e| ChatError::unavailable(e.to_string()))?;
+    let events = events
+        .into_iter()
+        .filter_map(|(position, body)| {
+            match serde_json::from_value::<DomainEvent>(body) {
+                Ok(event) => Some(StoredEvent { position, event }),
+                Err(e) => {
+                    // Rows are written by troupe itself; one that does not read back is skipped.
+                    tracing::warn!(position, error = %e, "an unreadable row of the events table");
+                    None
+                }
+            }
+        })
+        .collect();
+    Ok(Json(EventsPage { events }))
 }
 
 /// The cluster's members and the rooms each one owns.

@@ -17,12 +17,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Serialize;
+use serde_json::json;
 use troupe_actors::ask;
 use troupe_actors::cluster::router::RouterMsg;
 use troupe_actors::frames::{ChatError, ServerFrame, UserStatus};
 use troupe_actors::limits::{check_username, now_ms};
 use troupe_actors::presence::PresenceMsg;
 use troupe_actors::rate_limits::Kind;
+use troupe_actors::store::events::DomainEvent;
 use troupe_actors::store::friends::RequestOutcome;
 
 use utoipa::ToSchema;
@@ -103,6 +105,15 @@ fn push(app: &App, to: &str, user: &str, status: &str) {
     });
 }
 
+/// A domain event about `user` and `other` (docs/events.md), keyed by `user`.
+fn event(app: &App, kind: &str, user: &str, other: &str) {
+    app.stores.events.publish(DomainEvent::new(
+        kind,
+        user,
+        json!({ "user": user, "other": other }),
+    ));
+}
+
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ChatError::unavailable(e.to_string()).into()
 }
@@ -143,11 +154,13 @@ pub async fn request(
         RequestOutcome::Requested => {
             push(&app, &me, &other, "outgoing");
             push(&app, &other, &me, "incoming");
+            event(&app, "friend.requested", &me, &other);
             (StatusCode::CREATED, "requested")
         }
         RequestOutcome::Accepted => {
             push(&app, &me, &other, "friends");
             push(&app, &other, &me, "friends");
+            event(&app, "friend.accepted", &me, &other);
             (StatusCode::OK, "friends")
         }
         RequestOutcome::AlreadyRequested => (StatusCode::OK, "requested"),
@@ -203,6 +216,7 @@ pub async fn remove(
     }
     push(&app, &me, &other, "none");
     push(&app, &other, &me, "none");
+    event(&app, "friend.removed", &me, &other);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -273,6 +287,7 @@ pub async fn block(
         .await
         .map_err(unavailable)?;
     push(&app, &me, &other, "blocked");
+    event(&app, "user.blocked", &me, &other);
     if related {
         // They learn that the relation ended, not that they are blocked.
         push(&app, &other, &me, "none");
@@ -314,6 +329,7 @@ pub async fn unblock(
         return Err(ChatError::not_found(format!("{other} is not blocked")).into());
     }
     push(&app, &me, &other, "none");
+    event(&app, "user.unblocked", &me, &other);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -55,6 +55,7 @@ fn endpoints() -> OpenApiRouter<App> {
         .routes(routes!(admin::page))
         .routes(routes!(admin::actors))
         .routes(routes!(admin::nodes))
+        .routes(routes!(admin::events))
         .routes(routes!(api::openapi_json))
         .routes(routes!(api::frames_schema))
         .routes(routes!(api::page::page))

@@ -33,6 +33,7 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/conn.js", include_bytes!("../../web/js/conn.js")),
     ("js/dom.js", include_bytes!("../../web/js/dom.js")),
     ("js/main.js", include_bytes!("../../web/js/main.js")),
+    ("js/members.js", include_bytes!("../../web/js/members.js")),
     ("js/outbox.js", include_bytes!("../../web/js/outbox.js")),
     ("js/store.js", include_bytes!("../../web/js/store.js")),
     (

@@ -1,6 +1,7 @@
 //! Store adapters behind the traits of `troupe_actors::store`, and the
 //! choice of them from the configuration.
 
+pub mod events;
 pub mod friends;
 pub mod kafka;
 pub mod redis;
@@ -71,6 +72,14 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
             (kafka.clone(), Some(kafka))
         }
     };
+    // Domain events go where the messages go: Kafka, or the database.
+    let event_sink: Arc<dyn troupe_actors::store::events::EventSink> = match config.log.kind {
+        LogKind::Database => sql_arc.clone(),
+        LogKind::Kafka => Arc::new(
+            events::KafkaEvents::connect(&config.kafka_settings(), &config.kafka.events_topic)
+                .await?,
+        ),
+    };
     let (ephemeral, redis): (Arc<dyn EphemeralStore>, _) = match &config.redis.url {
         None => (Arc::new(MemoryEphemeral::default()), None),
         Some(url) => {
@@ -90,6 +99,7 @@ pub async fn open(config: &Config) -> anyhow::Result<NodeStores> {
             .then_some(sql_arc.clone() as Arc<dyn troupe_actors::store::LeaseStore>),
         search: sql_arc.clone(),
         friends: sql_arc,
+        events: troupe_actors::store::events::EventQueue::start(event_sink),
         // Set by `serve` once the attachment store is open.
         attachments: Arc::new(troupe_actors::store::attachments::NoAttachments),
     };

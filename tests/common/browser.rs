@@ -384,6 +384,12 @@ impl Browser {
 
     /// A named key: "Enter", "Escape", "Tab", "PageUp", "Home".
     pub async fn press(&self, key: &str) {
+        self.press_with(key, 0).await;
+    }
+
+    /// A named key with modifiers held (CDP's bits: Alt 1, Ctrl 2, Meta 4,
+    /// Shift 8).
+    pub async fn press_with(&self, key: &str, modifiers: u8) {
         let (code, text) = match key {
             "Enter" => (13, "\r"),
             "Escape" => (27, ""),
@@ -392,11 +398,13 @@ impl Browser {
             "PageDown" => (34, ""),
             "Home" => (36, ""),
             "End" => (35, ""),
+            "ArrowUp" => (38, ""),
+            "ArrowDown" => (40, ""),
             other => panic!("no key code for {other}"),
         };
         let mut down = json!({"type": if text.is_empty() { "rawKeyDown" } else { "keyDown" },
                               "key": key, "code": key, "windowsVirtualKeyCode": code,
-                              "nativeVirtualKeyCode": code});
+                              "nativeVirtualKeyCode": code, "modifiers": modifiers});
         if !text.is_empty() {
             down["text"] = json!(text);
             down["unmodifiedText"] = json!(text);
@@ -405,7 +413,7 @@ impl Browser {
         self.call(
             "Input.dispatchKeyEvent",
             json!({"type": "keyUp", "key": key, "code": key, "windowsVirtualKeyCode": code,
-                   "nativeVirtualKeyCode": code}),
+                   "nativeVirtualKeyCode": code, "modifiers": modifiers}),
         )
         .await;
     }

@@ -728,6 +728,10 @@ pub struct ClusterOptions {
     /// nodes then listen for the cluster on the host end of its cluster link
     /// (and keep their HTTP listeners on 127.0.0.11, ...).
     pub isolated: Option<usize>,
+    /// Settings every node gets on top of the harness's (e.g.
+    /// `TROUPE_CLUSTER__FORGET_AFTER_S` for a two-node cluster that must
+    /// carry on after losing one).
+    pub env: Vec<(String, String)>,
 }
 
 fn node_ip(i: usize) -> IpAddr {
@@ -795,6 +799,7 @@ impl Cluster {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(options.env.iter().cloned())
         .collect();
         // The isolated node reaches Postgres and Redis (on host loopback)
         // through forwarders on the host end of its service link.

@@ -50,6 +50,10 @@ fn real_stores() -> Option<Vec<(String, String)>> {
         ("TROUPE_LOG__KIND".into(), "kafka".into()),
         ("TROUPE_KAFKA__BROKERS".into(), kafka),
         ("TROUPE_KAFKA__TOPIC".into(), format!("troupe-{unique}")),
+        (
+            "TROUPE_KAFKA__EVENTS_TOPIC".into(),
+            format!("troupe-{unique}-events"),
+        ),
         ("TROUPE_KAFKA__PARTITIONS".into(), "4".into()),
         ("TROUPE_REDIS__URL".into(), redis),
         ("TROUPE_REDIS__PREFIX".into(), format!("troupe-{unique}:")),
@@ -209,6 +213,14 @@ impl Node {
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the node first");
         self.spawn().await;
+    }
+
+    /// A setting the node was started with (its environment), if any.
+    pub fn setting(&self, key: &str) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     }
 
     /// The URL of the node's SQL database: its SQLite file, or the

@@ -103,6 +103,12 @@ export const conn = {
           emit("auth-failed", frame.message);
           return;
         }
+        if (frame.ref === "auth" || frame.ref === "session") {
+          // The node could not take us now (its token store is down, too
+          // many sessions): try again later, maybe elsewhere.
+          ws.close();
+          return;
+        }
         if (frame.ref === "resume") {
           // The old session cannot be resumed: go live, and reload history.
           this.resumeToken = null;

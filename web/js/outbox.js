@@ -1,8 +1,12 @@
 // The composer queue: every message typed is queued with a random client_id
-// until its `ack`. Unacked messages are resent with the same client_id when
-// the connection comes back, when the server says to (`unavailable`), and
-// after a few seconds without an answer, so none is lost or created twice.
-// The queue is kept in sessionStorage and survives a reload of the tab.
+// until its `ack`. Per room, one message is in flight at a time, so a
+// person's messages land in the order they were typed even when one has to
+// be resent. The one in flight is resent with the same client_id when the
+// connection comes back, when the server says to (`unavailable`,
+// `rate_limited`), and after a few seconds without an answer (the node
+// serving the room may have died with it), so none is lost or created
+// twice. The queue is kept in sessionStorage and survives a reload of the
+// tab.
 
 import { conn, onFrame } from "./conn.js";
 import { randomId } from "./dom.js";
@@ -27,8 +31,18 @@ export function enqueue(room, body, extra = {}) {
   const item = { client_id: randomId("w-"), room, body, ...extra, sentAt: 0 };
   queue.push(item);
   save();
-  transmit(item);
+  if (head(room) === item) transmit(item);
   return item;
+}
+
+/** The oldest unacked message of a room: the one in flight. */
+function head(room) {
+  return queue.find((q) => q.room === room);
+}
+
+function heads() {
+  const seen = new Set();
+  return queue.filter((q) => !seen.has(q.room) && seen.add(q.room));
 }
 
 function frameOf(item) {
@@ -45,11 +59,14 @@ function transmit(item) {
   if (conn.send(frameOf(item))) item.sentAt = Date.now();
 }
 
+/** Done with a message (acked, or refused for good): the next one goes. */
 function remove(clientId) {
   const i = queue.findIndex((q) => q.client_id === clientId);
   if (i < 0) return null;
   const [item] = queue.splice(i, 1);
   save();
+  const next = head(item.room);
+  if (next && !next.sentAt) transmit(next);
   return item;
 }
 
@@ -78,12 +95,12 @@ onFrame("error", (f) => {
 });
 
 on("live", () => {
-  for (const item of queue) transmit(item);
+  for (const item of heads()) transmit(item);
 });
 
 setInterval(() => {
   const now = Date.now();
-  for (const item of queue) {
+  for (const item of heads()) {
     if (now - item.sentAt >= RESEND_AFTER_MS) transmit(item);
   }
-}, 1000);
+}, 500);

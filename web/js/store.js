@@ -61,6 +61,8 @@ class Room {
     this.lastSeq = 0;
     /** my read receipt */
     this.readSeq = 0;
+    /** whether readSeq is known (from `members` or `read`): no badge before */
+    this.receiptKnown = this.kind !== "group" && this.kind !== "dm";
     /** seq -> message */
     this.messages = new Map();
     /** the newest page has been loaded: the loaded messages reach the end */
@@ -86,6 +88,7 @@ class Room {
   }
 
   get unread() {
+    if (!this.receiptKnown) return 0;
     return Math.max(0, this.lastSeq - this.readSeq);
   }
 }
@@ -105,7 +108,10 @@ export function room(name) {
  * ones it did not have. Emits "messages" with {room, added}.
  */
 export function addMessages(name, messages) {
+  // A room first heard of through its messages (a new DM) is all unread.
+  const isNew = !state.rooms.has(name);
   const r = room(name);
+  if (isNew) r.receiptKnown = true;
   const added = [];
   for (const m of messages) {
     if (r.messages.has(m.seq)) continue;

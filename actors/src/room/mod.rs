@@ -6,6 +6,7 @@
 mod state;
 pub mod supervisor;
 
+use crate::store::events::DomainEvent;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -787,6 +788,11 @@ impl RoomState {
             .await
             .map_err(|e| ChatError::unavailable(e.to_string()))?;
         self.members.insert(user.to_string(), 0);
+        self.ctx.stores.events.publish(DomainEvent::new(
+            "room.joined",
+            &self.name,
+            serde_json::json!({ "room": self.name, "user": user, "members": self.members.len() }),
+        ));
         let frame = ServerFrame::UserJoined {
             room: self.name.clone(),
             user: user.to_string(),
@@ -850,6 +856,11 @@ impl RoomState {
             .await
             .map_err(|e| ChatError::unavailable(e.to_string()))?;
         self.members.remove(user);
+        self.ctx.stores.events.publish(DomainEvent::new(
+            "room.left",
+            &self.name,
+            serde_json::json!({ "room": self.name, "user": user, "members": self.members.len() }),
+        ));
         let left = ServerFrame::Left {
             room: self.name.clone(),
             members: self.members.len(),

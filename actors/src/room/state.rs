@@ -1,5 +1,6 @@
 //! A room's state and how it is restored from the stores.
 
+use crate::store::events::DomainEvent;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
@@ -154,7 +155,19 @@ async fn load_record(
                 created_at: now_ms(),
             };
             match directory.create_room(&record, &spec.members).await {
-                Ok(()) => created = true,
+                Ok(()) => {
+                    created = true;
+                    args.ctx.stores.events.publish(DomainEvent::new(
+                        "room.created",
+                        name,
+                        serde_json::json!({
+                            "room": name,
+                            "by": spec.creator,
+                            "private": record.private,
+                            "members": spec.members,
+                        }),
+                    ));
+                }
                 Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(unavailable(e)),
             }

@@ -4,6 +4,7 @@
 
 pub mod supervisor;
 
+use crate::store::events::DomainEvent;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -505,6 +506,19 @@ impl SessionState {
                 });
             }
         }
+        self.ctx.stores.events.publish(DomainEvent::new(
+            if online {
+                "presence.online"
+            } else {
+                "presence.offline"
+            },
+            self.user(),
+            serde_json::json!({
+                "user": self.user(),
+                "node": self.ctx.node,
+                "last_seen": last_seen.unwrap_or_else(now_ms),
+            }),
+        ));
         // Friends hear it on whatever node they are, shared room or not.
         if let Some(router) = self.ctx.router.clone() {
             let friends = self.ctx.stores.friends.clone();

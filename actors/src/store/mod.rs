@@ -3,6 +3,7 @@
 //! default's presence, tokens and rate limits.
 
 pub mod attachments;
+pub mod events;
 pub mod friends;
 pub mod memory;
 pub mod search;
@@ -214,6 +215,8 @@ pub struct Stores {
     pub attachments: Arc<dyn attachments::AttachmentIndex>,
     /// Friends and blocks.
     pub friends: Arc<dyn friends::FriendStore>,
+    /// Domain events for other services (docs/events.md).
+    pub events: Arc<dyn events::Events>,
 }
 
 /// A room's ownership lease with its fencing epoch. A node appends to a
@@ -249,6 +252,7 @@ impl Stores {
             search: Arc::new(search::MemorySearch::default()),
             attachments: Arc::new(attachments::NoAttachments),
             friends: Arc::new(friends::MemoryFriends::default()),
+            events: Arc::new(events::MemoryEvents::default()),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 import { conn, onFrame } from "../conn.js";
 import { $, ago, el, fill } from "../dom.js";
+import { askMembers, resumeMembers } from "../members.js";
 import { emit, on, setPerson, state } from "../store.js";
 import { openDm } from "./dms.js";
 
@@ -71,6 +72,7 @@ onFrame("members", (f) => {
   r.memberList = f.members;
   const mine = f.members.find((m) => m.user === state.me);
   if (mine && mine.read_seq > r.readSeq) r.readSeq = mine.read_seq;
+  r.receiptKnown = true;
   for (const m of f.members) {
     const known = state.people.get(m.user);
     if (!known || known.online !== m.online || m.last_seen) setPerson(m.user, m.online, m.last_seen);
@@ -82,11 +84,14 @@ onFrame("members", (f) => {
 });
 
 on("open", (r) => {
-  if (r.kind !== "broadcast" && !(r.kind === "dm" && !r.lastSeq)) conn.send({ type: "members", room: r.name });
+  if (r.kind !== "broadcast" && !(r.kind === "dm" && !r.lastSeq)) askMembers(r.name);
   renderMembers();
 });
 
-on("live", () => conn.send({ type: "who" }));
+on("live", () => {
+  conn.send({ type: "who" });
+  resumeMembers();
+});
 
 export function setupPeople() {
   setInterval(() => conn.send({ type: "who" }), 30000);

@@ -54,7 +54,10 @@ onFrame("read", (f) => {
   const m = r.memberList.find((x) => x.user === f.user);
   if (m) m.read_seq = Math.max(m.read_seq, f.seq);
   else r.memberList.push({ user: f.user, online: true, last_seen: null, read_seq: f.seq });
-  if (f.user === state.me) r.readSeq = Math.max(r.readSeq, f.seq);
+  if (f.user === state.me) {
+    r.readSeq = Math.max(r.readSeq, f.seq);
+    r.receiptKnown = true;
+  }
   emit("receipts", r);
 });
 

@@ -6,6 +6,7 @@
 import { api, ApiError, enc } from "../api.js";
 import { conn, onFrame } from "../conn.js";
 import { $, el, fill } from "../dom.js";
+import { askMembers } from "../members.js";
 import { BROADCAST, emit, label, on, room, state } from "../store.js";
 
 const ROOM_NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
@@ -39,7 +40,7 @@ async function fetchRooms() {
 export async function loadRooms() {
   const answer = await fetchRooms();
   // My read receipt (and everyone's) comes with `members`.
-  for (const r of answer.rooms) conn.send({ type: "members", room: r.name });
+  for (const r of answer.rooms) askMembers(r.name);
   room(BROADCAST);
   const saved = sessionStorage.getItem(CURRENT_KEY);
   const groups = answer.rooms.filter((r) => !r.name.startsWith("dm:"));
@@ -88,7 +89,7 @@ onFrame("joined", (f) => {
   const r = room(f.room);
   r.members = f.members;
   r.lastSeq = Math.max(r.lastSeq, f.last_seq);
-  conn.send({ type: "members", room: f.room });
+  askMembers(f.room);
   if (asked.delete(f.room)) openRoom(f.room);
   else if (!known) emit("notice", `You were added to ${label(f.room)}.`);
   // Whether it is private is not in `joined`.
@@ -107,7 +108,7 @@ for (const type of ["user_joined", "user_left"]) {
     const r = state.rooms.get(f.room);
     if (!r) return;
     r.members += type === "user_joined" ? 1 : -1;
-    conn.send({ type: "members", room: f.room });
+    askMembers(f.room);
   });
 }
 

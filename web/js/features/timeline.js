@@ -5,8 +5,11 @@
 // with `history ... after`. Queued messages (outbox.js) show below the
 // others as "sending" until their own copy arrives.
 //
-// Hooks: `decorators` are called for every message element built, so that a
-// feature (attachments now; edits, reactions, replies later) can add to it.
+// Hooks for features (attachments now; edits, deletes, reactions, replies,
+// pins later): `decorators` are called for every message element built and
+// may add to its `.extras` box; `actions` become buttons in each message's
+// tool bar (shown on hover and keyboard focus); `refresh(room, seq)`
+// rebuilds one message after its stored object changed (an edit, say).
 
 import { conn, onFrame } from "../conn.js";
 import { $, clock, el, fill } from "../dom.js";
@@ -18,6 +21,9 @@ const MAX_BODY = 4000;
 
 /** fn(message, element, room) for every message element built */
 export const decorators = [];
+
+/** {label, applies(message, room) -> bool, run(message, room)} */
+export const actions = [];
 
 /** room -> {kind: "tail" | "before" | "after", limit} of the page asked for */
 const loading = new Map();
@@ -60,11 +66,13 @@ onFrame("history", (f) => {
   loading.delete(f.room);
   const r = state.rooms.get(f.room);
   if (!r) return;
+  // A page nobody here is waiting for (its request was forgotten after an
+  // error) only adds its messages: what it covers is not known.
   const full = asked && f.messages.length >= asked.limit;
-  if (!asked || asked.kind === "tail") {
+  if (asked && asked.kind === "tail") {
     r.tailLoaded = true;
     if (!full) r.reachedStart = true;
-  } else if (asked.kind === "before" && !full) {
+  } else if (asked && asked.kind === "before" && !full) {
     r.reachedStart = true;
   }
   const isCurrent = f.room === state.current;
@@ -74,7 +82,7 @@ onFrame("history", (f) => {
   if (asked && asked.kind === "after" && full) requestHistory(r, "after", { after: r.newest, limit: 200 });
   if (isCurrent) {
     renderMarker(r);
-    if (!asked || asked.kind === "tail") scrollToBottom();
+    if (asked && asked.kind === "tail") scrollToBottom();
     fillViewport(r);
   }
 });
@@ -84,6 +92,10 @@ onFrame("error", (f) => {
   // Which room it was about is not said: let any room ask again.
   loading.clear();
   if (f.code !== "rate_limited") emit("notice", f.message);
+  setTimeout(() => {
+    const r = state.rooms.get(state.current);
+    if (r && !r.tailLoaded) requestHistory(r, "tail");
+  }, f.retry_after_ms || 1000);
 });
 
 /** Keeps what is on screen in place while older messages go in above it. */
@@ -110,13 +122,25 @@ function messageElement(m, r) {
     el("span", { className: "from" }, m.from),
     " ",
     el("time", { dateTime: new Date(m.ts).toISOString(), title: new Date(m.ts).toLocaleString() }, clock(m.ts))),
-  el("p", { className: "body" }, m.body),
+  el("p", { className: "body", dir: "auto" }, m.body),
   el("div", { className: "extras" }),
   el("div", { className: "seen" }));
+  const tools = actions.filter((a) => a.applies(m, r)).map((a) =>
+    el("button", { type: "button", className: "action", onclick: () => a.run(m, r) }, a.label));
+  if (tools.length) node.querySelector("header").append(el("span", { className: "tools" }, tools));
   for (const decorate of decorators) {
     try { decorate(m, node, r); } catch (e) { console.error("decorator", e); }
   }
   return node;
+}
+
+/** Rebuilds the element of one message of the open room, in place. */
+export function refresh(roomName, seq) {
+  const r = state.rooms.get(roomName);
+  if (!r || roomName !== state.current || !r.messages.has(seq)) return;
+  const old = list().querySelector(`.msg[data-seq="${Number(seq)}"]`);
+  if (old) old.replaceWith(messageElement(r.messages.get(seq), r));
+  emit("rendered", r);
 }
 
 /** Inserts in seq order, looking from the end (new) or the start (old). */
@@ -147,7 +171,8 @@ function renderPending() {
   const box = $("#pending");
   fill(box, queue.filter((q) => q.room === state.current).map((q) =>
     el("article", { className: "msg mine pending", dataset: { clientId: q.client_id } },
-      el("header", {}, el("span", { className: "from" }, state.me), " ", el("span", { className: "state" }, "sending…")),
+      el("header", {}, el("span", { className: "from" }, state.me), " ",
+        el("span", { className: "state" }, conn.live ? "sending…" : "waiting for the connection…")),
       el("p", { className: "body" }, q.body))));
 }
 
@@ -173,6 +198,8 @@ on("messages", ({ room: r, added }) => {
   if (follow && added.some((m) => m.seq === r.newest)) scrollToBottom();
   emit("rendered", r);
 });
+
+on("status", () => renderPending());
 
 on("outbox", () => {
   const follow = atBottom();
