@@ -31,7 +31,8 @@ use crate::app::App;
 /// Every endpoint but the streaming ones (attachments), each registered
 /// with its documentation: `routes!` takes the method and path from the
 /// handler's `#[utoipa::path]`. To add an endpoint, annotate its handler
-/// and add one line here (see `api`); never a plain `.route(...)`.
+/// and add one line here (see `api`); never a plain `.route(...)`. One
+/// `routes!` per path (handlers of one path together).
 fn endpoints() -> OpenApiRouter<App> {
     OpenApiRouter::with_openapi(api::ApiDoc::openapi())
         .routes(routes!(web::index))

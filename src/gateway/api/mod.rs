@@ -9,9 +9,15 @@
 //! - `GET /api/docs`: a reference page that renders both ([`page`]).
 //!
 //! Adding an endpoint: give its handler a `#[utoipa::path(...)]` (method,
-//! path, parameters, body, every response with its status) and register it
-//! with `.routes(routes!(module::handler))` in `gateway/mod.rs`; nothing
-//! else. `tests/api_docs.rs` fails on a route added any other way.
+//! path, parameters, body, every response with its status: the shared
+//! errors are in [`responses`]) and register it with
+//! `.routes(routes!(module::handler))` in `gateway/mod.rs` (or in a module's
+//! own `OpenApiRouter`, merged there); nothing else. One `routes!` per path:
+//! handlers of the same path (`GET` and `POST /api/v1/rooms`) share one,
+//! handlers of different paths must not (utoipa-axum would route each of
+//! them on every path of the call). `tests/api_docs.rs` fails on a route
+//! added any other way, on a documented route that is not served, and on an
+//! answer whose status or body the document does not describe.
 
 pub mod frames;
 pub mod page;
