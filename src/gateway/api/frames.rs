@@ -114,6 +114,179 @@ fn point_refs_inside(value: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use troupe_actors::frames::{ChatError, ChatMessage, MemberStatus, UserStatus};
+
+    fn message(seq: u64) -> ChatMessage {
+        ChatMessage {
+            room: "lobby".into(),
+            seq,
+            from: "ann".into(),
+            body: "hi".into(),
+            ts: 1_700_000_000_000,
+            client_id: format!("c{seq}"),
+        }
+    }
+
+    /// One frame of every kind the node writes, with the optional fields
+    /// both set and unset.
+    fn server_samples() -> Vec<ServerFrame> {
+        let user = |online, last_seen| UserStatus {
+            user: "ann".into(),
+            online,
+            last_seen,
+        };
+        vec![
+            ServerFrame::Session {
+                session_id: "s".into(),
+                resume_token: "r".into(),
+                user: "ann".into(),
+                node: "n1".into(),
+            },
+            ServerFrame::Resumed {
+                rooms: [("lobby".to_string(), 3), ("!broadcast".to_string(), 0)].into(),
+            },
+            ServerFrame::Joined {
+                room: "lobby".into(),
+                members: 2,
+                last_seq: 0,
+            },
+            ServerFrame::Left {
+                room: "lobby".into(),
+                members: 1,
+                last_seq: 9,
+            },
+            ServerFrame::Message(message(1)),
+            ServerFrame::Ack {
+                client_id: "c1".into(),
+                room: "lobby".into(),
+                seq: 1,
+                ts: 5,
+            },
+            ServerFrame::UserJoined {
+                room: "lobby".into(),
+                user: "ben".into(),
+            },
+            ServerFrame::UserLeft {
+                room: "lobby".into(),
+                user: "ben".into(),
+            },
+            ServerFrame::Presence {
+                user: "ben".into(),
+                online: false,
+                last_seen: Some(7),
+            },
+            ServerFrame::Presence {
+                user: "ben".into(),
+                online: true,
+                last_seen: None,
+            },
+            ServerFrame::Typing {
+                room: "lobby".into(),
+                user: "ben".into(),
+                active: true,
+            },
+            ServerFrame::Read {
+                room: "lobby".into(),
+                user: "ben".into(),
+                seq: 1,
+            },
+            ServerFrame::History {
+                room: "lobby".into(),
+                messages: vec![message(1), message(2)],
+            },
+            ServerFrame::Members {
+                room: "lobby".into(),
+                members: vec![MemberStatus {
+                    user: "ann".into(),
+                    online: true,
+                    last_seen: None,
+                    read_seq: 2,
+                }],
+            },
+            ServerFrame::Users {
+                users: vec![user(true, None), user(false, Some(3))],
+            },
+            ServerFrame::Friend {
+                user: "ben".into(),
+                status: "incoming".into(),
+            },
+            ServerFrame::error(&ChatError::forbidden("no"), Some("c1".into())),
+            ServerFrame::error(&ChatError::bad_request("malformed"), None),
+            ServerFrame::error(
+                &ChatError::new(troupe_actors::frames::ErrorCode::RateLimited, "slow down")
+                    .retry_after(250),
+                Some("send".into()),
+            ),
+            ServerFrame::Pong { nonce: None },
+            ServerFrame::Pong {
+                nonce: Some(serde_json::json!({"n": [1, "x"]})),
+            },
+        ]
+    }
+
+    /// The `type` of a frame. Exhaustive on purpose: a new kind of server
+    /// frame does not compile here until it is added to the samples above.
+    fn kind(frame: &ServerFrame) -> &'static str {
+        match frame {
+            ServerFrame::Session { .. } => "session",
+            ServerFrame::Resumed { .. } => "resumed",
+            ServerFrame::Joined { .. } => "joined",
+            ServerFrame::Left { .. } => "left",
+            ServerFrame::Message(_) => "message",
+            ServerFrame::Ack { .. } => "ack",
+            ServerFrame::UserJoined { .. } => "user_joined",
+            ServerFrame::UserLeft { .. } => "user_left",
+            ServerFrame::Presence { .. } => "presence",
+            ServerFrame::Typing { .. } => "typing",
+            ServerFrame::Read { .. } => "read",
+            ServerFrame::History { .. } => "history",
+            ServerFrame::Members { .. } => "members",
+            ServerFrame::Users { .. } => "users",
+            ServerFrame::Friend { .. } => "friend",
+            ServerFrame::Error { .. } => "error",
+            ServerFrame::Pong { .. } => "pong",
+        }
+    }
+
+    fn validator(def: &str) -> jsonschema::Validator {
+        let mut root = document();
+        root.as_object_mut().unwrap().remove("anyOf");
+        root["$ref"] = json!(format!("{DEFS}{def}"));
+        jsonschema::draft202012::new(&root).expect("the frames schema compiles")
+    }
+
+    #[test]
+    fn every_server_frame_the_node_writes_matches_its_schema() {
+        let doc = document();
+        let samples = server_samples();
+        let union = validator("ServerFrame");
+        for frame in &samples {
+            let value: Value = serde_json::from_str(&frame.encode()).unwrap();
+            assert_eq!(value["type"], kind(frame));
+            let own = validator(&format!("server.{}", kind(frame)));
+            for (name, v) in [("own", &own), ("union", &union)] {
+                let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
+                assert!(errors.is_empty(), "{name}: {value} {errors:?}");
+            }
+            // And a frame missing a field its schema requires is refused.
+            let own_schema = &doc["$defs"][format!("server.{}", kind(frame))];
+            if let Some(required) = own_schema["required"].as_array() {
+                for field in required.iter().filter_map(Value::as_str) {
+                    let mut without = value.clone();
+                    without.as_object_mut().unwrap().remove(field);
+                    assert!(!own.is_valid(&without), "{without} lacks {field}");
+                }
+            }
+        }
+        // Every server frame type of the schema has a sample.
+        let defs = doc["$defs"].as_object().unwrap();
+        for name in defs.keys().filter_map(|k| k.strip_prefix("server.")) {
+            assert!(
+                samples.iter().any(|f| kind(f) == name),
+                "no sample of server.{name}"
+            );
+        }
+    }
 
     #[test]
     fn every_frame_type_has_its_schema() {
