@@ -12,6 +12,7 @@ pub mod lines;
 pub mod metrics;
 pub mod origin;
 pub mod rest;
+pub mod rooms;
 pub mod search;
 pub mod server;
 pub mod web;
@@ -42,6 +43,7 @@ pub fn router(app: App) -> Router {
             "/api/v1/rooms",
             get(rest::list_rooms).post(rest::create_room),
         )
+        .route("/api/v1/rooms/public", get(rooms::public))
         .route("/api/v1/rooms/{room}/messages", get(rest::room_messages))
         .route("/api/v1/rooms/{room}/members", post(rest::invite))
         .route("/api/v1/users/online", get(rest::users_online))

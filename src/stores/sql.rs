@@ -261,6 +261,58 @@ impl Directory for SqlStore {
             .map_err(unavailable)?;
         Ok(rows.into_iter().map(|m| m.room).collect())
     }
+
+    async fn public_rooms(
+        &self,
+        query: &str,
+        after: &str,
+        limit: u64,
+    ) -> StoreResult<Vec<(RoomRecord, u64)>> {
+        // `query` is matched literally: LIKE's wildcards in it are escaped.
+        let pattern = format!(
+            "%{}%",
+            query
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        // Byte order on both backends (Postgres would otherwise sort by its
+        // locale), so pages and their cursor agree.
+        let name = match self.db.get_database_backend() {
+            DbBackend::Postgres => "r.name COLLATE \"C\"",
+            _ => "r.name",
+        };
+        let sql = format!(
+            "SELECT r.name, r.private, r.created_by, r.created_at, \
+             (SELECT COUNT(*) FROM memberships m WHERE m.room = r.name) AS members \
+             FROM rooms r \
+             WHERE NOT r.private AND r.name NOT LIKE '!%' AND {name} > $1 \
+             AND lower(r.name) LIKE $2 ESCAPE '\\' \
+             ORDER BY {name} LIMIT $3"
+        );
+        let rows = self
+            .db
+            .query_all_raw(statement(
+                &self.db,
+                &sql,
+                vec![after.into(), pattern.into(), (limit as i64).into()],
+            ))
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|row| {
+                let record = RoomRecord {
+                    name: row.try_get("", "name").map_err(unavailable)?,
+                    private: row.try_get("", "private").map_err(unavailable)?,
+                    created_by: row.try_get("", "created_by").map_err(unavailable)?,
+                    created_at: row.try_get("", "created_at").map_err(unavailable)?,
+                };
+                let members: i64 = row.try_get("", "members").map_err(unavailable)?;
+                Ok((record, members as u64))
+            })
+            .collect()
+    }
 }
 
 #[async_trait]

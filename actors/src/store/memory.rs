@@ -153,6 +153,26 @@ impl Directory for MemoryDatabase {
             .map(|(room, _)| room.clone())
             .collect())
     }
+
+    async fn public_rooms(
+        &self,
+        query: &str,
+        after: &str,
+        limit: u64,
+    ) -> StoreResult<Vec<(RoomRecord, u64)>> {
+        let t = lock(&self.tables);
+        let query = query.to_lowercase();
+        Ok(t.rooms
+            .values()
+            .filter(|r| !r.private && !r.name.starts_with('!') && r.name.as_str() > after)
+            .filter(|r| r.name.to_lowercase().contains(&query))
+            .take(limit as usize)
+            .map(|r| {
+                let members = t.members.keys().filter(|(room, _)| *room == r.name).count();
+                (r.clone(), members as u64)
+            })
+            .collect())
+    }
 }
 
 #[async_trait]

@@ -139,6 +139,15 @@ pub trait Directory: Send + Sync + 'static {
     async fn set_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<()>;
     /// Names of the rooms the user belongs to.
     async fn rooms_of(&self, user: &str) -> StoreResult<Vec<String>>;
+    /// Public group rooms (not private, not DMs, not `!broadcast`) whose name
+    /// contains `query` (any case), after `after` by name, at most `limit`:
+    /// each with its member count.
+    async fn public_rooms(
+        &self,
+        query: &str,
+        after: &str,
+        limit: u64,
+    ) -> StoreResult<Vec<(RoomRecord, u64)>>;
 }
 
 /// Message history, written behind the log; idempotent on (room, seq).
