@@ -3,10 +3,11 @@
 //! time, the rest queue behind it: group commit), and only then acks the
 //! sender and fans out to its subscribed sessions. History is written behind.
 
+mod life;
 mod state;
 pub mod supervisor;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,13 +15,14 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::cluster::router::RouterMsg;
-use crate::frames::{ChatError, ChatMessage, HistoryQuery, ServerFrame};
+use crate::frames::{ChatError, ChatMessage, HistoryQuery, MessageEvent, ServerFrame};
 use crate::limits::{now_ms, Limits};
 use crate::outbox::Outbox;
 use crate::presence::PresenceMsg;
 use crate::session::{SessionHandle, SessionMsg};
 use crate::store::{select_page, Checkpoint, LogPosition, LogRecord, StoreError, Stores};
 
+pub use life::{MessageQuery, PostRequest, Posted, QueryAnswer};
 pub use state::RoomKind;
 use state::{Cached, Leaving, PendingSend, RoomState, SubState, Subscriber};
 
@@ -108,13 +110,22 @@ pub struct RoomInfo {
     pub private: bool,
     pub members: usize,
     pub last_seq: u64,
+    /// For a listing of the user's rooms: messages after `last_read_seq`
+    /// that are not theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_read_seq: Option<u64>,
 }
 
-/// A message to post.
+/// A message (or, with `event`, a change to one) to post.
 pub struct SendRequest {
     pub user: String,
     pub client_id: String,
     pub body: String,
+    pub reply_to: Option<u64>,
+    pub attachments: Vec<String>,
+    pub event: Option<MessageEvent>,
     /// The sending session (its node's router finds it by this id).
     pub session_id: u64,
     /// Where the ack or the error goes.
@@ -158,6 +169,17 @@ pub enum RoomMsg {
         reply: RpcReplyPort<Result<(), ChatError>>,
     },
     Send(SendRequest),
+    /// A send or an event from REST: answered with its ack.
+    Post {
+        request: PostRequest,
+        reply: RpcReplyPort<Result<Posted, ChatError>>,
+    },
+    /// A question about messages (views, versions, pins, threads, unread).
+    Query {
+        user: String,
+        query: MessageQuery,
+        reply: RpcReplyPort<Result<QueryAnswer, ChatError>>,
+    },
     Typing {
         user: String,
         active: bool,
@@ -219,6 +241,8 @@ pub enum RoomMsg {
         messages: Result<Vec<ChatMessage>, StoreError>,
         reply: RpcReplyPort<u64>,
     },
+    /// A read of history is back.
+    DbRead(life::DbDone),
     Tick,
     #[cfg(feature = "test-hooks")]
     Panic,
@@ -264,6 +288,12 @@ pub fn refuse(msg: RoomMsg, error: &ChatError) {
             let _ = reply.send(Err(error.clone()));
         }
         RoomMsg::Info { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        RoomMsg::Post { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        RoomMsg::Query { reply, .. } => {
             let _ = reply.send(Err(error.clone()));
         }
         // Dropping the reply port tells the caller the room is gone.
@@ -355,6 +385,9 @@ impl Actor for Room {
                 let _ = reply.send(state.invite(&myself, &by, &user).await);
             }
             RoomMsg::Send(request) => state.accept_send(&myself, request),
+            RoomMsg::Post { request, reply } => state.post(&myself, request, reply),
+            RoomMsg::Query { user, query, reply } => state.query(&myself, user, query, reply),
+            RoomMsg::DbRead(done) => state.db_read(&myself, done),
             RoomMsg::Appended { batch, result } => state.appended(&myself, batch, result),
             RoomMsg::Reconciled(result) => state.reconciled(&myself, result),
             RoomMsg::HistoryWritten { up_to, result } => {
@@ -387,7 +420,11 @@ impl Actor for Room {
                 let _ = reply.send(answer);
             }
             RoomMsg::Info { user, reply } => {
-                let answer = state.check_reader(&user).map(|()| state.info());
+                let answer = state.check_reader(&user).map(|()| {
+                    let mut info = state.info();
+                    info.last_read_seq = state.members.get(&user).copied();
+                    info
+                });
                 let _ = reply.send(answer);
             }
             RoomMsg::PresenceChanged {
@@ -495,6 +532,8 @@ impl RoomState {
             private: self.private,
             members: self.members.len(),
             last_seq: self.last_seq,
+            unread: None,
+            last_read_seq: None,
         }
     }
 
@@ -523,6 +562,19 @@ impl RoomState {
             return Err(ChatError::forbidden("only admins may broadcast"));
         }
         self.check_reader(user)
+    }
+
+    /// A message of the cache as history shows it now: its current body.
+    fn as_now(&self, mut message: ChatMessage) -> ChatMessage {
+        if let Some(view) = self.views.get(&message.seq) {
+            message.body = view.body.clone().unwrap_or_default();
+            message.edited_at = view.edited_at;
+            message.deleted = view.deleted;
+            if view.deleted {
+                message.attachments.clear();
+            }
+        }
+        message
     }
 
     /// Pushes a frame to every live subscriber; drops the ones that are gone.
@@ -907,14 +959,92 @@ impl RoomState {
             waiters.push(request.outbox);
             return;
         }
-        self.in_flight.insert(key, vec![request.outbox.clone()]);
+        self.in_flight.insert(key.clone(), vec![request.outbox.clone()]);
+        match self.precheck(&request) {
+            Some(Err(e)) => self.fail(key, &e),
+            Some(Ok(())) | None if request.event.is_none() && request.reply_to.is_none() => {
+                self.queue_send(myself, request)
+            }
+            Some(Ok(())) => self.queue_send(myself, request),
+            None => {
+                // The target is older than the views in memory: load it first.
+                let target = match &request.event {
+                    Some(event) => event.target(),
+                    None => request.reply_to.unwrap_or(0),
+                };
+                self.with_views(
+                    myself,
+                    vec![target],
+                    Box::new(move |state, myself, loaded| {
+                        let checked = loaded.and_then(|()| match state.precheck(&request) {
+                            Some(result) => result,
+                            None => Err(ChatError::not_found(format!("no message {target}"))),
+                        });
+                        match checked {
+                            Ok(()) => state.queue_send(myself, request),
+                            Err(e) => state.fail(key, &e),
+                        }
+                    }),
+                );
+            }
+        }
+    }
+
+    fn queue_send(&mut self, myself: &ActorRef<RoomMsg>, request: SendRequest) {
+        if self.leaving.is_some() {
+            self.fail((request.user, request.client_id), &moving());
+            return;
+        }
         self.pending.push_back(PendingSend {
             user: request.user,
             client_id: request.client_id,
             body: request.body,
+            reply_to: request.reply_to,
+            attachments: request.attachments,
+            event: request.event,
             ts: now_ms(),
         });
         self.append_next(myself);
+    }
+
+    /// The binding check of a batch's events and replies, in order (each
+    /// sees the ones before it): the refused are answered and left out.
+    fn check_batch(&mut self, batch: Vec<PendingSend>) -> Vec<PendingSend> {
+        let mut scratch: HashMap<u64, crate::life::MessageView> = HashMap::new();
+        let mut kept = Vec::with_capacity(batch.len());
+        for p in batch {
+            let target = match (&p.event, p.reply_to) {
+                (Some(event), _) => event.target(),
+                (None, Some(seq)) => seq,
+                (None, None) => {
+                    kept.push(p);
+                    continue;
+                }
+            };
+            let view = match scratch.get(&target).or_else(|| self.views.get(&target)) {
+                Some(view) => view.clone(),
+                None => {
+                    let e = ChatError::unavailable("the message was not at hand; retry");
+                    self.fail((p.user, p.client_id), &e);
+                    continue;
+                }
+            };
+            if let Err(e) = self.check_on(&view, p.event.as_ref(), &p.user) {
+                self.fail((p.user, p.client_id), &e);
+                continue;
+            }
+            let mut view = view;
+            view.apply(&ChatMessage {
+                from: p.user.clone(),
+                reply_to: p.reply_to,
+                event: p.event.clone(),
+                ts: p.ts,
+                ..Default::default()
+            });
+            scratch.insert(target, view);
+            kept.push(p);
+        }
+        kept
     }
 
     /// Starts appending the next batch unless one is in flight.
@@ -928,6 +1058,10 @@ impl RoomState {
         }
         let n = self.pending.len().min(self.ctx.tuning.max_batch);
         let batch: Vec<PendingSend> = self.pending.drain(..n).collect();
+        let batch = self.check_batch(batch);
+        if batch.is_empty() {
+            return;
+        }
         let records: Vec<LogRecord> = batch
             .iter()
             .enumerate()
@@ -939,6 +1073,9 @@ impl RoomState {
                 client_id: p.client_id.clone(),
                 body: p.body.clone(),
                 ts: p.ts,
+                reply_to: p.reply_to,
+                attachments: p.attachments.clone(),
+                event: p.event.clone(),
             })
             .collect();
         self.appending = true;
@@ -981,6 +1118,10 @@ impl RoomState {
                         body: p.body,
                         ts: p.ts,
                         client_id: p.client_id,
+                        reply_to: p.reply_to,
+                        attachments: p.attachments,
+                        event: p.event,
+                        ..Default::default()
                     };
                     frames.push(self.commit(message, position));
                 }
@@ -1031,6 +1172,7 @@ impl RoomState {
             outbox.push(ack.clone());
         }
         self.remember(key, message.seq, message.ts);
+        self.track_views(&message);
         let frame = ServerFrame::Message(message.clone()).encode();
         self.unflushed.push_back((message.clone(), position));
         self.recent.push_back(Cached {
@@ -1145,7 +1287,11 @@ impl RoomState {
 
     /// Writes unflushed messages to history, one batch at a time.
     fn write_history(&mut self, myself: &ActorRef<RoomMsg>) {
-        if self.history_writing || self.unflushed.is_empty() {
+        if self.history_writing || self.db_reading {
+            return;
+        }
+        if self.unflushed.is_empty() {
+            self.next_db_job(myself);
             return;
         }
         let batch: Vec<ChatMessage> = self
@@ -1186,11 +1332,17 @@ impl RoomState {
                 if due {
                     self.maybe_checkpoint_now();
                 }
-                self.write_history(myself);
+                // Reads of history and writes take turns.
+                if self.db_jobs.is_empty() {
+                    self.write_history(myself);
+                } else {
+                    self.next_db_job(myself);
+                }
             }
             Err(e) => {
                 // Retried on the next append or tick; the log still holds these.
                 tracing::warn!(room = %self.name, error = %e, "history write failed");
+                self.next_db_job(myself);
             }
         }
     }
@@ -1415,7 +1567,10 @@ impl RoomState {
         if lowest >= first_cached || self.last_seq == 0 {
             let cached: Vec<&Cached> = self.recent.iter().collect();
             let page = select_page(&cached, |c| c.message.seq, query, limit);
-            let _ = reply.send(Ok(page.iter().map(|c| c.message.clone()).collect()));
+            let _ = reply.send(Ok(page
+                .iter()
+                .map(|c| self.as_now(c.message.clone()))
+                .collect()));
             return;
         }
         let history = self.ctx.stores.history.clone();
