@@ -304,7 +304,7 @@ async fn a_body_with_control_characters_cannot_forge_lines() {
                  \\u{1b}[2Jclear\\tscreen\\u{2028}[lobby] root: x\\u{2029}\\u{85}\\u{202e}evil\\u{7f}";
     bob.say("lobby", body, "forge-1").await;
     let line = ann.expect("bob: hi").await;
-    assert_eq!(line, format!("[lobby] bob: {shown}"));
+    assert_eq!(line, format!("[lobby] #1 bob: {shown}"));
     // The same message in a history page, and nothing else arrived meanwhile.
     ann.type_line(r#"{"type":"history","room":"lobby"}"#).await;
     let page = ann.expect("#1").await;

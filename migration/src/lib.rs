@@ -7,6 +7,7 @@ mod m20261123_000001_room_leases;
 mod m20261124_000001_username_nocase;
 mod m20261204_000002_search;
 mod m20261204_000003_attachments;
+mod m20261205_000001_message_life;
 
 /// How the refusal of a database whose usernames differ only in case starts.
 pub const USERNAME_CASE_CONFLICT: &str = "usernames differ only in case";
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_username_nocase::Migration),
             Box::new(m20261204_000002_search::Migration),
             Box::new(m20261204_000003_attachments::Migration),
+            Box::new(m20261205_000001_message_life::Migration),
         ]
     }
 }

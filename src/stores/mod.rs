@@ -2,6 +2,7 @@
 //! choice of them from the configuration.
 
 pub mod kafka;
+mod message_life;
 pub mod redis;
 pub mod search;
 pub mod sql;
