@@ -8,6 +8,7 @@ pub mod body;
 #[cfg(test)]
 mod fuzz;
 pub mod lines;
+pub mod messages;
 pub mod metrics;
 pub mod origin;
 pub mod rest;
@@ -38,10 +39,14 @@ pub fn router(app: App) -> Router {
             "/api/v1/rooms",
             get(rest::list_rooms).post(rest::create_room),
         )
-        .route("/api/v1/rooms/{room}/messages", get(rest::room_messages))
+        .route(
+            "/api/v1/rooms/{room}/messages",
+            get(rest::room_messages).post(messages::send),
+        )
         .route("/api/v1/rooms/{room}/members", post(rest::invite))
         .route("/api/v1/users/online", get(rest::users_online))
         .route("/api/v1/search", get(search::rest))
+        .merge(messages::routes())
         .route("/health", get(rest::health))
         .route("/ready", get(rest::ready))
         .route("/metrics", get(metrics::metrics))
