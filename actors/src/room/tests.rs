@@ -92,6 +92,18 @@ impl crate::store::History for HistoryDown {
     async fn page(&self, _: &str, _: HistoryQuery, _: usize) -> StoreResult<Vec<ChatMessage>> {
         Ok(Vec::new())
     }
+    async fn views(&self, _: &str, _: &[u64]) -> StoreResult<Vec<crate::life::MessageView>> {
+        Ok(Vec::new())
+    }
+    async fn pinned(&self, _: &str) -> StoreResult<Vec<u64>> {
+        Ok(Vec::new())
+    }
+    async fn replies(&self, _: &str, _: u64, _: u64, _: usize) -> StoreResult<Vec<u64>> {
+        Ok(Vec::new())
+    }
+    async fn unread(&self, _: &str, _: &str, _: u64) -> StoreResult<u64> {
+        Ok(0)
+    }
 }
 
 async fn fixture(log: Arc<dyn MessageLog>) -> Fixture {
@@ -184,6 +196,9 @@ fn send(outbox: &Outbox, client_id: &str) -> RoomMsg {
         user: "ann".into(),
         client_id: client_id.into(),
         body: format!("body of {client_id}"),
+        reply_to: None,
+        attachments: Vec::new(),
+        event: None,
         session_id: 1,
         outbox: outbox.clone(),
     })
