@@ -68,7 +68,10 @@ fn assert_error(what: &str, got: (u16, Value), status: u16, code: &str) {
 
 /// Sends a frame with a `client_id` and waits for its ack or error.
 async fn act(client: &mut Client, frame: Value) -> Value {
-    let id = frame["client_id"].as_str().expect("a client_id").to_string();
+    let id = frame["client_id"]
+        .as_str()
+        .expect("a client_id")
+        .to_string();
     client.send(frame).await;
     client
         .expect_where(&format!("the answer to {id}"), |f| {
@@ -127,14 +130,18 @@ async fn frames_change_messages_and_refuse_what_is_not_allowed() {
     assert_eq!(bob.expect_message("lobby").await["seq"], first);
 
     // Only the author edits.
-    let edit = |id: &str, body: &str| {
-        json!({"type": "edit", "room": "lobby", "seq": first, "body": body, "client_id": id})
-    };
-    refused(&act(&mut bob, edit("b-edit", "hijacked")).await, "forbidden");
+    let edit = |id: &str, body: &str| json!({"type": "edit", "room": "lobby", "seq": first, "body": body, "client_id": id});
+    refused(
+        &act(&mut bob, edit("b-edit", "hijacked")).await,
+        "forbidden",
+    );
     let edited = acked(&act(&mut ann, edit("a-edit", "hello world")).await);
     assert_eq!(edited, first + 1, "an event takes the next seq");
     // The same client_id again: the same ack, nothing appended twice.
-    assert_eq!(acked(&act(&mut ann, edit("a-edit", "hello world")).await), edited);
+    assert_eq!(
+        acked(&act(&mut ann, edit("a-edit", "hello world")).await),
+        edited
+    );
     let event = bob.expect_message("lobby").await;
     assert_eq!(event["seq"], edited);
     assert_eq!(event["from"], "ann");
@@ -143,38 +150,46 @@ async fn frames_change_messages_and_refuse_what_is_not_allowed() {
     assert_eq!(event["event"]["body"], "hello world");
 
     // Members react: one grapheme or a :short_name:.
-    let react = |id: &str, emoji: &str| {
-        json!({"type": "react", "room": "lobby", "seq": first, "emoji": emoji, "client_id": id})
-    };
+    let react = |id: &str, emoji: &str| json!({"type": "react", "room": "lobby", "seq": first, "emoji": emoji, "client_id": id});
     let thumbs = acked(&act(&mut bob, react("b-r1", "👍")).await);
     acked(&act(&mut ann, react("a-r1", ":tada:")).await);
-    refused(&act(&mut bob, react("b-r2", "thumbs up")).await, "bad_request");
-    refused(&act(&mut bob, react("b-r3", &format!(":{}:", "x".repeat(40)))).await, "bad_request");
+    refused(
+        &act(&mut bob, react("b-r2", "thumbs up")).await,
+        "bad_request",
+    );
+    refused(
+        &act(&mut bob, react("b-r3", &format!(":{}:", "x".repeat(40)))).await,
+        "bad_request",
+    );
     // Unknown seqs, and seq 0.
-    let on = |kind: &str, seq: u64, id: &str| {
-        json!({"type": kind, "room": "lobby", "seq": seq, "emoji": "👍", "body": "x", "client_id": id})
-    };
+    let on = |kind: &str, seq: u64, id: &str| json!({"type": kind, "room": "lobby", "seq": seq, "emoji": "👍", "body": "x", "client_id": id});
     refused(&act(&mut ann, on("edit", 999, "u1")).await, "not_found");
     refused(&act(&mut ann, on("react", 0, "u2")).await, "not_found");
     // An event is not a message: it cannot be edited or reacted to.
     refused(&act(&mut ann, on("react", thumbs, "u3")).await, "not_found");
 
     // Replies: to a message that exists.
-    let reply = |id: &str, to: u64| {
-        json!({"type": "send", "room": "lobby", "body": "me too", "client_id": id, "reply_to": to})
-    };
+    let reply = |id: &str, to: u64| json!({"type": "send", "room": "lobby", "body": "me too", "client_id": id, "reply_to": to});
     let answer = acked(&act(&mut bob, reply("b-reply", first)).await);
     refused(&act(&mut bob, reply("b-reply2", 999)).await, "not_found");
     let frame = ann
-        .expect_where("the reply", |f| f["type"] == "message" && f["seq"] == answer)
+        .expect_where("the reply", |f| {
+            f["type"] == "message" && f["seq"] == answer
+        })
         .await;
     assert_eq!(frame["reply_to"], first);
 
     // Pins and deletes: the author or the room's owner (ann created it).
     let bob_msg = acked(&bob.say("lobby", "bob's own words", "b-own").await);
     let pin = |kind: &str, seq: u64, id: &str| json!({"type": kind, "room": "lobby", "seq": seq, "client_id": id});
-    refused(&act(&mut bob, pin("pin", first, "b-pin")).await, "forbidden");
-    refused(&act(&mut bob, pin("delete", first, "b-del")).await, "forbidden");
+    refused(
+        &act(&mut bob, pin("pin", first, "b-pin")).await,
+        "forbidden",
+    );
+    refused(
+        &act(&mut bob, pin("delete", first, "b-del")).await,
+        "forbidden",
+    );
     acked(&act(&mut ann, pin("pin", first, "a-pin")).await);
     acked(&act(&mut ann, pin("pin", bob_msg, "a-pin-bob")).await);
     acked(&act(&mut bob, pin("unpin", bob_msg, "b-unpin")).await);
@@ -187,7 +202,10 @@ async fn frames_change_messages_and_refuse_what_is_not_allowed() {
     assert_eq!(v["pinned"], true);
     assert_eq!(v["reply_count"], 1);
     assert_eq!(v["reactions"], json!({"👍": ["bob"], ":tada:": ["ann"]}));
-    assert_eq!(view(&node, &ann.token, "lobby", bob_msg).await["pinned"], false);
+    assert_eq!(
+        view(&node, &ann.token, "lobby", bob_msg).await["pinned"],
+        false
+    );
 
     // The owner deletes bob's message; the author deletes her own.
     acked(&act(&mut ann, pin("delete", bob_msg, "a-del-bob")).await);
@@ -219,124 +237,462 @@ async fn rest_calls_and_their_errors() {
     let messages = "/api/v1/rooms/desk/messages";
 
     // Send over REST: 201 with the seq; the same client_id is the same message.
-    let (status, sent) = api(&node, "POST", messages, Some(&a), Some(json!({"body": "first draft", "client_id": "r1"}))).await;
+    let (status, sent) = api(
+        &node,
+        "POST",
+        messages,
+        Some(&a),
+        Some(json!({"body": "first draft", "client_id": "r1"})),
+    )
+    .await;
     assert_eq!(status, 201, "{sent}");
     let seq = sent["seq"].as_u64().unwrap();
-    let (_, again) = api(&node, "POST", messages, Some(&a), Some(json!({"body": "first draft", "client_id": "r1"}))).await;
+    let (_, again) = api(
+        &node,
+        "POST",
+        messages,
+        Some(&a),
+        Some(json!({"body": "first draft", "client_id": "r1"})),
+    )
+    .await;
     assert_eq!(again["seq"], seq);
-    assert_error("no token", api(&node, "POST", messages, None, Some(json!({"body": "x"}))).await, 401, "unauthorized");
-    assert_error("not a member", api(&node, "POST", messages, Some(&e), Some(json!({"body": "x"}))).await, 403, "forbidden");
-    assert_error("empty body", api(&node, "POST", messages, Some(&a), Some(json!({"body": ""}))).await, 400, "bad_request");
-    assert_error("reply to nothing", api(&node, "POST", messages, Some(&b), Some(json!({"body": "x", "reply_to": 77}))).await, 404, "not_found");
+    assert_error(
+        "no token",
+        api(&node, "POST", messages, None, Some(json!({"body": "x"}))).await,
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        "not a member",
+        api(
+            &node,
+            "POST",
+            messages,
+            Some(&e),
+            Some(json!({"body": "x"})),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        "empty body",
+        api(&node, "POST", messages, Some(&a), Some(json!({"body": ""}))).await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        "reply to nothing",
+        api(
+            &node,
+            "POST",
+            messages,
+            Some(&b),
+            Some(json!({"body": "x", "reply_to": 77})),
+        )
+        .await,
+        404,
+        "not_found",
+    );
 
     let one = format!("{messages}/{seq}");
     let v = api(&node, "GET", &one, Some(&b), None).await;
     assert_eq!(v.0, 200, "{}", v.1);
-    for key in ["seq", "from", "body", "ts", "version", "edited_at", "deleted", "reactions", "pinned", "reply_to", "reply_count"] {
+    for key in [
+        "seq",
+        "from",
+        "body",
+        "ts",
+        "version",
+        "edited_at",
+        "deleted",
+        "reactions",
+        "pinned",
+        "reply_to",
+        "reply_count",
+    ] {
         assert!(v.1.get(key).is_some(), "a view has {key}: {}", v.1);
     }
     assert_eq!(v.1["from"], "ann");
     assert_eq!(v.1["version"], 1);
-    assert_error("view, no token", api(&node, "GET", &one, None, None).await, 401, "unauthorized");
-    assert_error("view, not a member", api(&node, "GET", &one, Some(&e), None).await, 403, "forbidden");
-    assert_error("view, unknown seq", api(&node, "GET", &format!("{messages}/999"), Some(&a), None).await, 404, "not_found");
-    assert_error("view, not a seq", api(&node, "GET", &format!("{messages}/abc"), Some(&a), None).await, 400, "bad_request");
-    assert_error("view, unknown room", api(&node, "GET", "/api/v1/rooms/nowhere/messages/1", Some(&a), None).await, 404, "not_found");
+    assert_error(
+        "view, no token",
+        api(&node, "GET", &one, None, None).await,
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        "view, not a member",
+        api(&node, "GET", &one, Some(&e), None).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        "view, unknown seq",
+        api(&node, "GET", &format!("{messages}/999"), Some(&a), None).await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        "view, not a seq",
+        api(&node, "GET", &format!("{messages}/abc"), Some(&a), None).await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        "view, unknown room",
+        api(
+            &node,
+            "GET",
+            "/api/v1/rooms/nowhere/messages/1",
+            Some(&a),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
 
     // Edits: the author only; the view and the versions follow.
-    assert_error("edit by another", api(&node, "PATCH", &one, Some(&b), Some(json!({"body": "mine now"}))).await, 403, "forbidden");
-    assert_error("edit, unknown seq", api(&node, "PATCH", &format!("{messages}/999"), Some(&a), Some(json!({"body": "x"}))).await, 404, "not_found");
-    assert_error("edit, empty body", api(&node, "PATCH", &one, Some(&a), Some(json!({"body": ""}))).await, 400, "bad_request");
-    let (status, edited) = api(&node, "PATCH", &one, Some(&a), Some(json!({"body": "second draft"}))).await;
+    assert_error(
+        "edit by another",
+        api(
+            &node,
+            "PATCH",
+            &one,
+            Some(&b),
+            Some(json!({"body": "mine now"})),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        "edit, unknown seq",
+        api(
+            &node,
+            "PATCH",
+            &format!("{messages}/999"),
+            Some(&a),
+            Some(json!({"body": "x"})),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        "edit, empty body",
+        api(&node, "PATCH", &one, Some(&a), Some(json!({"body": ""}))).await,
+        400,
+        "bad_request",
+    );
+    let (status, edited) = api(
+        &node,
+        "PATCH",
+        &one,
+        Some(&a),
+        Some(json!({"body": "second draft"})),
+    )
+    .await;
     assert_eq!(status, 200, "{edited}");
     assert_eq!(edited["body"], "second draft");
     assert_eq!(edited["version"], 2);
-    let (_, edited) = api(&node, "PATCH", &one, Some(&a), Some(json!({"body": "final text"}))).await;
+    let (_, edited) = api(
+        &node,
+        "PATCH",
+        &one,
+        Some(&a),
+        Some(json!({"body": "final text"})),
+    )
+    .await;
     assert_eq!(edited["version"], 3);
     let (status, versions) = api(&node, "GET", &format!("{one}/versions"), Some(&b), None).await;
     assert_eq!(status, 200, "{versions}");
-    let bodies: Vec<&str> = versions["versions"].as_array().unwrap().iter().map(|v| v["body"].as_str().unwrap()).collect();
+    let bodies: Vec<&str> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["body"].as_str().unwrap())
+        .collect();
     assert_eq!(bodies, ["first draft", "second draft"]);
     assert!(versions["versions"][0]["ts"].as_i64().is_some());
-    assert_error("versions, not a member", api(&node, "GET", &format!("{one}/versions"), Some(&e), None).await, 403, "forbidden");
+    assert_error(
+        "versions, not a member",
+        api(&node, "GET", &format!("{one}/versions"), Some(&e), None).await,
+        403,
+        "forbidden",
+    );
 
     // Reactions: idempotent PUT and DELETE; bad emoji; at most 20 distinct.
     let reaction = |emoji: &str| format!("{one}/reactions/{}", urlencode(emoji));
-    assert_eq!(api(&node, "PUT", &reaction("🎉"), Some(&b), None).await.0, 204);
-    assert_eq!(api(&node, "PUT", &reaction("🎉"), Some(&b), None).await.0, 204);
-    assert_eq!(api(&node, "PUT", &reaction("🎉"), Some(&a), None).await.0, 204);
-    assert_eq!(view(&node, &a, "desk", seq).await["reactions"], json!({"🎉": ["ann", "bob"]}));
-    assert_eq!(api(&node, "DELETE", &reaction("🎉"), Some(&a), None).await.0, 204);
-    assert_eq!(api(&node, "DELETE", &reaction("🎉"), Some(&a), None).await.0, 204);
-    assert_eq!(view(&node, &a, "desk", seq).await["reactions"], json!({"🎉": ["bob"]}));
-    assert_error("bad emoji", api(&node, "PUT", &reaction("ab"), Some(&b), None).await, 400, "bad_request");
-    assert_error("react, not a member", api(&node, "PUT", &reaction("👍"), Some(&e), None).await, 403, "forbidden");
-    assert_error("react, no token", api(&node, "PUT", &reaction("👍"), None, None).await, 401, "unauthorized");
-    assert_error("react, unknown seq", api(&node, "PUT", &format!("{messages}/999/reactions/x"), Some(&b), None).await, 404, "not_found");
+    assert_eq!(
+        api(&node, "PUT", &reaction("🎉"), Some(&b), None).await.0,
+        204
+    );
+    assert_eq!(
+        api(&node, "PUT", &reaction("🎉"), Some(&b), None).await.0,
+        204
+    );
+    assert_eq!(
+        api(&node, "PUT", &reaction("🎉"), Some(&a), None).await.0,
+        204
+    );
+    assert_eq!(
+        view(&node, &a, "desk", seq).await["reactions"],
+        json!({"🎉": ["ann", "bob"]})
+    );
+    assert_eq!(
+        api(&node, "DELETE", &reaction("🎉"), Some(&a), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        api(&node, "DELETE", &reaction("🎉"), Some(&a), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        view(&node, &a, "desk", seq).await["reactions"],
+        json!({"🎉": ["bob"]})
+    );
+    assert_error(
+        "bad emoji",
+        api(&node, "PUT", &reaction("ab"), Some(&b), None).await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        "react, not a member",
+        api(&node, "PUT", &reaction("👍"), Some(&e), None).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        "react, no token",
+        api(&node, "PUT", &reaction("👍"), None, None).await,
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        "react, unknown seq",
+        api(
+            &node,
+            "PUT",
+            &format!("{messages}/999/reactions/x"),
+            Some(&b),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
     for i in 1..20 {
-        let status = api(&node, "PUT", &reaction(&format!(":e{i}:")), Some(&b), None).await.0;
+        let status = api(&node, "PUT", &reaction(&format!(":e{i}:")), Some(&b), None)
+            .await
+            .0;
         assert_eq!(status, 204, "reaction {i}");
     }
-    assert_error("a 21st emoji", api(&node, "PUT", &reaction(":one_more:"), Some(&a), None).await, 409, "conflict");
+    assert_error(
+        "a 21st emoji",
+        api(&node, "PUT", &reaction(":one_more:"), Some(&a), None).await,
+        409,
+        "conflict",
+    );
     // One of the twenty is still open to everyone.
-    assert_eq!(api(&node, "PUT", &reaction(":e1:"), Some(&a), None).await.0, 204);
-    assert_eq!(view(&node, &a, "desk", seq).await["reactions"].as_object().unwrap().len(), 20);
+    assert_eq!(
+        api(&node, "PUT", &reaction(":e1:"), Some(&a), None).await.0,
+        204
+    );
+    assert_eq!(
+        view(&node, &a, "desk", seq).await["reactions"]
+            .as_object()
+            .unwrap()
+            .len(),
+        20
+    );
 
     // Pins: the author or the owner; the list shows views.
-    let (_, bobs) = api(&node, "POST", messages, Some(&b), Some(json!({"body": "bob here"}))).await;
+    let (_, bobs) = api(
+        &node,
+        "POST",
+        messages,
+        Some(&b),
+        Some(json!({"body": "bob here"})),
+    )
+    .await;
     let bob_seq = bobs["seq"].as_u64().unwrap();
     let pins = "/api/v1/rooms/desk/pins";
-    assert_error("pin another's", api(&node, "PUT", &format!("{pins}/{seq}"), Some(&b), None).await, 403, "forbidden");
-    assert_eq!(api(&node, "PUT", &format!("{pins}/{seq}"), Some(&a), None).await.0, 204);
-    assert_eq!(api(&node, "PUT", &format!("{pins}/{bob_seq}"), Some(&b), None).await.0, 204);
-    assert_error("pin unknown", api(&node, "PUT", &format!("{pins}/999"), Some(&a), None).await, 404, "not_found");
+    assert_error(
+        "pin another's",
+        api(&node, "PUT", &format!("{pins}/{seq}"), Some(&b), None).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(
+        api(&node, "PUT", &format!("{pins}/{seq}"), Some(&a), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        api(&node, "PUT", &format!("{pins}/{bob_seq}"), Some(&b), None)
+            .await
+            .0,
+        204
+    );
+    assert_error(
+        "pin unknown",
+        api(&node, "PUT", &format!("{pins}/999"), Some(&a), None).await,
+        404,
+        "not_found",
+    );
     let (status, list) = api(&node, "GET", pins, Some(&b), None).await;
     assert_eq!(status, 200, "{list}");
-    let pinned: Vec<u64> = list["pins"].as_array().unwrap().iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+    let pinned: Vec<u64> = list["pins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(pinned, [seq, bob_seq]);
     assert_eq!(list["pins"][0]["body"], "final text");
-    assert_error("pins, not a member", api(&node, "GET", pins, Some(&e), None).await, 403, "forbidden");
-    assert_eq!(api(&node, "DELETE", &format!("{pins}/{bob_seq}"), Some(&a), None).await.0, 204);
+    assert_error(
+        "pins, not a member",
+        api(&node, "GET", pins, Some(&e), None).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(
+        api(
+            &node,
+            "DELETE",
+            &format!("{pins}/{bob_seq}"),
+            Some(&a),
+            None
+        )
+        .await
+        .0,
+        204
+    );
     let (_, list) = api(&node, "GET", pins, Some(&a), None).await;
     assert_eq!(list["pins"].as_array().unwrap().len(), 1, "{list}");
 
     // Threads.
     let mut replies = Vec::new();
     for i in 0..3 {
-        let (status, r) = api(&node, "POST", messages, Some(&b), Some(json!({"body": format!("reply {i}"), "reply_to": seq}))).await;
+        let (status, r) = api(
+            &node,
+            "POST",
+            messages,
+            Some(&b),
+            Some(json!({"body": format!("reply {i}"), "reply_to": seq})),
+        )
+        .await;
         assert_eq!(status, 201, "{r}");
         replies.push(r["seq"].as_u64().unwrap());
     }
     let (status, thread) = api(&node, "GET", &format!("{one}/thread"), Some(&a), None).await;
     assert_eq!(status, 200, "{thread}");
-    let got: Vec<u64> = thread["messages"].as_array().unwrap().iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+    let got: Vec<u64> = thread["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(got, replies);
     assert_eq!(thread["messages"][0]["reply_to"], seq);
-    let (_, page) = api(&node, "GET", &format!("{one}/thread?after={}&limit=1", replies[0]), Some(&a), None).await;
-    let got: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+    let (_, page) = api(
+        &node,
+        "GET",
+        &format!("{one}/thread?after={}&limit=1", replies[0]),
+        Some(&a),
+        None,
+    )
+    .await;
+    let got: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(got, [replies[1]]);
     assert_eq!(view(&node, &a, "desk", seq).await["reply_count"], 3);
-    assert_error("thread, bad limit", api(&node, "GET", &format!("{one}/thread?limit=0"), Some(&a), None).await, 400, "bad_request");
-    assert_error("thread, unknown seq", api(&node, "GET", &format!("{messages}/999/thread"), Some(&a), None).await, 404, "not_found");
-    assert_error("thread, not a member", api(&node, "GET", &format!("{one}/thread"), Some(&e), None).await, 403, "forbidden");
+    assert_error(
+        "thread, bad limit",
+        api(
+            &node,
+            "GET",
+            &format!("{one}/thread?limit=0"),
+            Some(&a),
+            None,
+        )
+        .await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        "thread, unknown seq",
+        api(
+            &node,
+            "GET",
+            &format!("{messages}/999/thread"),
+            Some(&a),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        "thread, not a member",
+        api(&node, "GET", &format!("{one}/thread"), Some(&e), None).await,
+        403,
+        "forbidden",
+    );
 
     // Deletes: the author or the owner; the view keeps the seq.
-    assert_error("delete another's", api(&node, "DELETE", &one, Some(&b), None).await, 403, "forbidden");
+    assert_error(
+        "delete another's",
+        api(&node, "DELETE", &one, Some(&b), None).await,
+        403,
+        "forbidden",
+    );
     assert_eq!(api(&node, "DELETE", &one, Some(&a), None).await.0, 204);
     let v = view(&node, &b, "desk", seq).await;
-    assert_eq!((v["deleted"].clone(), v["body"].clone()), (json!(true), Value::Null));
+    assert_eq!(
+        (v["deleted"].clone(), v["body"].clone()),
+        (json!(true), Value::Null)
+    );
     let (_, versions) = api(&node, "GET", &format!("{one}/versions"), Some(&a), None).await;
     assert_eq!(versions["versions"], json!([]), "versions go with the body");
-    assert_error("delete again", api(&node, "DELETE", &one, Some(&a), None).await, 404, "not_found");
-    assert_error("edit deleted", api(&node, "PATCH", &one, Some(&a), Some(json!({"body": "x"}))).await, 404, "not_found");
+    assert_error(
+        "delete again",
+        api(&node, "DELETE", &one, Some(&a), None).await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        "edit deleted",
+        api(&node, "PATCH", &one, Some(&a), Some(json!({"body": "x"}))).await,
+        404,
+        "not_found",
+    );
     let (_, list) = api(&node, "GET", pins, Some(&a), None).await;
-    assert_eq!(list["pins"], json!([]), "a deleted message is not pinned: {list}");
+    assert_eq!(
+        list["pins"],
+        json!([]),
+        "a deleted message is not pinned: {list}"
+    );
 }
 
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -351,23 +707,45 @@ async fn unread_counts_and_last_read_seq_in_the_room_list() {
     }
     let own = acked(&bob.say("news", "mine", "b1").await);
     // An event is not a message to read.
-    acked(&act(&mut ann, json!({"type": "react", "room": "news", "seq": own, "emoji": "👍", "client_id": "r"})).await);
+    acked(
+        &act(
+            &mut ann,
+            json!({"type": "react", "room": "news", "seq": own, "emoji": "👍", "client_id": "r"}),
+        )
+        .await,
+    );
     let rooms = |token: String| {
         let node = &node;
         async move {
             let (status, body) = api(node, "GET", "/api/v1/rooms", Some(&token), None).await;
             assert_eq!(status, 200, "{body}");
-            body["rooms"].as_array().unwrap().iter().find(|r| r["name"] == "news").cloned().unwrap()
+            body["rooms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == "news")
+                .cloned()
+                .unwrap()
         }
     };
     let r = rooms(bob.token.clone()).await;
-    assert_eq!((r["unread"].clone(), r["last_read_seq"].clone()), (json!(3), json!(0)), "{r}");
+    assert_eq!(
+        (r["unread"].clone(), r["last_read_seq"].clone()),
+        (json!(3), json!(0)),
+        "{r}"
+    );
     let r = rooms(ann.token.clone()).await;
     assert_eq!(r["unread"], 1, "{r}");
-    bob.send(json!({"type": "read", "room": "news", "seq": 2})).await;
-    bob.expect_where("read", |f| f["type"] == "read" && f["user"] == "bob").await;
+    bob.send(json!({"type": "read", "room": "news", "seq": 2}))
+        .await;
+    bob.expect_where("read", |f| f["type"] == "read" && f["user"] == "bob")
+        .await;
     let r = rooms(bob.token.clone()).await;
-    assert_eq!((r["unread"].clone(), r["last_read_seq"].clone()), (json!(1), json!(2)), "{r}");
+    assert_eq!(
+        (r["unread"].clone(), r["last_read_seq"].clone()),
+        (json!(1), json!(2)),
+        "{r}"
+    );
 }
 
 #[tokio::test]
@@ -378,7 +756,9 @@ async fn events_reach_other_members_in_seq_order() {
     carl.join("race").await;
     let mut targets = Vec::new();
     for i in 0..5 {
-        targets.push(acked(&ann.say("race", &format!("t{i}"), &format!("t{i}")).await));
+        targets.push(acked(
+            &ann.say("race", &format!("t{i}"), &format!("t{i}")).await,
+        ));
     }
     // Ann edits while bob reacts, without waiting for acks.
     const N: usize = 60;
@@ -397,7 +777,11 @@ async fn events_reach_other_members_in_seq_order() {
     // Every change acked; the final views agree with the last edit of each.
     for i in 0..N {
         let id = format!("e{i}");
-        let f = ann.expect_where(&id, |f| f["client_id"] == id.as_str() || f["ref"] == id.as_str()).await;
+        let f = ann
+            .expect_where(&id, |f| {
+                f["client_id"] == id.as_str() || f["ref"] == id.as_str()
+            })
+            .await;
         acked(&f);
     }
     for (k, target) in targets.iter().enumerate() {
@@ -419,25 +803,53 @@ async fn resume_replays_missed_edits_deletes_and_reactions() {
     let token = bob.token.clone();
     bob.close().await;
     let mut done = Vec::new();
-    done.push(acked(&act(&mut ann, json!({"type": "edit", "room": "den", "seq": m1, "body": "uno", "client_id": "e"})).await));
-    done.push(acked(&act(&mut ann, json!({"type": "react", "room": "den", "seq": m1, "emoji": "🔥", "client_id": "r"})).await));
-    done.push(acked(&act(&mut ann, json!({"type": "delete", "room": "den", "seq": m2, "client_id": "d"})).await));
+    done.push(acked(
+        &act(
+            &mut ann,
+            json!({"type": "edit", "room": "den", "seq": m1, "body": "uno", "client_id": "e"}),
+        )
+        .await,
+    ));
+    done.push(acked(
+        &act(
+            &mut ann,
+            json!({"type": "react", "room": "den", "seq": m1, "emoji": "🔥", "client_id": "r"}),
+        )
+        .await,
+    ));
+    done.push(acked(
+        &act(
+            &mut ann,
+            json!({"type": "delete", "room": "den", "seq": m2, "client_id": "d"}),
+        )
+        .await,
+    ));
     let mut bob = Client::connect(&node, "bob", &token).await;
-    bob.send(json!({"type": "resume", "resume_token": resume_token, "rooms": {"den": m2}})).await;
+    bob.send(json!({"type": "resume", "resume_token": resume_token, "rooms": {"den": m2}}))
+        .await;
     let mut kinds = Vec::new();
     loop {
         let f = bob
-            .expect_where("replay", |f| f["type"] == "resumed" || (f["type"] == "message" && f["room"] == "den"))
+            .expect_where("replay", |f| {
+                f["type"] == "resumed" || (f["type"] == "message" && f["room"] == "den")
+            })
             .await;
         if f["type"] == "resumed" {
             assert_eq!(f["rooms"]["den"], *done.last().unwrap(), "{f}");
             break;
         }
-        kinds.push((f["seq"].as_u64().unwrap(), f["event"]["kind"].as_str().unwrap().to_string()));
+        kinds.push((
+            f["seq"].as_u64().unwrap(),
+            f["event"]["kind"].as_str().unwrap().to_string(),
+        ));
     }
     assert_eq!(
         kinds,
-        [(done[0], "edit".to_string()), (done[1], "react".to_string()), (done[2], "delete".to_string())]
+        [
+            (done[0], "edit".to_string()),
+            (done[1], "react".to_string()),
+            (done[2], "delete".to_string())
+        ]
     );
     // History pages carry the events too, and the messages as they are now.
     bob.send(json!({"type": "history", "room": "den"})).await;
@@ -454,16 +866,30 @@ async fn resume_replays_missed_edits_deletes_and_reactions() {
 async fn search_until(node: &Node, token: &str, q: &str, want: &[u64]) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let url = reqwest::Url::parse_with_params(&node.url("/api/v1/search"), &[("q", q)]).unwrap();
-        let r = common::http().get(url).bearer_auth(token).send().await.unwrap();
+        let url =
+            reqwest::Url::parse_with_params(&node.url("/api/v1/search"), &[("q", q)]).unwrap();
+        let r = common::http()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.unwrap();
-        let mut got: Vec<u64> = body["results"].as_array().unwrap().iter().map(|h| h["seq"].as_u64().unwrap()).collect();
+        let mut got: Vec<u64> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["seq"].as_u64().unwrap())
+            .collect();
         got.sort_unstable();
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "search {q:?}: {got:?}, want {want:?}");
+        assert!(
+            Instant::now() < deadline,
+            "search {q:?}: {got:?}, want {want:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -479,7 +905,13 @@ async fn search_follows_edits_and_deletes() {
     search_until(&node, &ann.token, "panda", &[m1]).await;
     search_until(&node, &ann.token, "fox", &[]).await;
     search_until(&node, &ann.token, "brown", &[m2]).await;
-    acked(&act(&mut ann, json!({"type": "delete", "room": "lib", "seq": m2, "client_id": "d2"})).await);
+    acked(
+        &act(
+            &mut ann,
+            json!({"type": "delete", "room": "lib", "seq": m2, "client_id": "d2"}),
+        )
+        .await,
+    );
     search_until(&node, &ann.token, "lazy", &[]).await;
     search_until(&node, &ann.token, "quick", &[m1]).await;
 }
@@ -491,7 +923,10 @@ async fn kill_9_during_a_burst_of_edits_and_reactions_loses_no_acked_change() {
     // Enough messages that the first ones are older than any cache.
     let mut targets = Vec::new();
     for i in 0..10 {
-        targets.push(acked(&ann.say("vault", &format!("base {i}"), &format!("b{i}")).await));
+        targets.push(acked(
+            &ann.say("vault", &format!("base {i}"), &format!("b{i}"))
+                .await,
+        ));
     }
     const N: usize = 200;
     for i in 0..N {
@@ -503,14 +938,20 @@ async fn kill_9_during_a_burst_of_edits_and_reactions_loses_no_acked_change() {
     for client in [&mut ann, &mut bob] {
         while acks.len() < 30 {
             let f = client.expect("ack").await;
-            acks.insert(f["client_id"].as_str().unwrap().to_string(), f["seq"].as_u64().unwrap());
+            acks.insert(
+                f["client_id"].as_str().unwrap().to_string(),
+                f["seq"].as_u64().unwrap(),
+            );
         }
     }
     node.kill9();
     for client in [&mut ann, &mut bob] {
         for f in client.drain_for(Duration::from_millis(200)).await {
             if f["type"] == "ack" {
-                acks.insert(f["client_id"].as_str().unwrap().to_string(), f["seq"].as_u64().unwrap());
+                acks.insert(
+                    f["client_id"].as_str().unwrap().to_string(),
+                    f["seq"].as_u64().unwrap(),
+                );
             }
         }
     }
@@ -541,21 +982,38 @@ async fn kill_9_during_a_burst_of_edits_and_reactions_loses_no_acked_change() {
     for (k, target) in targets.iter().enumerate() {
         let last_edit = seqs
             .iter()
-            .filter(|(_, id)| id.starts_with('e') && id[1..].parse::<usize>().unwrap() % targets.len() == k)
+            .filter(|(_, id)| {
+                id.starts_with('e') && id[1..].parse::<usize>().unwrap() % targets.len() == k
+            })
             .map(|(_, id)| id[1..].to_string())
             .next_back()
             .unwrap();
         let v = view(&node, &ann_token, "vault", *target).await;
         assert_eq!(v["body"], format!("edit {last_edit}"), "{v}");
-        let edits = seqs.values().filter(|id| id.starts_with('e') && id[1..].parse::<usize>().unwrap() % targets.len() == k).count();
+        let edits = seqs
+            .values()
+            .filter(|id| {
+                id.starts_with('e') && id[1..].parse::<usize>().unwrap() % targets.len() == k
+            })
+            .count();
         assert_eq!(v["version"], 1 + edits as u64, "{v}");
-        let emoji: Vec<String> = (0..N).filter(|i| i % targets.len() == k).map(|i| format!(":k{}:", i % 15)).collect();
+        let emoji: Vec<String> = (0..N)
+            .filter(|i| i % targets.len() == k)
+            .map(|i| format!(":k{}:", i % 15))
+            .collect();
         for e in &emoji {
             assert_eq!(v["reactions"][e], json!(["bob"]), "{v}");
         }
     }
     // Versions survive too: the versions of the first target are every body before its last.
-    let (status, versions) = api(&node, "GET", &format!("/api/v1/rooms/vault/messages/{}/versions", targets[0]), Some(&bob_token), None).await;
+    let (status, versions) = api(
+        &node,
+        "GET",
+        &format!("/api/v1/rooms/vault/messages/{}/versions", targets[0]),
+        Some(&bob_token),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{versions}");
     let count = versions["versions"].as_array().unwrap().len();
     assert_eq!(count, N / targets.len(), "{versions}");

@@ -154,9 +154,9 @@ impl MessageView {
         }
         let author = self.from == user;
         match event {
-            MessageEvent::Edit { .. } if !author => Err(ChatError::forbidden(
-                "only the author may edit a message",
-            )),
+            MessageEvent::Edit { .. } if !author => {
+                Err(ChatError::forbidden("only the author may edit a message"))
+            }
             MessageEvent::Delete { .. } | MessageEvent::Pin { .. } | MessageEvent::Unpin { .. }
                 if !(author || owner) =>
             {
@@ -198,7 +198,11 @@ pub enum Change {
 /// An emoji is one grapheme (no spaces or control characters) or a
 /// `:short_name:` of at most 32 characters (letters, digits, `_`, `+`, `-`).
 pub fn check_emoji(emoji: &str) -> Result<(), ChatError> {
-    let bad = |why: &str| Err(ChatError::bad_request(format!("bad emoji {emoji:?}: {why}")));
+    let bad = |why: &str| {
+        Err(ChatError::bad_request(format!(
+            "bad emoji {emoji:?}: {why}"
+        )))
+    };
     if let Some(name) = emoji
         .strip_prefix(':')
         .and_then(|rest| rest.strip_suffix(':'))
@@ -234,7 +238,11 @@ mod tests {
             room: "r".into(),
             seq,
             from: from.into(),
-            body: if event.is_none() { "hello".into() } else { String::new() },
+            body: if event.is_none() {
+                "hello".into()
+            } else {
+                String::new()
+            },
             ts: seq as i64 * 10,
             client_id: format!("c{seq}"),
             event,
@@ -247,7 +255,15 @@ mod tests {
         for ok in ["👍", "👩‍👩‍👧", "🇫🇷", ":tada:", ":+1:", "a", "é"] {
             assert!(check_emoji(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "ab", "👍👍", " ", "::", ":a b:", &format!(":{}:", "x".repeat(31))] {
+        for bad in [
+            "",
+            "ab",
+            "👍👍",
+            " ",
+            "::",
+            ":a b:",
+            &format!(":{}:", "x".repeat(31)),
+        ] {
             assert!(check_emoji(bad).is_err(), "{bad}");
         }
     }
@@ -255,14 +271,28 @@ mod tests {
     #[test]
     fn events_change_the_view() {
         let mut v = MessageView::of(&msg(1, "ann", None));
-        let edit = msg(2, "ann", Some(MessageEvent::Edit { target: 1, body: "new".into() }));
+        let edit = msg(
+            2,
+            "ann",
+            Some(MessageEvent::Edit {
+                target: 1,
+                body: "new".into(),
+            }),
+        );
         assert!(v.check(edit.event.as_ref().unwrap(), "bob", false).is_err());
         assert!(v.check(edit.event.as_ref().unwrap(), "ann", false).is_ok());
         assert!(matches!(v.apply(&edit), Change::Edited(_)));
         assert_eq!(v.body.as_deref(), Some("new"));
         assert_eq!(v.version, 2);
         assert_eq!(v.versions[0].body, "hello");
-        let react = msg(3, "bob", Some(MessageEvent::React { target: 1, emoji: "👍".into() }));
+        let react = msg(
+            3,
+            "bob",
+            Some(MessageEvent::React {
+                target: 1,
+                emoji: "👍".into(),
+            }),
+        );
         v.apply(&react);
         assert_eq!(v.apply(&react), Change::None, "idempotent");
         assert_eq!(v.reactions["👍"], vec!["bob".to_string()]);
@@ -281,11 +311,24 @@ mod tests {
         let mut v = MessageView::of(&msg(1, "ann", None));
         for i in 0..MAX_REACTIONS {
             let emoji = format!(":e{i}:");
-            v.apply(&msg(2 + i as u64, "bob", Some(MessageEvent::React { target: 1, emoji })));
+            v.apply(&msg(
+                2 + i as u64,
+                "bob",
+                Some(MessageEvent::React { target: 1, emoji }),
+            ));
         }
-        let more = MessageEvent::React { target: 1, emoji: ":more:".into() };
-        assert_eq!(v.check(&more, "bob", false).unwrap_err().code, ErrorCode::Conflict);
-        let again = MessageEvent::React { target: 1, emoji: ":e0:".into() };
+        let more = MessageEvent::React {
+            target: 1,
+            emoji: ":more:".into(),
+        };
+        assert_eq!(
+            v.check(&more, "bob", false).unwrap_err().code,
+            ErrorCode::Conflict
+        );
+        let again = MessageEvent::React {
+            target: 1,
+            emoji: ":e0:".into(),
+        };
         assert!(v.check(&again, "ann", false).is_ok());
     }
 }

@@ -168,16 +168,30 @@ pub fn parse(text: &str) -> Result<Line, String> {
         }
         "/delete" | "/pin" | "/unpin" => {
             let usage = format!("usage: {command} <room> <seq>");
-            let (Some(room), Some(Ok(seq)), None) =
-                (words.next(), words.next().map(str::parse::<u64>), words.next())
-            else {
+            let (Some(room), Some(Ok(seq)), None) = (
+                words.next(),
+                words.next().map(str::parse::<u64>),
+                words.next(),
+            ) else {
                 return Err(usage);
             };
             let (room, client_id) = (room.to_string(), client_id());
             Ok(Line::Frame(match command {
-                "/delete" => ClientFrame::Delete { room, seq, client_id },
-                "/pin" => ClientFrame::Pin { room, seq, client_id },
-                _ => ClientFrame::Unpin { room, seq, client_id },
+                "/delete" => ClientFrame::Delete {
+                    room,
+                    seq,
+                    client_id,
+                },
+                "/pin" => ClientFrame::Pin {
+                    room,
+                    seq,
+                    client_id,
+                },
+                _ => ClientFrame::Unpin {
+                    room,
+                    seq,
+                    client_id,
+                },
             }))
         }
         "/react" | "/unreact" => {
@@ -192,9 +206,19 @@ pub fn parse(text: &str) -> Result<Line, String> {
             };
             let (room, emoji, client_id) = (room.to_string(), emoji.to_string(), client_id());
             Ok(Line::Frame(if command == "/react" {
-                ClientFrame::React { room, seq, emoji, client_id }
+                ClientFrame::React {
+                    room,
+                    seq,
+                    emoji,
+                    client_id,
+                }
             } else {
-                ClientFrame::Unreact { room, seq, emoji, client_id }
+                ClientFrame::Unreact {
+                    room,
+                    seq,
+                    emoji,
+                    client_id,
+                }
             }))
         }
         "/search" => {
@@ -309,7 +333,10 @@ fn message_line(v: &Value) -> String {
         "edit" => format!("[{room}] {from} edited #{target}: {}", s(event, "body")),
         "delete" => format!("[{room}] {from} deleted #{target}"),
         "react" => format!("[{room}] {from} reacted {} to #{target}", s(event, "emoji")),
-        "unreact" => format!("[{room}] {from} took back {} on #{target}", s(event, "emoji")),
+        "unreact" => format!(
+            "[{room}] {from} took back {} on #{target}",
+            s(event, "emoji")
+        ),
         "pin" => format!("[{room}] {from} pinned #{target}"),
         "unpin" => format!("[{room}] {from} unpinned #{target}"),
         other => format!("[{room}] {from}: {other} #{target}"),
@@ -412,8 +439,13 @@ mod tests {
         );
         assert!(parse("/search   ").is_err());
         match parse("/edit lobby 3 better words").unwrap() {
-            Line::Frame(ClientFrame::Edit { room, seq, body, .. }) => {
-                assert_eq!((room.as_str(), seq, body.as_str()), ("lobby", 3, "better words"))
+            Line::Frame(ClientFrame::Edit {
+                room, seq, body, ..
+            }) => {
+                assert_eq!(
+                    (room.as_str(), seq, body.as_str()),
+                    ("lobby", 3, "better words")
+                )
             }
             other => panic!("{other:?}"),
         }

@@ -33,7 +33,10 @@ pub fn routes() -> Router<App> {
             "/api/v1/rooms/{room}/messages/{seq}",
             get(view).patch(edit).delete(delete),
         )
-        .route("/api/v1/rooms/{room}/messages/{seq}/versions", get(versions))
+        .route(
+            "/api/v1/rooms/{room}/messages/{seq}/versions",
+            get(versions),
+        )
         .route("/api/v1/rooms/{room}/messages/{seq}/thread", get(thread))
         .route(
             "/api/v1/rooms/{room}/messages/{seq}/reactions/{emoji}",
@@ -213,9 +216,9 @@ pub async fn versions(
         .query(&user.username, &room, MessageQuery::Versions { seq })
         .await?
     {
-        QueryAnswer::Versions(versions) => {
-            Ok(Json(json!({"room": room, "seq": seq, "versions": versions})))
-        }
+        QueryAnswer::Versions(versions) => Ok(Json(
+            json!({"room": room, "seq": seq, "versions": versions}),
+        )),
         _ => Err(ChatError::unavailable("unexpected answer from the room").into()),
     }
 }
@@ -238,7 +241,13 @@ pub async fn unreact(
     Path((room, seq, emoji)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
     let target = seq_of(&seq)?;
-    post_event(&app, &headers, &room, MessageEvent::Unreact { target, emoji }).await?;
+    post_event(
+        &app,
+        &headers,
+        &room,
+        MessageEvent::Unreact { target, emoji },
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -312,9 +321,9 @@ pub async fn thread(
         limit: limit as usize,
     };
     match app.query(&user.username, &room, question).await? {
-        QueryAnswer::Views(messages) => {
-            Ok(Json(json!({"room": room, "seq": seq, "messages": messages})))
-        }
+        QueryAnswer::Views(messages) => Ok(Json(
+            json!({"room": room, "seq": seq, "messages": messages}),
+        )),
         _ => Err(ChatError::unavailable("unexpected answer from the room").into()),
     }
 }

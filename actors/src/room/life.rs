@@ -32,10 +32,18 @@ type Then = Box<dyn FnOnce(&mut RoomState, &ActorRef<RoomMsg>, Result<(), ChatEr
 /// A question about the room's messages (REST, and the `unread` of listings).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MessageQuery {
-    View { seq: u64 },
-    Versions { seq: u64 },
+    View {
+        seq: u64,
+    },
+    Versions {
+        seq: u64,
+    },
     Pins,
-    Thread { seq: u64, after: u64, limit: usize },
+    Thread {
+        seq: u64,
+        after: u64,
+        limit: usize,
+    },
     /// How many messages after the user's read seq are not theirs.
     Unread,
 }
@@ -199,7 +207,9 @@ impl RoomState {
                                 }
                                 then(state, myself, Ok(()));
                             }
-                            Err(e) => then(state, myself, Err(ChatError::unavailable(e.to_string()))),
+                            Err(e) => {
+                                then(state, myself, Err(ChatError::unavailable(e.to_string())))
+                            }
                         }
                     }) as DbDone
                 })
@@ -410,7 +420,8 @@ impl RoomState {
                                                         .get(&m.seq)
                                                         .is_some_and(|v| v.deleted)
                                             })
-                                            .count() as u64;
+                                            .count()
+                                            as u64;
                                         Ok(QueryAnswer::Unread {
                                             unread: n + later,
                                             last_read_seq: read,
@@ -426,5 +437,4 @@ impl RoomState {
             }
         }
     }
-
 }

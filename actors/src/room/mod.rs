@@ -459,7 +459,11 @@ impl Actor for Room {
                 if state.needs_reconcile && !state.reconciling {
                     state.reconcile(&myself);
                 }
-                let busy = state.appending || state.reconciling || !state.pending.is_empty();
+                let busy = state.appending
+                    || state.reconciling
+                    || !state.pending.is_empty()
+                    || state.db_reading
+                    || !state.db_jobs.is_empty();
                 if idle && !busy {
                     myself.stop(Some("idle".into()));
                 }
@@ -959,7 +963,8 @@ impl RoomState {
             waiters.push(request.outbox);
             return;
         }
-        self.in_flight.insert(key.clone(), vec![request.outbox.clone()]);
+        self.in_flight
+            .insert(key.clone(), vec![request.outbox.clone()]);
         match self.precheck(&request) {
             Some(Err(e)) => self.fail(key, &e),
             Some(Ok(())) | None if request.event.is_none() && request.reply_to.is_none() => {

@@ -167,8 +167,13 @@ pub trait History: Send + Sync + 'static {
     /// Seqs of the room's pinned messages, ascending.
     async fn pinned(&self, room: &str) -> StoreResult<Vec<u64>>;
     /// Seqs of the messages that answer `seq`, ascending, after `after`, at most `limit`.
-    async fn replies(&self, room: &str, seq: u64, after: u64, limit: usize)
-        -> StoreResult<Vec<u64>>;
+    async fn replies(
+        &self,
+        room: &str,
+        seq: u64,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<u64>>;
     /// How many messages (not events, not deleted) after `after` are not `user`'s.
     async fn unread(&self, room: &str, user: &str, after: u64) -> StoreResult<u64>;
     /// A page as [`select_page`] defines it.
