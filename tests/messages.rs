@@ -1019,3 +1019,63 @@ async fn kill_9_during_a_burst_of_edits_and_reactions_loses_no_acked_change() {
     assert_eq!(count, N / targets.len(), "{versions}");
     assert_eq!(versions["versions"][0]["body"], "base 0");
 }
+
+#[tokio::test]
+async fn old_messages_beyond_the_room_cache_change_like_recent_ones() {
+    // A room that keeps few views in memory: older ones come from history.
+    let node = Node::start_with(&[
+        ("TROUPE_LIMITS__MESSAGE_BURST", "100000"),
+        ("TROUPE_LIMITS__MESSAGES_PER_SECOND", "100000"),
+        ("TROUPE_ROOMS__RECENT", "2"),
+    ])
+    .await;
+    let (mut ann, mut bob) = pair(&node, "attic").await;
+    let old = acked(&ann.say("attic", "an old message", "old").await);
+    for i in 0..60 {
+        acked(
+            &bob.say("attic", &format!("filler {i}"), &format!("f{i}"))
+                .await,
+        );
+    }
+    // Refusals need the old message's state too.
+    refused(
+        &act(
+            &mut bob,
+            json!({"type": "edit", "room": "attic", "seq": old, "body": "x", "client_id": "b-e"}),
+        )
+        .await,
+        "forbidden",
+    );
+    acked(&act(&mut ann, json!({"type": "edit", "room": "attic", "seq": old, "body": "an old message, edited", "client_id": "a-e"})).await);
+    acked(
+        &act(
+            &mut bob,
+            json!({"type": "react", "room": "attic", "seq": old, "emoji": "🕰", "client_id": "b-r"}),
+        )
+        .await,
+    );
+    acked(&act(&mut bob, json!({"type": "send", "room": "attic", "body": "I remember", "reply_to": old, "client_id": "b-reply"})).await);
+    for i in 0..60 {
+        acked(
+            &bob.say("attic", &format!("more {i}"), &format!("g{i}"))
+                .await,
+        );
+    }
+    let v = view(&node, &bob.token, "attic", old).await;
+    assert_eq!(v["body"], "an old message, edited", "{v}");
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["reactions"], json!({"🕰": ["bob"]}));
+    assert_eq!(v["reply_count"], 1);
+    acked(
+        &act(
+            &mut ann,
+            json!({"type": "delete", "room": "attic", "seq": old, "client_id": "a-d"}),
+        )
+        .await,
+    );
+    refused(
+        &act(&mut bob, json!({"type": "react", "room": "attic", "seq": old, "emoji": "👍", "client_id": "b-r2"})).await,
+        "not_found",
+    );
+    assert_eq!(view(&node, &ann.token, "attic", old).await["deleted"], true);
+}

@@ -137,6 +137,7 @@ impl RoomState {
     /// Keeps the view of a committed record current (and creates it for a
     /// message); a deleted message's attachments go with it.
     pub(crate) fn track_views(&mut self, message: &ChatMessage) {
+        self.trim_views();
         let target = match &message.event {
             Some(event) => Some(event.target()),
             None => {
@@ -158,12 +159,11 @@ impl RoomState {
                 });
             }
         }
-        self.trim_views();
     }
 
     /// Forgets the oldest views once there are many, only those history holds.
     fn trim_views(&mut self) {
-        let keep = (self.ctx.tuning.recent * 4).max(1024);
+        let keep = (self.ctx.tuning.recent * 4).max(16);
         while self.views.len() > keep {
             match self.views.first_key_value() {
                 Some((&seq, _)) if seq <= self.history_seq => {
