@@ -122,14 +122,20 @@ impl App {
                 query: MessageQuery::Unread,
                 reply,
             })
-            .await??;
-            if let QueryAnswer::Unread {
-                unread,
-                last_read_seq,
-            } = unread
-            {
-                info.unread = Some(unread);
-                info.last_read_seq = Some(last_read_seq);
+            .await
+            .and_then(|answer| answer);
+            // Without its count (history down, or a room on a node of wire
+            // version 2 in a rolling upgrade) the room is still listed.
+            match unread {
+                Ok(QueryAnswer::Unread {
+                    unread,
+                    last_read_seq,
+                }) => {
+                    info.unread = Some(unread);
+                    info.last_read_seq = Some(last_read_seq);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(room = %info.name, error = %e, "no unread count"),
             }
             rooms.push(info);
         }
