@@ -1579,7 +1579,11 @@ impl RoomState {
             return;
         }
         let history = self.ctx.stores.history.clone();
-        let unflushed: Vec<ChatMessage> = self.unflushed.iter().map(|(m, _)| m.clone()).collect();
+        let unflushed: Vec<ChatMessage> = self
+            .unflushed
+            .iter()
+            .map(|(m, _)| self.as_now(m.clone()))
+            .collect();
         let room = self.name.clone();
         tokio::spawn(async move {
             let answer = match history.page(&room, query, limit).await {
