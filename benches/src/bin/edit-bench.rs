@@ -15,7 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Parser)]
-#[command(name = "edit-bench", about = "Latency of troupe's message edits and reactions")]
+#[command(
+    name = "edit-bench",
+    about = "Latency of troupe's message edits and reactions"
+)]
 struct Args {
     /// The node's address, e.g. 127.0.0.1:8080.
     #[arg(long)]
@@ -148,7 +151,10 @@ async fn main() -> anyhow::Result<()> {
             let (method, path, body) = if react {
                 // 20 distinct emoji per message at most: cycle through 15.
                 let emoji = format!(":e{}:", n % 15);
-                let path = format!("/api/v1/rooms/{}/messages/{seq}/reactions/{emoji}", args.room);
+                let path = format!(
+                    "/api/v1/rooms/{}/messages/{seq}/reactions/{emoji}",
+                    args.room
+                );
                 ("PUT", path, String::new())
             } else {
                 let path = format!("/api/v1/rooms/{}/messages/{seq}", args.room);
@@ -158,7 +164,10 @@ async fn main() -> anyhow::Result<()> {
             let (status, answer) = conn.call(method, &path, &args.token, &body).await?;
             let took = start.elapsed().max(Duration::from_micros(1));
             if !(200..300).contains(&status) {
-                bail!("{method} {path}: {status} {}", String::from_utf8_lossy(&answer));
+                bail!(
+                    "{method} {path}: {status} {}",
+                    String::from_utf8_lossy(&answer)
+                );
             }
             if i >= args.warmup {
                 h.record(took.as_nanos() as u64)?;
