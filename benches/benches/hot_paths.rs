@@ -78,6 +78,7 @@ fn frames(c: &mut Criterion) {
             body: body.clone(),
             ts: 1_790_000_000_000,
             client_id: "c123456".into(),
+            ..Default::default()
         });
         g.throughput(Throughput::Bytes(frame.encode().len() as u64));
         g.bench_function(format!("encode_message/{name}"), |b| {
@@ -115,6 +116,7 @@ fn outbox(c: &mut Criterion) {
         body: BODY.into(),
         ts: 1_790_000_000_000,
         client_id: "c1".into(),
+        ..Default::default()
     })
     .encode();
     let (outboxes, mut receivers): (Vec<Outbox>, Vec<OutboxReceiver>) = (0..SUBSCRIBERS)

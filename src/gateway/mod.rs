@@ -9,6 +9,7 @@ pub mod friends;
 #[cfg(test)]
 mod fuzz;
 pub mod lines;
+pub mod messages;
 pub mod metrics;
 pub mod origin;
 pub mod rest;
@@ -44,10 +45,14 @@ pub fn router(app: App) -> Router {
             get(rest::list_rooms).post(rest::create_room),
         )
         .route("/api/v1/rooms/public", get(rooms::public))
-        .route("/api/v1/rooms/{room}/messages", get(rest::room_messages))
+        .route(
+            "/api/v1/rooms/{room}/messages",
+            get(rest::room_messages).post(messages::send),
+        )
         .route("/api/v1/rooms/{room}/members", post(rest::invite))
         .route("/api/v1/users/online", get(rest::users_online))
         .route("/api/v1/search", get(search::rest))
+        .merge(messages::routes())
         .route("/api/v1/friends", get(friends::list))
         .route(
             "/api/v1/friends/{user}",
