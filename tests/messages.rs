@@ -1079,3 +1079,88 @@ async fn old_messages_beyond_the_room_cache_change_like_recent_ones() {
     );
     assert_eq!(view(&node, &ann.token, "attic", old).await["deleted"], true);
 }
+
+/// Uploads `bytes` as a PNG to `room`; the attachment's id.
+async fn upload(node: &Node, token: &str, room: &str, bytes: &[u8]) -> String {
+    let r = common::http()
+        .post(node.url(&format!("/api/v1/rooms/{room}/attachments?filename=a.png")))
+        .bearer_auth(token)
+        .header("content-type", "image/png")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .expect("the node answers");
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.expect("JSON");
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().expect("an id").to_string()
+}
+
+#[tokio::test]
+async fn attachments_are_checked_on_send_and_deleted_with_their_message() {
+    let node = node().await;
+    let (mut ann, mut bob) = pair(&node, "album").await;
+    let id = upload(&node, &ann.token, "album", b"\x89PNG not really").await;
+    let send = |cid: &str, ids: Value| json!({"type": "send", "room": "album", "body": "look", "client_id": cid, "attachments": ids});
+    // Only the uploader references an upload, only in its room, each once.
+    refused(&act(&mut bob, send("b1", json!([id]))).await, "forbidden");
+    refused(
+        &act(
+            &mut ann,
+            send("a0", json!(["0123456789abcdef0123456789abcdef"])),
+        )
+        .await,
+        "not_found",
+    );
+    refused(
+        &act(&mut ann, send("a00", json!([id, id]))).await,
+        "bad_request",
+    );
+    let seq = acked(&act(&mut ann, send("a1", json!([id]))).await);
+    let frame = bob
+        .expect_where("the message", |f| f["type"] == "message" && f["seq"] == seq)
+        .await;
+    assert_eq!(frame["attachments"], json!([id]));
+    assert_eq!(
+        view(&node, &bob.token, "album", seq).await["attachments"],
+        json!([id])
+    );
+    let file = format!("/api/v1/attachments/{id}");
+    let r = common::http()
+        .get(node.url(&file))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Deleting the message deletes its attachments.
+    acked(
+        &act(
+            &mut ann,
+            json!({"type": "delete", "room": "album", "seq": seq, "client_id": "a2"}),
+        )
+        .await,
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = common::http()
+            .get(node.url(&file))
+            .bearer_auth(&ann.token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the attachment outlived its message: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        view(&node, &ann.token, "album", seq).await["attachments"],
+        json!([])
+    );
+}
