@@ -12,7 +12,9 @@ use troupe_actors::limits::check_room_name;
 use troupe_actors::node::NodeRefs;
 use troupe_actors::rate_limits::Kind;
 use troupe_actors::room::supervisor::RoomSupervisorMsg;
-use troupe_actors::room::{CreateSpec, RoomInfo, RoomMsg};
+use troupe_actors::room::{
+    CreateSpec, MessageQuery, PostRequest, Posted, QueryAnswer, RoomInfo, RoomMsg,
+};
 use troupe_actors::store::Stores;
 
 use crate::auth::Accounts;
@@ -115,7 +117,29 @@ impl App {
         for name in names {
             let room = self.room(&name, None).await?;
             let who = user.to_string();
-            rooms.push(ask(&room, |reply| RoomMsg::Info { user: who, reply }).await??);
+            let mut info = ask(&room, |reply| RoomMsg::Info { user: who, reply }).await??;
+            let who = user.to_string();
+            let unread = ask(&room, |reply| RoomMsg::Query {
+                user: who,
+                query: MessageQuery::Unread,
+                reply,
+            })
+            .await
+            .and_then(|answer| answer);
+            // Without its count (history down, or a room on a node of wire
+            // version 2 in a rolling upgrade) the room is still listed.
+            match unread {
+                Ok(QueryAnswer::Unread {
+                    unread,
+                    last_read_seq,
+                }) => {
+                    info.unread = Some(unread);
+                    info.last_read_seq = Some(last_read_seq);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(room = %info.name, error = %e, "no unread count"),
+            }
+            rooms.push(info);
         }
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(rooms)
@@ -138,6 +162,27 @@ impl App {
             reply,
         })
         .await?
+    }
+
+    /// Posts a message or an event to `room` as its frame would (REST): the
+    /// room's owner, wherever it runs, answers with the ack.
+    pub async fn post(&self, room: &str, request: PostRequest) -> Result<Posted, ChatError> {
+        troupe_actors::limits::check_room_ref(room)?;
+        let actor = self.room(room, None).await?;
+        ask(&actor, |reply| RoomMsg::Post { request, reply }).await?
+    }
+
+    /// Asks `room` about its messages, as `user`.
+    pub async fn query(
+        &self,
+        user: &str,
+        room: &str,
+        query: MessageQuery,
+    ) -> Result<QueryAnswer, ChatError> {
+        troupe_actors::limits::check_room_ref(room)?;
+        let actor = self.room(room, None).await?;
+        let user = user.to_string();
+        ask(&actor, |reply| RoomMsg::Query { user, query, reply }).await?
     }
 
     pub async fn invite(&self, by: &str, room: &str, user: &str) -> Result<(), ChatError> {

@@ -37,6 +37,8 @@ fn concrete(path: &str) -> String {
         .replace("{id}", "0123456789abcdef0123456789abcdef")
         .replace("{user}", "nobody")
         .replace("{path}", "app.css")
+        .replace("{seq}", "1")
+        .replace("{emoji}", ":wave:")
 }
 
 /// `#/components/<kind>/<name>` of the document, followed.
@@ -158,6 +160,10 @@ async fn every_route_is_documented_and_every_documented_route_is_served() {
         "/web/{path}",
         "/api/v1/friends/{user}",
         "/api/v1/blocks/{user}",
+        "/api/v1/rooms/{room}/messages/{seq}",
+        "/api/v1/rooms/{room}/pins/{seq}",
+        "/api/v1/rooms/public",
+        "/api/v1/events",
     ] {
         assert!(paths.contains_key(expected), "{expected} is not documented");
     }
@@ -439,6 +445,112 @@ async fn rest_answers_match_their_documented_schemas() {
     )
     .await;
     assert_eq!(s, 404);
+
+    // Messages that live, over REST.
+    let m = "/api/v1/rooms/{room}/messages";
+    let body = json!({"body": "over REST", "client_id": "r1"});
+    let (s, sent) = call(
+        d,
+        n,
+        "post",
+        m,
+        "/api/v1/rooms/docs/messages",
+        t,
+        Some(body),
+    )
+    .await;
+    assert_eq!(s, 201, "{sent}");
+    let seq = sent["seq"].as_u64().expect("a seq");
+    let one = "/api/v1/rooms/{room}/messages/{seq}";
+    let url = format!("/api/v1/rooms/docs/messages/{seq}");
+    let (s, view) = call(d, n, "get", one, &url, t, None).await;
+    assert_eq!((s, view["body"].as_str()), (200, Some("over REST")));
+    let (s, edited) = call(d, n, "patch", one, &url, t, Some(json!({"body": "edited"}))).await;
+    assert_eq!((s, edited["version"].as_u64()), (200, Some(2)), "{edited}");
+    let (s, _) = call(d, n, "get", one, "/api/v1/rooms/docs/messages/x", t, None).await;
+    assert_eq!(s, 400);
+    let versions = "/api/v1/rooms/{room}/messages/{seq}/versions";
+    let (s, v) = call(d, n, "get", versions, &format!("{url}/versions"), t, None).await;
+    assert_eq!(s, 200, "{v}");
+    let reaction = "/api/v1/rooms/{room}/messages/{seq}/reactions/{emoji}";
+    let (s, _) = call(
+        d,
+        n,
+        "put",
+        reaction,
+        &format!("{url}/reactions/:wave:"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, _) = call(
+        d,
+        n,
+        "delete",
+        reaction,
+        &format!("{url}/reactions/:wave:"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let pin = "/api/v1/rooms/{room}/pins/{seq}";
+    let (s, _) = call(
+        d,
+        n,
+        "put",
+        pin,
+        &format!("/api/v1/rooms/docs/pins/{seq}"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let pins = "/api/v1/rooms/{room}/pins";
+    let (s, p) = call(d, n, "get", pins, "/api/v1/rooms/docs/pins", t, None).await;
+    assert_eq!((s, p["pins"][0]["seq"].as_u64()), (200, Some(seq)), "{p}");
+    let (s, _) = call(
+        d,
+        n,
+        "delete",
+        pin,
+        &format!("/api/v1/rooms/docs/pins/{seq}"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let reply = json!({"body": "a reply", "reply_to": seq});
+    let (s, _) = call(
+        d,
+        n,
+        "post",
+        m,
+        "/api/v1/rooms/docs/messages",
+        t,
+        Some(reply),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let thread = "/api/v1/rooms/{room}/messages/{seq}/thread";
+    let (s, th) = call(d, n, "get", thread, &format!("{url}/thread"), t, None).await;
+    assert_eq!(
+        (s, th["messages"][0]["body"].as_str()),
+        (200, Some("a reply")),
+        "{th}"
+    );
+    let (s, _) = call(d, n, "delete", one, &url, t, None).await;
+    assert_eq!(s, 204);
+    let public = "/api/v1/rooms/public";
+    let (s, found) = call(d, n, "get", public, "/api/v1/rooms/public?q=DOC", t, None).await;
+    assert_eq!(
+        (s, found["rooms"][0]["name"].as_str()),
+        (200, Some("docs")),
+        "{found}"
+    );
+    let (s, _) = call(d, n, "get", public, "/api/v1/rooms/public?limit=0", t, None).await;
+    assert_eq!(s, 400);
 
     account(n, "bea").await;
     let members = "/api/v1/rooms/{room}/members";

@@ -381,7 +381,7 @@ async fn cluster_client_roams_every_reconnect() {
 async fn cluster_adjacent_wire_versions_link_distant_ones_are_refused() {
     let name = "cluster_adjacent_wire_versions_link_distant_ones_are_refused";
     let mut cluster = Cluster::start(name, 2).await;
-    let current: u32 = 2; // actors/src/cluster/wire.rs WIRE_VERSION
+    let current: u32 = 3; // actors/src/cluster/wire.rs WIRE_VERSION
     let previous = (current - 1).to_string();
     let distant = (current + 2).to_string();
     let old = cluster
@@ -1421,5 +1421,236 @@ async fn cluster_presence_is_cluster_wide() {
     assert!(
         cat_entry["last_seen"].as_i64().is_some_and(|t| t > 0),
         "a dead node's user keeps a last seen: {members}"
+    );
+}
+
+/// A change over REST through the live nodes of `via` (in turn), retried
+/// with the same `client_id` (when it has one) until it is answered 2xx: a
+/// node killed mid-request, a room moving, answer nothing or 503. A 4xx
+/// other than those fails the test. The answer's JSON (Null for 204).
+async fn change_until_done(
+    cluster: &Cluster,
+    via: &[usize],
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+    let mut turn = 0;
+    loop {
+        let live: Vec<usize> = via
+            .iter()
+            .copied()
+            .filter(|i| cluster.nodes[*i].running())
+            .collect();
+        assert!(
+            !live.is_empty(),
+            "{method} {path}: no live node among {via:?}"
+        );
+        let i = live[turn % live.len()];
+        turn += 1;
+        let mut req = cluster
+            .http()
+            .request(method.clone(), cluster.nodes[i].url(path))
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(15));
+        if let Some(body) = &body {
+            req = req.json(body);
+        }
+        let last = match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap_or_default();
+                if (200..300).contains(&status) {
+                    return serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+                }
+                assert!(
+                    status == 503 || status == 404 && text.contains("no room"),
+                    "{method} {path} on node {i}: {status} {text}"
+                );
+                format!("{status} {text}")
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{method} {path}: not done within 60 s; last: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The views of `seqs` of `room` as node `i` answers them.
+async fn views_on(
+    cluster: &Cluster,
+    i: usize,
+    token: &str,
+    room: &str,
+    seqs: &[u64],
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for seq in seqs {
+        let url = cluster.nodes[i].url(&format!("/api/v1/rooms/{room}/messages/{seq}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = cluster.http().get(&url).bearer_auth(token).send().await;
+            if let Ok(r) = r {
+                if r.status() == 200 {
+                    out.push(r.json().await.expect("a view"));
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "GET {url}: no view within 30 s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    out
+}
+
+/// `count` changes from `start` on: ann edits a message through one node of
+/// `nodes`, bob and cat react to it through others; each done before the
+/// next. What was done: (room, seq, the new body, the emoji).
+async fn change_round(
+    cluster: &Cluster,
+    tokens: &[String; 3],
+    targets: &BTreeMap<String, Vec<u64>>,
+    phase: &str,
+    nodes: &[usize],
+    start: usize,
+    count: usize,
+) -> Vec<(String, u64, String, String)> {
+    let rooms: Vec<&String> = targets.keys().collect();
+    let mut done = Vec::new();
+    for n in start..start + count {
+        let room = rooms[n % rooms.len()];
+        let seq = targets[room][n % 3];
+        let one = format!("/api/v1/rooms/{room}/messages/{seq}");
+        let text = format!("{phase} edit {n}");
+        let a = [nodes[n % nodes.len()]];
+        let body = serde_json::json!({"body": text, "client_id": format!("edit-{n}")});
+        change_until_done(cluster, &a, "PATCH", &one, &tokens[0], Some(body)).await;
+        let emoji = format!(":{phase}{}:", n % 3);
+        let reaction = format!("{one}/reactions/{emoji}");
+        let b = [nodes[(n + 1) % nodes.len()]];
+        change_until_done(cluster, &b, "PUT", &reaction, &tokens[1], None).await;
+        let c = [nodes[(n + 2) % nodes.len()]];
+        change_until_done(cluster, &c, "PUT", &reaction, &tokens[2], None).await;
+        done.push((room.clone(), seq, text, emoji));
+    }
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_message_changes_survive_a_kill_and_a_join() {
+    let name = "cluster_message_changes_survive_a_kill_and_a_join";
+    let mut cluster = Cluster::start(name, 3).await;
+    let ann = cluster.account(0, "ann_m").await;
+    let bob = cluster.account(1, "bob_m").await;
+    let cat = cluster.account(2, "cat_m").await;
+    let rooms: Vec<String> = (0..4).map(|k| format!("life{k}")).collect();
+    let mut targets: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for room in &rooms {
+        change_until_done(
+            &cluster,
+            &[0],
+            "POST",
+            "/api/v1/rooms",
+            &ann,
+            Some(serde_json::json!({"name": room})),
+        )
+        .await;
+        for user in ["bob_m", "cat_m"] {
+            let path = format!("/api/v1/rooms/{room}/members");
+            change_until_done(
+                &cluster,
+                &[0],
+                "POST",
+                &path,
+                &ann,
+                Some(serde_json::json!({"user": user})),
+            )
+            .await;
+        }
+        for k in 0..3 {
+            let path = format!("/api/v1/rooms/{room}/messages");
+            let body = serde_json::json!({"body": format!("{room} base {k}"), "client_id": format!("{room}-b{k}")});
+            let sent = change_until_done(&cluster, &[0], "POST", &path, &ann, Some(body)).await;
+            targets
+                .entry(room.clone())
+                .or_default()
+                .push(sent["seq"].as_u64().expect("a seq"));
+        }
+    }
+    // What every view must end up as: ann's last edit, bob's and cat's reactions.
+    let mut last_edit: BTreeMap<(String, u64), String> = BTreeMap::new();
+    let mut edits: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    let mut reacted: BTreeMap<(String, u64), BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    let tokens = [ann.clone(), bob.clone(), cat.clone()];
+    let mut apply = |done: Vec<(String, u64, String, String)>| {
+        for (room, seq, text, emoji) in done {
+            last_edit.insert((room.clone(), seq), text);
+            *edits.entry((room.clone(), seq)).or_default() += 1;
+            let users = reacted
+                .entry((room, seq))
+                .or_default()
+                .entry(emoji)
+                .or_default();
+            users.insert("bob_m".into());
+            users.insert("cat_m".into());
+        }
+    };
+    apply(change_round(&cluster, &tokens, &targets, "warm", &[0, 1, 2], 0, 8).await);
+    // Kill -9 a node in the middle of a round of changes that go through
+    // the two others (its rooms fail over meanwhile).
+    let victim = cluster.nodes[2].pid().to_string();
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &victim])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success(), "kill -9 {victim}");
+        println!("[{name}] kill -9 node 2 during the round");
+    };
+    let (done, ()) = tokio::join!(
+        change_round(&cluster, &tokens, &targets, "dead", &[0, 1], 8, 40),
+        killer
+    );
+    cluster.kill9(2);
+    apply(done);
+    // A fourth node joins: rooms move to it while the changes go on.
+    let fourth = cluster.add_node_with_join().await;
+    apply(change_round(&cluster, &tokens, &targets, "join", &[fourth, 0, 1], 48, 24).await);
+
+    // Every live node answers the same views, and they hold every change.
+    let live: Vec<usize> = (0..cluster.nodes.len())
+        .filter(|i| cluster.nodes[*i].running())
+        .collect();
+    for room in &rooms {
+        let seqs = &targets[room];
+        let first = views_on(&cluster, live[0], &ann, room, seqs).await;
+        for view in &first {
+            let key = (room.clone(), view["seq"].as_u64().unwrap());
+            if let Some(text) = last_edit.get(&key) {
+                assert_eq!(view["body"], text.as_str(), "{view}");
+                assert_eq!(view["version"], 1 + edits[&key], "{view}");
+                let want: BTreeMap<String, Vec<String>> = reacted[&key]
+                    .iter()
+                    .map(|(e, users)| (e.clone(), users.iter().cloned().collect()))
+                    .collect();
+                assert_eq!(view["reactions"], serde_json::json!(want), "{view}");
+            }
+        }
+        for i in &live[1..] {
+            let other = views_on(&cluster, *i, &bob, room, seqs).await;
+            assert_eq!(other, first, "node {i} answers other views of {room}");
+        }
+    }
+    println!(
+        "[{name}] {} messages changed {} times over a kill and a join; every node answers the same views",
+        last_edit.len(),
+        edits.values().sum::<u64>()
     );
 }

@@ -304,7 +304,7 @@ async fn a_body_with_control_characters_cannot_forge_lines() {
                  \\u{1b}[2Jclear\\tscreen\\u{2028}[lobby] root: x\\u{2029}\\u{85}\\u{202e}evil\\u{7f}";
     bob.say("lobby", body, "forge-1").await;
     let line = ann.expect("bob: hi").await;
-    assert_eq!(line, format!("[lobby] bob: {shown}"));
+    assert_eq!(line, format!("[lobby] #1 bob: {shown}"));
     // The same message in a history page, and nothing else arrived meanwhile.
     ann.type_line(r#"{"type":"history","room":"lobby"}"#).await;
     let page = ann.expect("#1").await;
@@ -317,4 +317,39 @@ async fn a_body_with_control_characters_cannot_forge_lines() {
     // JSON clients still get the body exactly as sent.
     let m = bob.expect_message("lobby").await;
     assert_eq!(m["body"], body);
+}
+
+#[tokio::test]
+async fn humans_reply_edit_react_pin_and_delete_with_line_commands() {
+    let node = Node::start().await;
+    let mut ann = Term::open(&node, "ann").await;
+    let mut bob = Term::open(&node, "bob").await;
+    ann.sign_up("ann", "secret1").await;
+    bob.sign_up("bob", "secret2").await;
+    ann.run("/group_create den", "created group den").await;
+    bob.run("/group_join den", "joined den").await;
+
+    // Every message line shows its seq, the handle of the other commands.
+    ann.type_line("/group_msg den helo everyone").await;
+    let line = bob.expect("ann: helo everyone").await;
+    assert!(line.contains("#1 "), "{line}");
+    bob.type_line("/reply den 1 hi ann").await;
+    ann.expect("bob (reply to #1): hi ann").await;
+    ann.type_line("/edit den 1 hello everyone").await;
+    bob.expect("ann edited #1: hello everyone").await;
+    bob.type_line("/react den 1 👍").await;
+    ann.expect("bob reacted 👍 to #1").await;
+    ann.type_line("/pin den 1").await;
+    bob.expect("ann pinned #1").await;
+    // Refusals come back as errors: bob is neither the author nor the owner.
+    let refused = bob.run("/edit den 1 mine now", "error").await;
+    assert!(refused.contains("forbidden"), "{refused}");
+    let refused = bob.run("/delete den 1", "error").await;
+    assert!(refused.contains("forbidden"), "{refused}");
+    let usage = bob.run("/react den one 👍", "usage").await;
+    assert!(usage.contains("/react <room> <seq> <emoji>"), "{usage}");
+    ann.type_line("/delete den 1").await;
+    bob.expect("ann deleted #1").await;
+    let refused = bob.run("/react den 1 🎉", "error").await;
+    assert!(refused.contains("not_found"), "{refused}");
 }

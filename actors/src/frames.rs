@@ -125,6 +125,52 @@ pub enum ClientFrame {
         room: String,
         body: String,
         client_id: String,
+        /// The message this one answers (a thread).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
+        /// Ids of uploaded attachments of this room.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<String>,
+    },
+    /// A change to message `seq` of `room` (edit, delete, react, ...): a room
+    /// event with its own seq, acked like a message.
+    Edit {
+        room: String,
+        seq: u64,
+        body: String,
+        client_id: String,
+    },
+    /// Delete message `seq` (its sender, or an admin).
+    Delete {
+        room: String,
+        seq: u64,
+        client_id: String,
+    },
+    /// Add the user's `emoji` reaction to message `seq`.
+    React {
+        room: String,
+        seq: u64,
+        emoji: String,
+        client_id: String,
+    },
+    /// Take the user's `emoji` reaction back.
+    Unreact {
+        room: String,
+        seq: u64,
+        emoji: String,
+        client_id: String,
+    },
+    /// Pin message `seq` in the room.
+    Pin {
+        room: String,
+        seq: u64,
+        client_id: String,
+    },
+    /// Unpin message `seq`.
+    Unpin {
+        room: String,
+        seq: u64,
+        client_id: String,
     },
     /// A direct message to user `to`.
     Dm {
@@ -167,6 +213,12 @@ const CLIENT_TYPES: &[&str] = &[
     "leave",
     "invite",
     "send",
+    "edit",
+    "delete",
+    "react",
+    "unreact",
+    "pin",
+    "unpin",
     "dm",
     "broadcast",
     "typing",
@@ -189,6 +241,12 @@ impl ClientFrame {
     pub fn reference(&self) -> String {
         match self {
             ClientFrame::Send { client_id, .. }
+            | ClientFrame::Edit { client_id, .. }
+            | ClientFrame::Delete { client_id, .. }
+            | ClientFrame::React { client_id, .. }
+            | ClientFrame::Unreact { client_id, .. }
+            | ClientFrame::Pin { client_id, .. }
+            | ClientFrame::Unpin { client_id, .. }
             | ClientFrame::Dm { client_id, .. }
             | ClientFrame::Broadcast { client_id, .. } => client_id.clone(),
             ClientFrame::Auth { .. } => "auth".into(),
@@ -247,8 +305,53 @@ impl ClientFrame {
     }
 }
 
-/// One chat message as clients see it (in `message` frames, `history` and REST).
+/// A change to an earlier message of the room, carried by a room event (a
+/// record of the log with its own seq). `target` is the changed message's seq.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MessageEvent {
+    Edit { target: u64, body: String },
+    Delete { target: u64 },
+    React { target: u64, emoji: String },
+    Unreact { target: u64, emoji: String },
+    Pin { target: u64 },
+    Unpin { target: u64 },
+}
+
+impl MessageEvent {
+    pub fn target(&self) -> u64 {
+        match self {
+            MessageEvent::Edit { target, .. }
+            | MessageEvent::Delete { target }
+            | MessageEvent::React { target, .. }
+            | MessageEvent::Unreact { target, .. }
+            | MessageEvent::Pin { target }
+            | MessageEvent::Unpin { target } => *target,
+        }
+    }
+
+    /// Its name, as in the `kind` of its JSON and the `kind` column of history.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MessageEvent::Edit { .. } => "edit",
+            MessageEvent::Delete { .. } => "delete",
+            MessageEvent::React { .. } => "react",
+            MessageEvent::Unreact { .. } => "unreact",
+            MessageEvent::Pin { .. } => "pin",
+            MessageEvent::Unpin { .. } => "unpin",
+        }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One chat message as clients see it (in `message` frames, `history` and REST).
+/// A room event is one too: `event` says what it changes, `body` is empty.
+/// Every field after `client_id` is optional on the wire, so records and
+/// rows written before they existed still decode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ChatMessage {
     pub room: String,
     pub seq: u64,
@@ -256,6 +359,18 @@ pub struct ChatMessage {
     pub body: String,
     pub ts: i64,
     pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<MessageEvent>,
+    /// In history: when the body was last edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<i64>,
+    /// In history: the message was deleted (its body is empty).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
 }
 
 /// A user and whether they are online.
@@ -396,7 +511,9 @@ mod tests {
             ClientFrame::Send {
                 room: "a".into(),
                 body: "hi".into(),
-                client_id: "c1".into()
+                client_id: "c1".into(),
+                reply_to: None,
+                attachments: vec![],
             }
         );
     }
@@ -476,6 +593,7 @@ mod tests {
             body: "b".into(),
             ts: 5,
             client_id: "c".into(),
+            ..Default::default()
         })
         .encode();
         let v: Value = serde_json::from_str(&text).unwrap();

@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod frames;
 pub mod inspect;
+pub mod life;
 pub mod limits;
 pub mod metrics;
 pub mod node;

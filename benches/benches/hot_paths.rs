@@ -57,6 +57,9 @@ mod sqlite_writer;
 #[allow(dead_code, unused_imports)]
 #[path = "../../src/stores/search.rs"]
 mod search;
+// ... and applies room events to their targets (messages that live).
+#[path = "../../src/stores/message_life.rs"]
+mod message_life;
 
 /// A message body as the load generator writes it (`room:publisher:n:nanos`).
 const BODY: &str = "0:0:123456:98765432101";
@@ -78,6 +81,7 @@ fn frames(c: &mut Criterion) {
             body: body.clone(),
             ts: 1_790_000_000_000,
             client_id: "c123456".into(),
+            ..Default::default()
         });
         g.throughput(Throughput::Bytes(frame.encode().len() as u64));
         g.bench_function(format!("encode_message/{name}"), |b| {
@@ -115,6 +119,7 @@ fn outbox(c: &mut Criterion) {
         body: BODY.into(),
         ts: 1_790_000_000_000,
         client_id: "c1".into(),
+        ..Default::default()
     })
     .encode();
     let (outboxes, mut receivers): (Vec<Outbox>, Vec<OutboxReceiver>) = (0..SUBSCRIBERS)
@@ -254,6 +259,9 @@ impl FanoutRoom {
                     user: "ann".into(),
                     client_id: format!("c{}", self.next_id),
                     body: BODY.into(),
+                    reply_to: None,
+                    attachments: Vec::new(),
+                    event: None,
                     session_id: 1,
                     outbox: self.sender.clone(),
                 }))
@@ -303,6 +311,9 @@ fn records(n: usize, first_seq: u64) -> Vec<LogRecord> {
             client_id: format!("c{}", first_seq + i),
             body: BODY.into(),
             ts: 1_790_000_000_000,
+            reply_to: None,
+            attachments: Vec::new(),
+            event: None,
         })
         .collect()
 }

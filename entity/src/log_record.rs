@@ -15,6 +15,13 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub body: String,
     pub ts: i64,
+    pub reply_to: Option<i64>,
+    /// JSON array of attachment ids.
+    #[sea_orm(column_type = "Text")]
+    pub attachments: String,
+    /// A room event's JSON (`MessageEvent`).
+    #[sea_orm(column_type = "Text", nullable)]
+    pub event: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -7,6 +7,7 @@ mod m20261123_000001_room_leases;
 mod m20261124_000001_username_nocase;
 mod m20261204_000002_search;
 mod m20261204_000003_attachments;
+mod m20261205_000001_message_life;
 mod m20261205_000002_friends;
 mod m20261205_000003_events;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_username_nocase::Migration),
             Box::new(m20261204_000002_search::Migration),
             Box::new(m20261204_000003_attachments::Migration),
+            Box::new(m20261205_000001_message_life::Migration),
             Box::new(m20261205_000002_friends::Migration),
             Box::new(m20261205_000003_events::Migration),
         ]

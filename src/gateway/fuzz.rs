@@ -429,6 +429,7 @@ fn fuzz_lines() {
             body: text,
             ts: 0,
             client_id: "c".into(),
+            ..Default::default()
         })
         .encode();
         let line = lines::render(&message).expect("a message is shown");

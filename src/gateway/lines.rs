@@ -25,6 +25,11 @@ pub const HELP: &str = "commands:
 /group_join <name>            join a group
 /group_leave <name>           leave a group
 /group_msg <name> <message>   message a group
+/reply <room> <seq> <message> answer message #seq (a thread)
+/edit <room> <seq> <message>  replace the body of your message #seq
+/delete <room> <seq>          delete message #seq (yours, or as the room's owner)
+/react <room> <seq> <emoji>   react to message #seq (again: take it back)
+/pin <room> <seq>             pin message #seq (/unpin to unpin)
 /search <words>               find messages in your rooms
 /help                         this list";
 
@@ -126,6 +131,94 @@ pub fn parse(text: &str) -> Result<Line, String> {
                 room,
                 body,
                 client_id: client_id(),
+                reply_to: None,
+                attachments: Vec::new(),
+            }))
+        }
+        "/reply" | "/edit" => {
+            let usage = format!("usage: {command} <room> <seq> <message>");
+            let mut parts = rest.splitn(3, ' ');
+            let (Some(room), Some(seq), Some(body)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(usage);
+            };
+            let (Ok(seq), body) = (seq.parse::<u64>(), body.trim()) else {
+                return Err(usage);
+            };
+            if body.is_empty() {
+                return Err(usage);
+            }
+            let (room, body) = (room.to_string(), body.to_string());
+            Ok(Line::Frame(if command == "/reply" {
+                ClientFrame::Send {
+                    room,
+                    body,
+                    client_id: client_id(),
+                    reply_to: Some(seq),
+                    attachments: Vec::new(),
+                }
+            } else {
+                ClientFrame::Edit {
+                    room,
+                    seq,
+                    body,
+                    client_id: client_id(),
+                }
+            }))
+        }
+        "/delete" | "/pin" | "/unpin" => {
+            let usage = format!("usage: {command} <room> <seq>");
+            let (Some(room), Some(Ok(seq)), None) = (
+                words.next(),
+                words.next().map(str::parse::<u64>),
+                words.next(),
+            ) else {
+                return Err(usage);
+            };
+            let (room, client_id) = (room.to_string(), client_id());
+            Ok(Line::Frame(match command {
+                "/delete" => ClientFrame::Delete {
+                    room,
+                    seq,
+                    client_id,
+                },
+                "/pin" => ClientFrame::Pin {
+                    room,
+                    seq,
+                    client_id,
+                },
+                _ => ClientFrame::Unpin {
+                    room,
+                    seq,
+                    client_id,
+                },
+            }))
+        }
+        "/react" | "/unreact" => {
+            let usage = format!("usage: {command} <room> <seq> <emoji>");
+            let (Some(room), Some(Ok(seq)), Some(emoji), None) = (
+                words.next(),
+                words.next().map(str::parse::<u64>),
+                words.next(),
+                words.next(),
+            ) else {
+                return Err(usage);
+            };
+            let (room, emoji, client_id) = (room.to_string(), emoji.to_string(), client_id());
+            Ok(Line::Frame(if command == "/react" {
+                ClientFrame::React {
+                    room,
+                    seq,
+                    emoji,
+                    client_id,
+                }
+            } else {
+                ClientFrame::Unreact {
+                    room,
+                    seq,
+                    emoji,
+                    client_id,
+                }
             }))
         }
         "/search" => {
@@ -223,6 +316,33 @@ fn statuses(v: &Value, key: &str) -> String {
         .join(", ")
 }
 
+/// A `message` frame: a message with its seq (to answer or edit it), or
+/// what a room event changed.
+fn message_line(v: &Value) -> String {
+    let room = room_label(&s(v, "room"));
+    let (seq, from) = (n(v, "seq"), s(v, "from"));
+    let Some(event) = v.get("event") else {
+        let reply = match v.get("reply_to").and_then(Value::as_u64) {
+            Some(to) => format!(" (reply to #{to})"),
+            None => String::new(),
+        };
+        return format!("[{room}] #{seq} {from}{reply}: {}", s(v, "body"));
+    };
+    let target = n(event, "target");
+    match s(event, "kind").as_ref() {
+        "edit" => format!("[{room}] {from} edited #{target}: {}", s(event, "body")),
+        "delete" => format!("[{room}] {from} deleted #{target}"),
+        "react" => format!("[{room}] {from} reacted {} to #{target}", s(event, "emoji")),
+        "unreact" => format!(
+            "[{room}] {from} took back {} on #{target}",
+            s(event, "emoji")
+        ),
+        "pin" => format!("[{room}] {from} pinned #{target}"),
+        "unpin" => format!("[{room}] {from} unpinned #{target}"),
+        other => format!("[{room}] {from}: {other} #{target}"),
+    }
+}
+
 /// A server frame as a text line; `None` for frames a human does not need
 /// (typing, read receipts, acks). Text that is not JSON passes through: it
 /// is the node's own (help, usage), built from validated names only.
@@ -233,12 +353,7 @@ pub fn render(frame: &str) -> Option<String> {
     let kind = s(&v, "type");
     let line = match kind.as_ref() {
         "session" => format!("welcome {} (node {})", s(&v, "user"), s(&v, "node")),
-        "message" => format!(
-            "[{}] {}: {}",
-            room_label(&s(&v, "room")),
-            s(&v, "from"),
-            s(&v, "body")
-        ),
+        "message" => message_line(&v),
         "joined" => format!("joined {} ({} members)", s(&v, "room"), n(&v, "members")),
         "left" => format!("left {}", s(&v, "room")),
         "user_joined" => format!("* {} joined {}", s(&v, "user"), s(&v, "room")),
@@ -323,13 +438,42 @@ mod tests {
             }
         );
         assert!(parse("/search   ").is_err());
+        match parse("/edit lobby 3 better words").unwrap() {
+            Line::Frame(ClientFrame::Edit {
+                room, seq, body, ..
+            }) => {
+                assert_eq!(
+                    (room.as_str(), seq, body.as_str()),
+                    ("lobby", 3, "better words")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse("/reply lobby 2 me too").unwrap() {
+            Line::Frame(ClientFrame::Send { reply_to, .. }) => assert_eq!(reply_to, Some(2)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse("/react lobby 2 👍").unwrap(),
+            Line::Frame(ClientFrame::React { seq: 2, .. })
+        ));
+        assert!(matches!(
+            parse("/delete lobby 2").unwrap(),
+            Line::Frame(ClientFrame::Delete { seq: 2, .. })
+        ));
+        assert!(parse("/pin lobby x").is_err());
+        assert!(parse("/edit lobby 2").is_err());
     }
 
     #[test]
     fn renders_frames() {
         assert_eq!(
             render(r#"{"type":"message","room":"lobby","seq":1,"from":"ann","body":"hi","ts":1,"client_id":"x"}"#).unwrap(),
-            "[lobby] ann: hi"
+            "[lobby] #1 ann: hi"
+        );
+        assert_eq!(
+            render(r#"{"type":"message","room":"r","seq":3,"from":"ann","body":"","ts":1,"client_id":"x","event":{"kind":"edit","target":1,"body":"new"}}"#).unwrap(),
+            "[r] ann edited #1: new"
         );
         assert_eq!(render(r#"{"type":"ack"}"#), None);
         assert_eq!(render("registered ann").unwrap(), "registered ann");

@@ -10,9 +10,11 @@ pub mod friends;
 #[cfg(test)]
 mod fuzz;
 pub mod lines;
+pub mod messages;
 pub mod metrics;
 pub mod origin;
 pub mod rest;
+pub mod rooms;
 pub mod search;
 pub mod server;
 pub mod web;
@@ -42,10 +44,12 @@ fn endpoints() -> OpenApiRouter<App> {
         .routes(routes!(rest::login))
         .routes(routes!(rest::logout))
         .routes(routes!(rest::list_rooms, rest::create_room))
-        .routes(routes!(rest::room_messages))
+        .routes(routes!(rooms::public))
+        .routes(routes!(rest::room_messages, messages::send))
         .routes(routes!(rest::invite))
         .routes(routes!(rest::users_online))
         .routes(routes!(search::rest))
+        .merge(messages::routes())
         .routes(routes!(friends::list))
         .routes(routes!(friends::request, friends::remove))
         .routes(routes!(friends::blocks))

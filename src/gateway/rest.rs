@@ -89,7 +89,11 @@ pub(super) async fn user_of(app: &App, headers: &HeaderMap) -> ApiResult<TokenIn
 }
 
 /// The request's user, once it may take one `kind` action.
-async fn limited_user(app: &App, headers: &HeaderMap, kind: Kind) -> ApiResult<TokenInfo> {
+pub(super) async fn limited_user(
+    app: &App,
+    headers: &HeaderMap,
+    kind: Kind,
+) -> ApiResult<TokenInfo> {
     let user = user_of(app, headers).await?;
     app.allow(kind, &format!("user:{}", user.username)).await?;
     Ok(user)

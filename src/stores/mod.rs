@@ -4,6 +4,7 @@
 pub mod events;
 pub mod friends;
 pub mod kafka;
+mod message_life;
 pub mod redis;
 pub mod search;
 pub mod sql;

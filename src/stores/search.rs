@@ -334,6 +334,7 @@ mod tests {
             body: body.into(),
             ts,
             client_id: format!("c{seq}"),
+            ..Default::default()
         }
     }
 

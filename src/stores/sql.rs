@@ -9,6 +9,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
 };
 use troupe_actors::frames::{ChatMessage, HistoryQuery};
+use troupe_actors::life::MessageView;
 use troupe_actors::limits::now_ms;
 use troupe_actors::metrics;
 use troupe_actors::store::{
@@ -87,16 +88,7 @@ fn is_unique_violation(e: &DbErr) -> bool {
     matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
-fn to_message(m: message::Model) -> ChatMessage {
-    ChatMessage {
-        room: m.room,
-        seq: m.seq as u64,
-        from: m.sender,
-        body: m.body,
-        ts: m.ts,
-        client_id: m.client_id,
-    }
-}
+use super::message_life::{self, to_message};
 
 fn membership_row(room: &str, user: &str) -> membership::ActiveModel {
     membership::ActiveModel {
@@ -261,6 +253,58 @@ impl Directory for SqlStore {
             .map_err(unavailable)?;
         Ok(rows.into_iter().map(|m| m.room).collect())
     }
+
+    async fn public_rooms(
+        &self,
+        query: &str,
+        after: &str,
+        limit: u64,
+    ) -> StoreResult<Vec<(RoomRecord, u64)>> {
+        // `query` is matched literally: LIKE's wildcards in it are escaped.
+        let pattern = format!(
+            "%{}%",
+            query
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        // Byte order on both backends (Postgres would otherwise sort by its
+        // locale), so pages and their cursor agree.
+        let name = match self.db.get_database_backend() {
+            DbBackend::Postgres => "r.name COLLATE \"C\"",
+            _ => "r.name",
+        };
+        let sql = format!(
+            "SELECT r.name, r.private, r.created_by, r.created_at, \
+             (SELECT COUNT(*) FROM memberships m WHERE m.room = r.name) AS members \
+             FROM rooms r \
+             WHERE NOT r.private AND r.name NOT LIKE '!%' AND {name} > $1 \
+             AND lower(r.name) LIKE $2 ESCAPE '\\' \
+             ORDER BY {name} LIMIT $3"
+        );
+        let rows = self
+            .db
+            .query_all_raw(statement(
+                &self.db,
+                &sql,
+                vec![after.into(), pattern.into(), (limit as i64).into()],
+            ))
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|row| {
+                let record = RoomRecord {
+                    name: row.try_get("", "name").map_err(unavailable)?,
+                    private: row.try_get("", "private").map_err(unavailable)?,
+                    created_by: row.try_get("", "created_by").map_err(unavailable)?,
+                    created_at: row.try_get("", "created_at").map_err(unavailable)?,
+                };
+                let members: i64 = row.try_get("", "members").map_err(unavailable)?;
+                Ok((record, members as u64))
+            })
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -269,17 +313,7 @@ impl History for SqlStore {
         if messages.is_empty() {
             return Ok(());
         }
-        let rows: Vec<message::ActiveModel> = messages
-            .iter()
-            .map(|m| message::ActiveModel {
-                room: Set(m.room.clone()),
-                seq: Set(m.seq as i64),
-                sender: Set(m.from.clone()),
-                client_id: Set(m.client_id.clone()),
-                body: Set(m.body.clone()),
-                ts: Set(m.ts),
-            })
-            .collect();
+        let rows: Vec<message::ActiveModel> = messages.iter().map(message_life::row_of).collect();
         match &self.sqlite {
             Some(writer) => writer.history(rows).await,
             // One transaction: history and its search index (below) agree.
@@ -325,6 +359,36 @@ impl History for SqlStore {
         }
         .map_err(unavailable)?;
         Ok(rows.into_iter().map(to_message).collect())
+    }
+
+    async fn views(&self, room: &str, seqs: &[u64]) -> StoreResult<Vec<MessageView>> {
+        message_life::load_views(&self.db, room, seqs)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn pinned(&self, room: &str) -> StoreResult<Vec<u64>> {
+        message_life::pinned(&self.db, room)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn replies(
+        &self,
+        room: &str,
+        seq: u64,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<u64>> {
+        message_life::replies(&self.db, room, seq, after, limit)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn unread(&self, room: &str, user: &str, after: u64) -> StoreResult<u64> {
+        message_life::unread(&self.db, room, user, after)
+            .await
+            .map_err(unavailable)
     }
 }
 
@@ -376,6 +440,12 @@ impl MessageLog for SqlStore {
             client_id: Set(r.client_id.clone()),
             body: Set(r.body.clone()),
             ts: Set(r.ts),
+            reply_to: Set(r.reply_to.map(|s| s as i64)),
+            attachments: Set(message_life::ids_json(&r.attachments)),
+            event: Set(r
+                .event
+                .as_ref()
+                .map(|e| serde_json::to_string(e).unwrap_or_default())),
         });
         let rows: Vec<log_record::ActiveModel> = rows.collect();
         let positions = match &self.sqlite {
@@ -414,6 +484,9 @@ impl MessageLog for SqlStore {
                         client_id: r.client_id,
                         body: r.body,
                         ts: r.ts,
+                        reply_to: r.reply_to.map(|s| s as u64),
+                        attachments: message_life::ids_of(&r.attachments),
+                        event: message_life::event_of(r.event.as_deref()),
                     },
                 )
             })
@@ -443,27 +516,25 @@ pub(super) async fn insert_log<C: ConnectionTrait>(
     Ok(positions)
 }
 
-/// Inserts history rows; a (room, seq) already there stays as it is.
+/// Inserts history rows; a (room, seq) already there stays as it is. The
+/// new ones go into the search index, and room events among them change
+/// their targets (see `message_life`), all in the caller's transaction.
 pub(super) async fn insert_history<C: ConnectionTrait>(
     db: &C,
     rows: Vec<message::ActiveModel>,
 ) -> Result<(), DbErr> {
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
-        // search: the same rows into the full-text index, same transaction.
-        super::search::index_rows(db, &chunk).await?;
-        let result = message::Entity::insert_many(chunk)
-            .on_conflict(
-                OnConflict::columns([message::Column::Room, message::Column::Seq])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(db)
-            .await;
-        match result {
-            Ok(_) | Err(DbErr::RecordNotInserted) => {}
-            Err(e) => return Err(e),
+    let mut by_room: std::collections::BTreeMap<String, Vec<message::ActiveModel>> =
+        Default::default();
+    for row in rows {
+        if let Set(room) = &row.room {
+            by_room.entry(room.clone()).or_default().push(row);
+        }
+    }
+    for (room, rows) in by_room {
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
+            message_life::insert_room_rows(db, &room, chunk).await?;
         }
     }
     Ok(())

@@ -209,13 +209,30 @@ impl Actor for RoomProxy {
                     client_id: client_id.clone(),
                     owner: state.args.owner.clone(),
                 });
-                let sent = state.cast(RoomCast::Send {
-                    session: request.session_id,
-                    gen,
-                    user: request.user,
-                    client_id: request.client_id,
-                    body: request.body,
-                });
+                let plain = request.reply_to.is_none()
+                    && request.attachments.is_empty()
+                    && request.event.is_none();
+                // Plain sends keep the form every version reads.
+                let sent = if plain {
+                    state.cast(RoomCast::Send {
+                        session: request.session_id,
+                        gen,
+                        user: request.user,
+                        client_id: request.client_id,
+                        body: request.body,
+                    })
+                } else {
+                    state.cast(RoomCast::Post {
+                        session: request.session_id,
+                        gen,
+                        user: request.user,
+                        client_id: request.client_id,
+                        body: request.body,
+                        reply_to: request.reply_to,
+                        attachments: request.attachments,
+                        event: request.event,
+                    })
+                };
                 if !sent {
                     outbox.push_frame(&ServerFrame::error(&unreachable(), Some(client_id)));
                 }
@@ -297,6 +314,26 @@ impl Actor for RoomProxy {
                 reply,
                 |a| match a {
                     WireReply::Info(r) => Some(r),
+                    WireReply::Failed(e) => Some(Err(e)),
+                    _ => None,
+                },
+                |_| {},
+            ),
+            RoomMsg::Post { request, reply } => state.call(
+                RoomCall::Post { request },
+                reply,
+                |a| match a {
+                    WireReply::Posted(r) => Some(r),
+                    WireReply::Failed(e) => Some(Err(e)),
+                    _ => None,
+                },
+                |_| {},
+            ),
+            RoomMsg::Query { user, query, reply } => state.call(
+                RoomCall::Query { user, query },
+                reply,
+                |a| match a {
+                    WireReply::Queried(r) => Some(r),
                     WireReply::Failed(e) => Some(Err(e)),
                     _ => None,
                 },

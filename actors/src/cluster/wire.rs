@@ -6,9 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::frames::{ChatError, ChatMessage, HistoryQuery};
+use crate::frames::{ChatError, ChatMessage, HistoryQuery, MessageEvent};
 use crate::inspect::{InspectQuery, NodeSnapshot};
-use crate::room::{CreateSpec, RoomInfo};
+use crate::room::{CreateSpec, MessageQuery, PostRequest, Posted, QueryAnswer, RoomInfo};
 
 /// The version of what nodes say to each other. Raise it with any change a
 /// node of the previous version would misread (a new variant, a changed
@@ -16,7 +16,10 @@ use crate::room::{CreateSpec, RoomInfo};
 /// peers whose version is its own or adjacent (a rolling upgrade runs two
 /// adjacent versions side by side) and refuses the others with a log line.
 /// Version 1 is the wire before versions were exchanged (its pings carry none).
-pub const WIRE_VERSION: u32 = 2;
+/// Version 3 adds messages that live: `RoomCast::Post`, `RoomCall::{Post,
+/// Query}` and their replies (a version-2 owner refuses them unread; plain
+/// sends still travel as `RoomCast::Send`, which both read).
+pub const WIRE_VERSION: u32 = 3;
 
 /// The version this node speaks: [`WIRE_VERSION`], or with the `test-hooks`
 /// feature `TROUPE_TEST_WIRE_VERSION` (a test runs nodes of two versions).
@@ -58,6 +61,20 @@ pub enum RoomCast {
         user: String,
         client_id: String,
         body: String,
+    },
+    /// A send with a reply, attachments or an event (version 3).
+    Post {
+        session: u64,
+        gen: u64,
+        user: String,
+        client_id: String,
+        body: String,
+        #[serde(default)]
+        reply_to: Option<u64>,
+        #[serde(default)]
+        attachments: Vec<String>,
+        #[serde(default)]
+        event: Option<MessageEvent>,
     },
     Typing {
         session: u64,
@@ -116,6 +133,15 @@ pub enum RoomCall {
     Info {
         user: String,
     },
+    /// A post from REST, answered with its ack (version 3).
+    Post {
+        request: PostRequest,
+    },
+    /// A question about messages (version 3).
+    Query {
+        user: String,
+        query: MessageQuery,
+    },
 }
 
 /// What a room tells a session beside frames.
@@ -172,7 +198,7 @@ pub enum WireCast {
     /// subscribes again, wherever it is now.
     RoomRestarted { room: String, from: String },
     /// An encoded frame for every session of these users on the receiving
-    /// node (a friend's presence or request). Added within wire version 2:
+    /// node (a friend's presence or request). New in wire version 3:
     /// a peer without it logs the cast as unreadable and drops it, which
     /// costs only the push.
     ToUsers { users: Vec<String>, frame: String },
@@ -203,6 +229,8 @@ pub enum WireReply {
     History(Result<Vec<ChatMessage>, ChatError>),
     Members(Result<Vec<(String, u64)>, ChatError>),
     Info(Result<RoomInfo, ChatError>),
+    Posted(Result<Posted, ChatError>),
+    Queried(Result<QueryAnswer, ChatError>),
     Pong {
         node: String,
         incarnation: u64,

@@ -3,11 +3,12 @@
 //! time, the rest queue behind it: group commit), and only then acks the
 //! sender and fans out to its subscribed sessions. History is written behind.
 
+mod life;
 mod state;
 pub mod supervisor;
 
 use crate::store::events::DomainEvent;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,13 +16,14 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::cluster::router::RouterMsg;
-use crate::frames::{ChatError, ChatMessage, HistoryQuery, ServerFrame};
+use crate::frames::{ChatError, ChatMessage, HistoryQuery, MessageEvent, ServerFrame};
 use crate::limits::{now_ms, Limits};
 use crate::outbox::Outbox;
 use crate::presence::PresenceMsg;
 use crate::session::{SessionHandle, SessionMsg};
 use crate::store::{select_page, Checkpoint, LogPosition, LogRecord, StoreError, Stores};
 
+pub use life::{MessageQuery, PostRequest, Posted, QueryAnswer};
 pub use state::RoomKind;
 use state::{Cached, Leaving, PendingSend, RoomState, SubState, Subscriber};
 
@@ -109,13 +111,22 @@ pub struct RoomInfo {
     pub private: bool,
     pub members: usize,
     pub last_seq: u64,
+    /// For a listing of the user's rooms: messages after `last_read_seq`
+    /// that are not theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_read_seq: Option<u64>,
 }
 
-/// A message to post.
+/// A message (or, with `event`, a change to one) to post.
 pub struct SendRequest {
     pub user: String,
     pub client_id: String,
     pub body: String,
+    pub reply_to: Option<u64>,
+    pub attachments: Vec<String>,
+    pub event: Option<MessageEvent>,
     /// The sending session (its node's router finds it by this id).
     pub session_id: u64,
     /// Where the ack or the error goes.
@@ -159,6 +170,17 @@ pub enum RoomMsg {
         reply: RpcReplyPort<Result<(), ChatError>>,
     },
     Send(SendRequest),
+    /// A send or an event from REST: answered with its ack.
+    Post {
+        request: PostRequest,
+        reply: RpcReplyPort<Result<Posted, ChatError>>,
+    },
+    /// A question about messages (views, versions, pins, threads, unread).
+    Query {
+        user: String,
+        query: MessageQuery,
+        reply: RpcReplyPort<Result<QueryAnswer, ChatError>>,
+    },
     Typing {
         user: String,
         active: bool,
@@ -220,6 +242,8 @@ pub enum RoomMsg {
         messages: Result<Vec<ChatMessage>, StoreError>,
         reply: RpcReplyPort<u64>,
     },
+    /// A read of history is back.
+    DbRead(life::DbDone),
     Tick,
     #[cfg(feature = "test-hooks")]
     Panic,
@@ -265,6 +289,12 @@ pub fn refuse(msg: RoomMsg, error: &ChatError) {
             let _ = reply.send(Err(error.clone()));
         }
         RoomMsg::Info { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        RoomMsg::Post { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        RoomMsg::Query { reply, .. } => {
             let _ = reply.send(Err(error.clone()));
         }
         // Dropping the reply port tells the caller the room is gone.
@@ -356,6 +386,9 @@ impl Actor for Room {
                 let _ = reply.send(state.invite(&myself, &by, &user).await);
             }
             RoomMsg::Send(request) => state.accept_send(&myself, request),
+            RoomMsg::Post { request, reply } => state.post(&myself, request, reply),
+            RoomMsg::Query { user, query, reply } => state.query(&myself, user, query, reply),
+            RoomMsg::DbRead(done) => state.db_read(&myself, done),
             RoomMsg::Appended { batch, result } => state.appended(&myself, batch, result),
             RoomMsg::Reconciled(result) => state.reconciled(&myself, result),
             RoomMsg::HistoryWritten { up_to, result } => {
@@ -388,7 +421,11 @@ impl Actor for Room {
                 let _ = reply.send(answer);
             }
             RoomMsg::Info { user, reply } => {
-                let answer = state.check_reader(&user).map(|()| state.info());
+                let answer = state.check_reader(&user).map(|()| {
+                    let mut info = state.info();
+                    info.last_read_seq = state.members.get(&user).copied();
+                    info
+                });
                 let _ = reply.send(answer);
             }
             RoomMsg::PresenceChanged {
@@ -423,7 +460,11 @@ impl Actor for Room {
                 if state.needs_reconcile && !state.reconciling {
                     state.reconcile(&myself);
                 }
-                let busy = state.appending || state.reconciling || !state.pending.is_empty();
+                let busy = state.appending
+                    || state.reconciling
+                    || !state.pending.is_empty()
+                    || state.db_reading
+                    || !state.db_jobs.is_empty();
                 if idle && !busy {
                     myself.stop(Some("idle".into()));
                 }
@@ -496,6 +537,8 @@ impl RoomState {
             private: self.private,
             members: self.members.len(),
             last_seq: self.last_seq,
+            unread: None,
+            last_read_seq: None,
         }
     }
 
@@ -524,6 +567,19 @@ impl RoomState {
             return Err(ChatError::forbidden("only admins may broadcast"));
         }
         self.check_reader(user)
+    }
+
+    /// A message of the cache as history shows it now: its current body.
+    fn as_now(&self, mut message: ChatMessage) -> ChatMessage {
+        if let Some(view) = self.views.get(&message.seq) {
+            message.body = view.body.clone().unwrap_or_default();
+            message.edited_at = view.edited_at;
+            message.deleted = view.deleted;
+            if view.deleted {
+                message.attachments.clear();
+            }
+        }
+        message
     }
 
     /// Pushes a frame to every live subscriber; drops the ones that are gone.
@@ -918,14 +974,93 @@ impl RoomState {
             waiters.push(request.outbox);
             return;
         }
-        self.in_flight.insert(key, vec![request.outbox.clone()]);
+        self.in_flight
+            .insert(key.clone(), vec![request.outbox.clone()]);
+        match self.precheck(&request) {
+            Some(Err(e)) => self.fail(key, &e),
+            Some(Ok(())) | None if request.event.is_none() && request.reply_to.is_none() => {
+                self.queue_send(myself, request)
+            }
+            Some(Ok(())) => self.queue_send(myself, request),
+            None => {
+                // The target is older than the views in memory: load it first.
+                let target = match &request.event {
+                    Some(event) => event.target(),
+                    None => request.reply_to.unwrap_or(0),
+                };
+                self.with_views(
+                    myself,
+                    vec![target],
+                    Box::new(move |state, myself, loaded| {
+                        let checked = loaded.and_then(|()| match state.precheck(&request) {
+                            Some(result) => result,
+                            None => Err(ChatError::not_found(format!("no message {target}"))),
+                        });
+                        match checked {
+                            Ok(()) => state.queue_send(myself, request),
+                            Err(e) => state.fail(key, &e),
+                        }
+                    }),
+                );
+            }
+        }
+    }
+
+    fn queue_send(&mut self, myself: &ActorRef<RoomMsg>, request: SendRequest) {
+        if self.leaving.is_some() {
+            self.fail((request.user, request.client_id), &moving());
+            return;
+        }
         self.pending.push_back(PendingSend {
             user: request.user,
             client_id: request.client_id,
             body: request.body,
+            reply_to: request.reply_to,
+            attachments: request.attachments,
+            event: request.event,
             ts: now_ms(),
         });
         self.append_next(myself);
+    }
+
+    /// The binding check of a batch's events and replies, in order (each
+    /// sees the ones before it): the refused are answered and left out.
+    fn check_batch(&mut self, batch: Vec<PendingSend>) -> Vec<PendingSend> {
+        let mut scratch: HashMap<u64, crate::life::MessageView> = HashMap::new();
+        let mut kept = Vec::with_capacity(batch.len());
+        for p in batch {
+            let target = match (&p.event, p.reply_to) {
+                (Some(event), _) => event.target(),
+                (None, Some(seq)) => seq,
+                (None, None) => {
+                    kept.push(p);
+                    continue;
+                }
+            };
+            let view = match scratch.get(&target).or_else(|| self.views.get(&target)) {
+                Some(view) => view.clone(),
+                None => {
+                    let e = ChatError::unavailable("the message was not at hand; retry");
+                    self.fail((p.user, p.client_id), &e);
+                    continue;
+                }
+            };
+            if let Err(e) = self.check_on(&view, p.event.as_ref(), &p.user) {
+                self.fail((p.user, p.client_id), &e);
+                continue;
+            }
+            let mut view = view;
+            view.apply(&ChatMessage {
+                from: p.user.clone(),
+                reply_to: p.reply_to,
+                event: p.event.clone(),
+                ts: p.ts,
+                ..Default::default()
+            });
+            scratch.insert(target, view);
+            kept.push(p);
+        }
+        kept
     }
 
     /// Starts appending the next batch unless one is in flight.
@@ -939,6 +1074,10 @@ impl RoomState {
         }
         let n = self.pending.len().min(self.ctx.tuning.max_batch);
         let batch: Vec<PendingSend> = self.pending.drain(..n).collect();
+        let batch = self.check_batch(batch);
+        if batch.is_empty() {
+            return;
+        }
         let records: Vec<LogRecord> = batch
             .iter()
             .enumerate()
@@ -950,6 +1089,9 @@ impl RoomState {
                 client_id: p.client_id.clone(),
                 body: p.body.clone(),
                 ts: p.ts,
+                reply_to: p.reply_to,
+                attachments: p.attachments.clone(),
+                event: p.event.clone(),
             })
             .collect();
         self.appending = true;
@@ -994,6 +1136,10 @@ impl RoomState {
                         body: p.body,
                         ts: p.ts,
                         client_id: p.client_id,
+                        reply_to: p.reply_to,
+                        attachments: p.attachments,
+                        event: p.event,
+                        ..Default::default()
                     };
                     frames.push(self.commit(message, position));
                 }
@@ -1044,6 +1190,7 @@ impl RoomState {
             outbox.push(ack.clone());
         }
         self.remember(key, message.seq, message.ts);
+        self.track_views(&message);
         let frame = ServerFrame::Message(message.clone()).encode();
         self.unflushed.push_back((message.clone(), position));
         self.recent.push_back(Cached {
@@ -1158,7 +1305,11 @@ impl RoomState {
 
     /// Writes unflushed messages to history, one batch at a time.
     fn write_history(&mut self, myself: &ActorRef<RoomMsg>) {
-        if self.history_writing || self.unflushed.is_empty() {
+        if self.history_writing || self.db_reading {
+            return;
+        }
+        if self.unflushed.is_empty() {
+            self.next_db_job(myself);
             return;
         }
         let batch: Vec<ChatMessage> = self
@@ -1199,11 +1350,17 @@ impl RoomState {
                 if due {
                     self.maybe_checkpoint_now();
                 }
-                self.write_history(myself);
+                // Reads of history and writes take turns.
+                if self.db_jobs.is_empty() {
+                    self.write_history(myself);
+                } else {
+                    self.next_db_job(myself);
+                }
             }
             Err(e) => {
                 // Retried on the next append or tick; the log still holds these.
                 tracing::warn!(room = %self.name, error = %e, "history write failed");
+                self.next_db_job(myself);
             }
         }
     }
@@ -1428,11 +1585,18 @@ impl RoomState {
         if lowest >= first_cached || self.last_seq == 0 {
             let cached: Vec<&Cached> = self.recent.iter().collect();
             let page = select_page(&cached, |c| c.message.seq, query, limit);
-            let _ = reply.send(Ok(page.iter().map(|c| c.message.clone()).collect()));
+            let _ = reply.send(Ok(page
+                .iter()
+                .map(|c| self.as_now(c.message.clone()))
+                .collect()));
             return;
         }
         let history = self.ctx.stores.history.clone();
-        let unflushed: Vec<ChatMessage> = self.unflushed.iter().map(|(m, _)| m.clone()).collect();
+        let unflushed: Vec<ChatMessage> = self
+            .unflushed
+            .iter()
+            .map(|(m, _)| self.as_now(m.clone()))
+            .collect();
         let room = self.name.clone();
         tokio::spawn(async move {
             let answer = match history.page(&room, query, limit).await {

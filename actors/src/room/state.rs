@@ -45,6 +45,9 @@ pub struct PendingSend {
     pub(crate) user: String,
     pub(crate) client_id: String,
     pub(crate) body: String,
+    pub(crate) reply_to: Option<u64>,
+    pub(crate) attachments: Vec<String>,
+    pub(crate) event: Option<crate::frames::MessageEvent>,
     pub(crate) ts: i64,
 }
 
@@ -100,6 +103,13 @@ pub struct RoomState {
     pub(crate) draining: bool,
     /// The room was created by this start (its members' other nodes are told).
     pub(crate) created: bool,
+    /// Who created the room: its owner until rooms have roles.
+    pub(crate) creator: Option<String>,
+    /// The current state of recent messages (every one not yet in history).
+    pub(crate) views: BTreeMap<u64, crate::life::MessageView>,
+    /// Reads of history waiting for their turn, and whether one runs.
+    pub(crate) db_jobs: VecDeque<super::life::DbJob>,
+    pub(crate) db_reading: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,15 +124,25 @@ fn unavailable(e: StoreError) -> ActorProcessingErr {
     Box::new(ChatError::unavailable(e.to_string()))
 }
 
-/// Loads the room record, creating it when asked; `(private, members, created)`.
-async fn load_record(
-    args: &RoomArgs,
-    kind: RoomKind,
-) -> Result<(bool, HashMap<String, u64>, bool), ActorProcessingErr> {
+/// What a room's record says.
+struct Record {
+    private: bool,
+    members: HashMap<String, u64>,
+    created: bool,
+    creator: Option<String>,
+}
+
+/// Loads the room record, creating it when asked.
+async fn load_record(args: &RoomArgs, kind: RoomKind) -> Result<Record, ActorProcessingErr> {
     let directory = &args.ctx.stores.directory;
     let name = &args.name;
     if kind == RoomKind::Broadcast {
-        return Ok((false, HashMap::new(), false));
+        return Ok(Record {
+            private: false,
+            members: HashMap::new(),
+            created: false,
+            creator: None,
+        });
     }
     let mut created = false;
     let record = match directory.find_room(name).await.map_err(unavailable)? {
@@ -181,14 +201,24 @@ async fn load_record(
         .into_iter()
         .map(|m| (m.user, m.read_seq))
         .collect();
-    Ok((record.private, members, created))
+    Ok(Record {
+        private: record.private,
+        members,
+        created,
+        creator: Some(record.created_by),
+    })
 }
 
 /// Restores a room: record and members, checkpoint, the history tail (for
 /// de-duplication and the cache), then the log from the checkpoint on.
 pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessingErr> {
     let kind = RoomKind::of(&args.name);
-    let (private, members, created) = load_record(&args, kind).await?;
+    let Record {
+        private,
+        members,
+        created,
+        creator,
+    } = load_record(&args, kind).await?;
     let stores = args.ctx.stores.clone();
     let name = args.name.clone();
     // Take the lease before reading anything: from here on the previous
@@ -250,6 +280,10 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
         leaving: None,
         draining: false,
         created,
+        creator,
+        views: BTreeMap::new(),
+        db_jobs: VecDeque::new(),
+        db_reading: false,
     };
     for m in &tail {
         state.remember((m.from.clone(), m.client_id.clone()), m.seq, m.ts);
@@ -315,6 +349,7 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
             message.seq,
             message.ts,
         );
+        state.track_views(&message);
         state.unflushed.push_back((message.clone(), pos));
         replayed.push(message);
     }

@@ -92,6 +92,18 @@ impl crate::store::History for HistoryDown {
     async fn page(&self, _: &str, _: HistoryQuery, _: usize) -> StoreResult<Vec<ChatMessage>> {
         Ok(Vec::new())
     }
+    async fn views(&self, _: &str, _: &[u64]) -> StoreResult<Vec<crate::life::MessageView>> {
+        Ok(Vec::new())
+    }
+    async fn pinned(&self, _: &str) -> StoreResult<Vec<u64>> {
+        Ok(Vec::new())
+    }
+    async fn replies(&self, _: &str, _: u64, _: u64, _: usize) -> StoreResult<Vec<u64>> {
+        Ok(Vec::new())
+    }
+    async fn unread(&self, _: &str, _: &str, _: u64) -> StoreResult<u64> {
+        Ok(0)
+    }
 }
 
 async fn fixture(log: Arc<dyn MessageLog>) -> Fixture {
@@ -184,6 +196,9 @@ fn send(outbox: &Outbox, client_id: &str) -> RoomMsg {
         user: "ann".into(),
         client_id: client_id.into(),
         body: format!("body of {client_id}"),
+        reply_to: None,
+        attachments: Vec::new(),
+        event: None,
         session_id: 1,
         outbox: outbox.clone(),
     })
@@ -321,4 +336,105 @@ async fn a_room_whose_lease_another_node_took_acks_nothing_more_and_stops() {
     assert_eq!(room.get_status(), ractor::ActorStatus::Stopped);
     // The fenced room never wrote a checkpoint or a lease of the new epoch.
     assert!(leases.holds("lobby", "other", theirs).await.unwrap());
+}
+
+/// Holds the next append until released: what queues behind it forms one batch.
+#[derive(Default)]
+struct GateLog {
+    inner: MemoryLog,
+    hold: std::sync::atomic::AtomicBool,
+    gate: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl MessageLog for GateLog {
+    async fn append(&self, room: &str, records: &[LogRecord]) -> StoreResult<Vec<LogPosition>> {
+        if self.hold.swap(false, Ordering::SeqCst) {
+            self.gate.notified().await;
+        }
+        self.inner.append(room, records).await
+    }
+
+    async fn read_from(
+        &self,
+        room: &str,
+        from: LogPosition,
+        max: usize,
+    ) -> StoreResult<Vec<(LogPosition, LogRecord)>> {
+        self.inner.read_from(room, from, max).await
+    }
+}
+
+fn event(outbox: &Outbox, client_id: &str, event: MessageEvent) -> RoomMsg {
+    RoomMsg::Send(SendRequest {
+        user: "ann".into(),
+        client_id: client_id.into(),
+        body: String::new(),
+        reply_to: None,
+        attachments: Vec::new(),
+        event: Some(event),
+        session_id: 1,
+        outbox: outbox.clone(),
+    })
+}
+
+#[tokio::test]
+async fn events_of_one_batch_are_checked_in_order_against_each_other() {
+    let log = Arc::new(GateLog::default());
+    let f = fixture(log.clone()).await;
+    let room = f.room("lobby").await;
+    let (outbox, mut rx) = Outbox::channel(64, usize::MAX);
+    room.cast(send(&outbox, "a")).unwrap();
+    assert_eq!(next_frame(&mut rx).await["seq"], 1);
+    // "b" holds the log; two deletes and an edit of message 1 queue behind it.
+    log.hold.store(true, Ordering::SeqCst);
+    room.cast(send(&outbox, "b")).unwrap();
+    room.cast(event(&outbox, "d1", MessageEvent::Delete { target: 1 }))
+        .unwrap();
+    room.cast(event(&outbox, "d2", MessageEvent::Delete { target: 1 }))
+        .unwrap();
+    let edit = MessageEvent::Edit {
+        target: 1,
+        body: "too late".into(),
+    };
+    room.cast(event(&outbox, "e1", edit)).unwrap();
+    // Once it answers, the room has queued all three.
+    crate::ask(&room, |reply| RoomMsg::Info {
+        user: "ann".into(),
+        reply,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    log.gate.notify_one();
+    let mut answers = BTreeMap::new();
+    while answers.len() < 4 {
+        let f = next_frame(&mut rx).await;
+        let id = f["client_id"]
+            .as_str()
+            .or(f["ref"].as_str())
+            .unwrap()
+            .to_string();
+        answers.insert(id, f);
+    }
+    assert_eq!(answers["b"]["seq"], 2);
+    assert_eq!(answers["d1"]["type"], "ack", "{}", answers["d1"]);
+    assert_eq!(answers["d1"]["seq"], 3);
+    for refused in ["d2", "e1"] {
+        let f = &answers[refused];
+        assert_eq!(
+            (f["type"].as_str(), f["code"].as_str()),
+            (Some("error"), Some("not_found")),
+            "{f}"
+        );
+    }
+    // Nothing refused reached the log: seqs stay gapless.
+    let seqs: Vec<u64> = log
+        .read_from("lobby", 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, r)| r.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
 }

@@ -16,7 +16,7 @@ use rand::RngCore;
 use crate::cluster::link::RemoteSession;
 use crate::cluster::router::RouterMsg;
 use crate::cluster::wire::SessionEvent;
-use crate::frames::{ChatError, ClientFrame, ErrorCode, MemberStatus, ServerFrame};
+use crate::frames::{ChatError, ClientFrame, ErrorCode, MemberStatus, MessageEvent, ServerFrame};
 use crate::limits::{check_room_name, check_room_ref, check_username, now_ms, Limits};
 use crate::outbox::Outbox;
 use crate::presence::PresenceMsg;
@@ -887,9 +887,68 @@ impl SessionState {
                 room,
                 body,
                 client_id,
+                reply_to,
+                attachments,
             } => {
                 let checked = check_room_ref(&room);
-                self.send(room, None, body, client_id, checked).await
+                let out = Outgoing {
+                    body,
+                    reply_to,
+                    attachments,
+                    event: None,
+                };
+                self.send(room, None, out, client_id, checked).await
+            }
+            ClientFrame::Edit {
+                room,
+                seq,
+                body,
+                client_id,
+            } => {
+                let event = MessageEvent::Edit { target: seq, body };
+                self.send_event(room, event, client_id).await
+            }
+            ClientFrame::Delete {
+                room,
+                seq,
+                client_id,
+            } => {
+                let event = MessageEvent::Delete { target: seq };
+                self.send_event(room, event, client_id).await
+            }
+            ClientFrame::React {
+                room,
+                seq,
+                emoji,
+                client_id,
+            } => {
+                let event = MessageEvent::React { target: seq, emoji };
+                self.send_event(room, event, client_id).await
+            }
+            ClientFrame::Unreact {
+                room,
+                seq,
+                emoji,
+                client_id,
+            } => {
+                let event = MessageEvent::Unreact { target: seq, emoji };
+                self.send_event(room, event, client_id).await
+            }
+            ClientFrame::Pin {
+                room,
+                seq,
+                client_id,
+            } => {
+                let event = MessageEvent::Pin { target: seq };
+                self.send_event(room, event, client_id).await
+            }
+            ClientFrame::Unpin {
+                room,
+                seq,
+                client_id,
+            } => {
+                let event = MessageEvent::Unpin { target: seq };
+                self.send_event(room, event, client_id).await
             }
             ClientFrame::Dm {
                 to,
@@ -909,11 +968,12 @@ impl SessionState {
                     creator: user.clone(),
                     members: vec![user.clone(), to],
                 };
-                self.send(room, Some(create), body, client_id, checked)
+                self.send(room, Some(create), Outgoing::text(body), client_id, checked)
                     .await
             }
             ClientFrame::Broadcast { body, client_id } => {
-                self.send(BROADCAST_ROOM.to_string(), None, body, client_id, Ok(()))
+                let out = Outgoing::text(body);
+                self.send(BROADCAST_ROOM.to_string(), None, out, client_id, Ok(()))
                     .await
             }
             ClientFrame::Typing { room, active } => {
@@ -997,21 +1057,42 @@ impl SessionState {
         }
     }
 
+    async fn send_event(&mut self, room: String, event: MessageEvent, client_id: String) {
+        let checked = check_room_ref(&room);
+        let out = Outgoing {
+            body: String::new(),
+            reply_to: None,
+            attachments: Vec::new(),
+            event: Some(event),
+        };
+        self.send(room, None, out, client_id, checked).await
+    }
+
     async fn send(
         &mut self,
         room: String,
         create: Option<CreateSpec>,
-        body: String,
+        out: Outgoing,
         client_id: String,
         checked: Result<(), ChatError>,
     ) {
         let limits = &self.ctx.limits;
         let checked = checked
             .and_then(|()| limits.check_client_id(&client_id))
-            .and_then(|()| limits.check_body(&body));
+            .and_then(|()| out.check(limits));
         if let Err(e) = checked {
             self.push_error(&e, &client_id);
             return;
+        }
+        if !out.attachments.is_empty() {
+            let attachments = self.ctx.stores.attachments.clone();
+            if let Err(e) = attachments
+                .check(&out.attachments, &room, self.user())
+                .await
+            {
+                self.push_error(&e, &client_id);
+                return;
+            }
         }
         // The key and rate of before `[rate_limits]`; chat keeps working
         // when the rate-limit store is down.
@@ -1029,7 +1110,10 @@ impl SessionState {
         let request = SendRequest {
             user: self.user().to_string(),
             client_id: client_id.clone(),
-            body,
+            body: out.body,
+            reply_to: out.reply_to,
+            attachments: out.attachments,
+            event: out.event,
             session_id: self.handle.id,
             outbox: self.handle.outbox.clone(),
         };
@@ -1092,3 +1176,40 @@ impl SessionState {
 
 // Local-only: never sent to another node.
 impl ractor::Message for SessionMsg {}
+
+/// What a connection posts to a room: a message, or a change to one.
+pub struct Outgoing {
+    pub body: String,
+    pub reply_to: Option<u64>,
+    pub attachments: Vec<String>,
+    pub event: Option<MessageEvent>,
+}
+
+impl Outgoing {
+    pub fn text(body: String) -> Self {
+        Outgoing {
+            body,
+            reply_to: None,
+            attachments: Vec::new(),
+            event: None,
+        }
+    }
+
+    /// The checks that need no room: body size, emoji, reference counts.
+    pub fn check(&self, limits: &crate::limits::Limits) -> Result<(), ChatError> {
+        if self.attachments.len() > crate::store::attachments::MAX_PER_MESSAGE {
+            return Err(ChatError::bad_request(format!(
+                "at most {} attachments per message",
+                crate::store::attachments::MAX_PER_MESSAGE
+            )));
+        }
+        match &self.event {
+            None => limits.check_body(&self.body),
+            Some(MessageEvent::Edit { body, .. }) => limits.check_body(body),
+            Some(MessageEvent::React { emoji, .. } | MessageEvent::Unreact { emoji, .. }) => {
+                crate::life::check_emoji(emoji)
+            }
+            Some(_) => Ok(()),
+        }
+    }
+}

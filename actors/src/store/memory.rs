@@ -60,6 +60,8 @@ struct Tables {
     rooms: BTreeMap<String, RoomRecord>,
     members: BTreeMap<(String, String), u64>,
     messages: BTreeMap<(String, u64), ChatMessage>,
+    /// The current state of every message (not of events).
+    views: BTreeMap<(String, u64), crate::life::MessageView>,
     checkpoints: HashMap<String, Checkpoint>,
 }
 
@@ -153,6 +155,26 @@ impl Directory for MemoryDatabase {
             .map(|(room, _)| room.clone())
             .collect())
     }
+
+    async fn public_rooms(
+        &self,
+        query: &str,
+        after: &str,
+        limit: u64,
+    ) -> StoreResult<Vec<(RoomRecord, u64)>> {
+        let t = lock(&self.tables);
+        let query = query.to_lowercase();
+        Ok(t.rooms
+            .values()
+            .filter(|r| !r.private && !r.name.starts_with('!') && r.name.as_str() > after)
+            .filter(|r| r.name.to_lowercase().contains(&query))
+            .take(limit as usize)
+            .map(|r| {
+                let members = t.members.keys().filter(|(room, _)| *room == r.name).count();
+                (r.clone(), members as u64)
+            })
+            .collect())
+    }
 }
 
 #[async_trait]
@@ -160,9 +182,21 @@ impl History for MemoryDatabase {
     async fn write(&self, messages: &[ChatMessage]) -> StoreResult<()> {
         let mut t = lock(&self.tables);
         for m in messages {
-            t.messages
-                .entry((m.room.clone(), m.seq))
-                .or_insert_with(|| m.clone());
+            let key = (m.room.clone(), m.seq);
+            if t.messages.contains_key(&key) {
+                continue; // written before: applied before
+            }
+            t.messages.insert(key.clone(), m.clone());
+            let target = match (&m.event, m.reply_to) {
+                (Some(event), _) => Some(event.target()),
+                (None, reply_to) => {
+                    t.views.insert(key, crate::life::MessageView::of(m));
+                    reply_to
+                }
+            };
+            if let Some(view) = target.and_then(|seq| t.views.get_mut(&(m.room.clone(), seq))) {
+                view.apply(m);
+            }
         }
         Ok(())
     }
@@ -177,9 +211,59 @@ impl History for MemoryDatabase {
         let all: Vec<ChatMessage> = t
             .messages
             .range((room.to_string(), 0)..=(room.to_string(), u64::MAX))
-            .map(|(_, m)| m.clone())
+            .map(|(key, m)| {
+                let mut m = m.clone();
+                if let Some(view) = t.views.get(key) {
+                    m.body = view.body.clone().unwrap_or_default();
+                    m.edited_at = view.edited_at;
+                    m.deleted = view.deleted;
+                    m.attachments = view.attachments.clone();
+                }
+                m
+            })
             .collect();
         Ok(select_page(&all, |m| m.seq, query, limit).to_vec())
+    }
+
+    async fn views(&self, room: &str, seqs: &[u64]) -> StoreResult<Vec<MessageView>> {
+        let t = lock(&self.tables);
+        Ok(seqs
+            .iter()
+            .filter_map(|seq| t.views.get(&(room.to_string(), *seq)).cloned())
+            .collect())
+    }
+
+    async fn pinned(&self, room: &str) -> StoreResult<Vec<u64>> {
+        let t = lock(&self.tables);
+        Ok(t.views
+            .range((room.to_string(), 0)..=(room.to_string(), u64::MAX))
+            .filter(|(_, v)| v.pinned)
+            .map(|((_, seq), _)| *seq)
+            .collect())
+    }
+
+    async fn replies(
+        &self,
+        room: &str,
+        seq: u64,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<u64>> {
+        let t = lock(&self.tables);
+        Ok(t.views
+            .range((room.to_string(), after + 1)..=(room.to_string(), u64::MAX))
+            .filter(|(_, v)| v.reply_to == Some(seq))
+            .map(|((_, s), _)| *s)
+            .take(limit)
+            .collect())
+    }
+
+    async fn unread(&self, room: &str, user: &str, after: u64) -> StoreResult<u64> {
+        let t = lock(&self.tables);
+        Ok(t.views
+            .range((room.to_string(), after + 1)..=(room.to_string(), u64::MAX))
+            .filter(|(_, v)| !v.deleted && v.from != user)
+            .count() as u64)
     }
 }
 

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::frames::{ChatMessage, HistoryQuery};
+use crate::frames::{ChatMessage, HistoryQuery, MessageEvent};
+use crate::life::MessageView;
 
 /// A store could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +51,14 @@ pub struct LogRecord {
     pub client_id: String,
     pub body: String,
     pub ts: i64,
+    /// The message this one answers (absent in records of before threads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
+    /// Set on a room event: the change it makes to an earlier message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<MessageEvent>,
 }
 
 impl LogRecord {
@@ -61,6 +70,10 @@ impl LogRecord {
             body: self.body.clone(),
             ts: self.ts,
             client_id: self.client_id.clone(),
+            reply_to: self.reply_to,
+            attachments: self.attachments.clone(),
+            event: self.event.clone(),
+            ..Default::default()
         }
     }
 }
@@ -139,12 +152,41 @@ pub trait Directory: Send + Sync + 'static {
     async fn set_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<()>;
     /// Names of the rooms the user belongs to.
     async fn rooms_of(&self, user: &str) -> StoreResult<Vec<String>>;
+    /// Public group rooms (not private, not DMs, not `!broadcast`) whose name
+    /// contains `query` (any case), after `after` by name, at most `limit`:
+    /// each with its member count.
+    async fn public_rooms(
+        &self,
+        query: &str,
+        after: &str,
+        limit: u64,
+    ) -> StoreResult<Vec<(RoomRecord, u64)>>;
 }
 
 /// Message history, written behind the log; idempotent on (room, seq).
+///
+/// It holds every record, room events included, and the current state of
+/// each message: writing an event (`ChatMessage::event`) applies it to its
+/// target in the same transaction (see [`crate::life`]), once, however often
+/// the same record is written.
 #[async_trait]
 pub trait History: Send + Sync + 'static {
     async fn write(&self, messages: &[ChatMessage]) -> StoreResult<()>;
+    /// The current views (with their versions) of these seqs that are
+    /// messages (events and unknown seqs are left out).
+    async fn views(&self, room: &str, seqs: &[u64]) -> StoreResult<Vec<MessageView>>;
+    /// Seqs of the room's pinned messages, ascending.
+    async fn pinned(&self, room: &str) -> StoreResult<Vec<u64>>;
+    /// Seqs of the messages that answer `seq`, ascending, after `after`, at most `limit`.
+    async fn replies(
+        &self,
+        room: &str,
+        seq: u64,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<u64>>;
+    /// How many messages (not events, not deleted) after `after` are not `user`'s.
+    async fn unread(&self, room: &str, user: &str, after: u64) -> StoreResult<u64>;
     /// A page as [`select_page`] defines it.
     async fn page(
         &self,

@@ -325,6 +325,7 @@ mod tests {
             body: body.into(),
             ts,
             client_id: format!("c{seq}"),
+            ..Default::default()
         }
     }
 

@@ -162,6 +162,14 @@ impl Directory for Timed<dyn Directory> {
     async fn rooms_of(&self, user: &str) -> StoreResult<Vec<String>> {
         timed(Op::DirectoryRead, self.0.rooms_of(user)).await
     }
+    async fn public_rooms(
+        &self,
+        query: &str,
+        after: &str,
+        limit: u64,
+    ) -> StoreResult<Vec<(RoomRecord, u64)>> {
+        timed(Op::DirectoryRead, self.0.public_rooms(query, after, limit)).await
+    }
 }
 
 #[async_trait]

@@ -124,6 +124,23 @@ mod tests {
             body: "hi".into(),
             ts: 1_700_000_000_000,
             client_id: format!("c{seq}"),
+            ..ChatMessage::default()
+        }
+    }
+
+    /// A message with every optional field set: a reply with attachments,
+    /// and an edit event.
+    fn full_message(seq: u64) -> ChatMessage {
+        ChatMessage {
+            reply_to: Some(1),
+            attachments: vec!["0123456789abcdef0123456789abcdef".into()],
+            event: Some(troupe_actors::frames::MessageEvent::Edit {
+                target: 1,
+                body: "new".into(),
+            }),
+            edited_at: Some(9),
+            deleted: true,
+            ..message(seq)
         }
     }
 
@@ -156,6 +173,7 @@ mod tests {
                 last_seq: 9,
             },
             ServerFrame::Message(message(1)),
+            ServerFrame::Message(full_message(2)),
             ServerFrame::Ack {
                 client_id: "c1".into(),
                 room: "lobby".into(),
@@ -192,7 +210,7 @@ mod tests {
             },
             ServerFrame::History {
                 room: "lobby".into(),
-                messages: vec![message(1), message(2)],
+                messages: vec![message(1), full_message(2)],
             },
             ServerFrame::Members {
                 room: "lobby".into(),

@@ -67,6 +67,7 @@ use responses::{
     tags(
         (name = "accounts", description = "Registration, login and logout"),
         (name = "rooms", description = "Rooms, their history and members"),
+        (name = "messages", description = "Messages that live: send, edit, delete, reactions, pins, threads"),
         (name = "users", description = "Who is online"),
         (name = "search", description = "Full-text search of the rooms a user can read"),
         (name = "friends", description = "Friends and blocks"),
