@@ -4,8 +4,14 @@
 //! failing receiver gets it again until it takes it; a node killed while
 //! the receiver holds the POST delivers it again after its restart, with
 //! the same id. Runs on the embedded default and on real stores
-//! (`TEST_STORES=real`).
+//! (`TEST_STORES=real`). The cluster test (`cluster_*`: Postgres, Redis
+//! and the tansu broker, as tests/cluster.rs) runs with the cluster tests
+//! in scripts/test.sh: the node that holds the POST is killed and the other
+//! one delivers it.
 
+#[allow(dead_code)]
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +30,7 @@ const SECRET: &str = "webhook-test-secret";
 #[derive(Debug, Clone)]
 struct Got {
     id_header: String,
+    node: String,
     signature: String,
     raw: Vec<u8>,
     body: Value,
@@ -82,6 +89,7 @@ impl Receiver {
         };
         self.got.lock().unwrap().push(Got {
             id_header: header("x-troupe-notification"),
+            node: header("x-troupe-node"),
             signature: header("x-troupe-signature"),
             raw: raw.to_vec(),
             body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
@@ -135,15 +143,22 @@ fn sign(raw: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-async fn node_with_webhook(url: &str) -> Node {
-    Node::start_with(&[
+fn webhook_env(url: &str) -> Vec<(String, String)> {
+    [
         ("TROUPE_NOTIFICATIONS__WEBHOOK_URL", url),
         ("TROUPE_NOTIFICATIONS__SECRET", SECRET),
         ("TROUPE_NOTIFICATIONS__POLL_MS", "100"),
         ("TROUPE_NOTIFICATIONS__BACKOFF_MS", "200"),
         ("TROUPE_NOTIFICATIONS__TIMEOUT_MS", "3000"),
-    ])
-    .await
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec()
+}
+
+async fn node_with_webhook(url: &str) -> Node {
+    let env = webhook_env(url);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Node::start_with(&env).await
 }
 
 async fn post(node: &Node, path: &str, token: &str, body: Value) -> (u16, Value) {
@@ -385,4 +400,72 @@ async fn a_webhook_without_a_secret_is_refused_at_start() {
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("notifications.secret"), "{text}");
+}
+
+/// Two nodes share the outbox: the node whose POST the receiver holds is
+/// killed with `kill -9`, and the other one delivers the notification once
+/// its claim ran out, with the same id and body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_the_other_node_delivers_what_a_killed_node_held() {
+    let (receiver, url) = Receiver::start().await;
+    receiver.hold_first.store(1, Ordering::SeqCst);
+    let mut env = webhook_env(&url);
+    env.push(("TROUPE_CLUSTER__FORGET_AFTER_S".into(), "2".into()));
+    let options = cluster::ClusterOptions {
+        env,
+        ..Default::default()
+    };
+    let mut cluster = cluster::Cluster::start_with("notify-failover", 2, options).await;
+    let ann = cluster.account(0, "ann").await;
+    cluster.account(1, "bob").await;
+    let r = cluster
+        .http()
+        .post(cluster.nodes[0].url("/api/v1/rooms"))
+        .bearer_auth(&ann)
+        .json(&json!({"name": "lobby"}))
+        .send()
+        .await
+        .expect("create a room");
+    assert_eq!(r.status(), 201);
+    let r = cluster
+        .http()
+        .post(cluster.nodes[0].url("/api/v1/rooms/lobby/members"))
+        .bearer_auth(&ann)
+        .json(&json!({"user": "bob"}))
+        .send()
+        .await
+        .expect("add bob");
+    assert_eq!(r.status(), 204);
+    let r = cluster
+        .http()
+        .post(cluster.nodes[0].url("/api/v1/rooms/lobby/messages"))
+        .bearer_auth(&ann)
+        .json(&json!({"body": "@bob the build is red"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 201);
+    let seq = r.json::<Value>().await.expect("JSON")["seq"]
+        .as_u64()
+        .expect("a seq");
+
+    let got = receiver
+        .wait_for("the first POST", |got| !got.is_empty())
+        .await;
+    let holder = got[0].node.clone();
+    let killed = cluster.index_of(&holder);
+    cluster.kill9(killed);
+    println!("{holder} held the POST and was killed");
+
+    let got = receiver.wait_preview("@bob the build is red").await;
+    let id = format!("bob:lobby:{seq}");
+    assert!(got.iter().all(|g| g.id_header == id), "{got:#?}");
+    let delivered: Vec<&Got> = got.iter().filter(|g| g.answered == 200).collect();
+    assert_eq!(delivered.len(), 1, "{got:#?}");
+    assert_ne!(delivered[0].node, holder, "the survivor delivered it");
+    assert_eq!(
+        delivered[0].raw, got[0].raw,
+        "the same notification, byte for byte"
+    );
+    assert_eq!(delivered[0].signature, sign(&delivered[0].raw));
 }

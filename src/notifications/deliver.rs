@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use troupe_actors::limits::now_ms;
 
-use super::{signature, ID_HEADER, SIGNATURE_HEADER};
+use super::{signature, ID_HEADER, NODE_HEADER, SIGNATURE_HEADER};
 use crate::stores::notifications::Claimed;
 use crate::stores::sql::SqlStore;
 
@@ -94,6 +94,7 @@ impl Worker {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature(&self.secret, n.body.as_bytes()))
             .header(ID_HEADER, &id)
+            .header(NODE_HEADER, &self.node)
             .body(n.body.clone())
             .send()
             .await;

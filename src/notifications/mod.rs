@@ -40,6 +40,8 @@ use crate::stores::sql::SqlStore;
 pub const SIGNATURE_HEADER: &str = "X-Troupe-Signature";
 /// The header with the notification's id.
 pub const ID_HEADER: &str = "X-Troupe-Notification";
+/// The header naming the node that sent the POST (for the receiver's logs).
+pub const NODE_HEADER: &str = "X-Troupe-Node";
 
 /// What the webhook receives, as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
