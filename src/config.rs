@@ -1303,6 +1303,50 @@ mod tests {
     }
 
     #[test]
+    fn notifications_need_a_secret_with_a_webhook_and_show_hides_it() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, Overrides::default()).expect("loads");
+            assert_eq!(c.notifications.webhook_url, None);
+            jail.set_env(
+                "TROUPE_NOTIFICATIONS__WEBHOOK_URL",
+                "https://push.example/hook",
+            );
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("notifications.secret"), "{e}");
+            jail.set_env("TROUPE_NOTIFICATIONS__SECRET", "s3cr3t-webhook-key");
+            jail.set_env("TROUPE_NOTIFICATIONS__TIMEOUT_MS", "2s");
+            let c = Config::load(None, Overrides::default()).expect("loads");
+            assert_eq!(c.notifications.timeout_ms, 2_000);
+            let shown = c.show().expect("renders");
+            assert!(!shown.contains("s3cr3t-webhook-key"), "{shown}");
+            assert!(
+                shown.contains("notifications.secret = \"<redacted>\""),
+                "{shown}"
+            );
+            jail.set_env(
+                "TROUPE_NOTIFICATIONS__WEBHOOK_URL",
+                "ftp://push.example/hook",
+            );
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("notifications.webhook_url"), "{e}");
+            jail.set_env(
+                "TROUPE_NOTIFICATIONS__WEBHOOK_URL",
+                "https://push.example/hook",
+            );
+            jail.set_env("TROUPE_NOTIFICATIONS__MAX_ATTEMPTS", "0");
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("notifications.max_attempts"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn show_names_each_values_source_and_hides_secrets() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "[limits]\nmax_body_chars = 1000\n")?;
