@@ -1070,7 +1070,9 @@ fn redact_secrets(value: &mut toml::Value) {
                 toml::Value::String(s) if SECRET_KEYS.iter().any(|k| key.contains(k)) => {
                     *s = "<redacted>".to_string();
                 }
-                toml::Value::String(s) if key == "url" => *s = crate::db::redact(s),
+                toml::Value::String(s) if key == "url" || key.ends_with("_url") => {
+                    *s = crate::db::redact(s)
+                }
                 _ => redact_secrets(v),
             }
         }
@@ -1320,7 +1322,10 @@ mod tests {
             let c = Config::load(None, Overrides::default()).expect("loads");
             assert_eq!(c.notifications.timeout_ms, 2_000);
             let shown = c.show().expect("renders");
-            assert!(!shown.contains("s3cr3t-webhook-key"), "{shown}");
+            assert!(
+                !shown.contains("s3cr3t-webhook-key") && !shown.contains("hunter2"),
+                "{shown}"
+            );
             assert!(
                 shown.contains("notifications.secret = \"<redacted>\""),
                 "{shown}"
