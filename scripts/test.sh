@@ -63,6 +63,8 @@ echo "== cluster tests"
 cargo test -p troupe --features test-hooks --test cluster -- --test-threads=1 2>&1 | tee -a "$log"
 # The chat page in two browsers while a node of a two-node cluster is killed.
 cargo test -p troupe --features test-hooks --test web_page -- cluster_ --test-threads=1 2>&1 | tee -a "$log"
+# Offline notifications: the node holding a webhook POST is killed, the other delivers it.
+cargo test -p troupe --features test-hooks --test notifications -- cluster_ --test-threads=1 2>&1 | tee -a "$log"
 
 echo "== integration tests, real servers"
 export TEST_POSTGRES="${TEST_POSTGRES:-postgres://root@127.0.0.1:5432}"

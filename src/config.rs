@@ -43,6 +43,7 @@ pub struct Config {
     #[serde(skip)]
     pub sources: std::collections::BTreeMap<String, String>,
     pub attachments: AttachmentsSection,
+    pub notifications: NotificationsSection,
 }
 
 /// The cluster: unset `listen` = a node on its own.
@@ -424,6 +425,90 @@ pub enum AttachmentStoreKind {
     S3,
 }
 
+/// Offline notifications by webhook (docs/notifications.md): unset
+/// `webhook_url` = none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsSection {
+    /// Where each notification is POSTed (`https://...`).
+    pub webhook_url: Option<String>,
+    /// Key of the HMAC-SHA256 of each body, sent as
+    /// `X-Troupe-Signature: sha256=<hex>` (a secret: set it from the
+    /// environment); required with `webhook_url`.
+    pub secret: Option<String>,
+    /// One POST must be answered within this time.
+    #[serde(deserialize_with = "millis")]
+    pub timeout_ms: u64,
+    /// Attempts at most per notification, then it is given up.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles per attempt up to `max_backoff_ms`.
+    #[serde(deserialize_with = "millis")]
+    pub backoff_ms: u64,
+    #[serde(deserialize_with = "millis")]
+    pub max_backoff_ms: u64,
+    /// How often a node looks for due notifications (it also looks at once
+    /// when it adds one).
+    #[serde(deserialize_with = "millis")]
+    pub poll_ms: u64,
+}
+
+impl Default for NotificationsSection {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            secret: None,
+            timeout_ms: 5_000,
+            max_attempts: 10,
+            backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+            poll_ms: 1_000,
+        }
+    }
+}
+
+impl NotificationsSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad =
+            |key: &str, why: &str| Err(ConfigError(format!("invalid config key {key}: {why}")));
+        let Some(url) = &self.webhook_url else {
+            return Ok(());
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || reqwest::Url::parse(url).is_err()
+        {
+            return bad(
+                "notifications.webhook_url",
+                "must be an http:// or https:// URL",
+            );
+        }
+        if self.secret.as_deref().unwrap_or("").is_empty() {
+            return bad(
+                "notifications.secret",
+                "required when notifications.webhook_url is set (it signs each POST)",
+            );
+        }
+        if !(100..=600_000).contains(&self.timeout_ms) {
+            return bad(
+                "notifications.timeout_ms",
+                "must be between 100 and 600000 (ms)",
+            );
+        }
+        if self.max_attempts == 0 {
+            return bad("notifications.max_attempts", "must be at least 1");
+        }
+        if self.backoff_ms == 0 || self.max_backoff_ms < self.backoff_ms {
+            return bad(
+                "notifications.backoff_ms",
+                "must be at least 1 and at most notifications.max_backoff_ms",
+            );
+        }
+        if !(10..=60_000).contains(&self.poll_ms) {
+            return bad("notifications.poll_ms", "must be between 10 and 60000 (ms)");
+        }
+        Ok(())
+    }
+}
+
 /// File uploads (`POST /api/v1/rooms/{room}/attachments`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -602,6 +687,7 @@ impl Default for Config {
             ignored_env: Vec::new(),
             sources: Default::default(),
             attachments: AttachmentsSection::default(),
+            notifications: NotificationsSection::default(),
         }
     }
 }
@@ -846,6 +932,7 @@ impl Config {
         }
         self.http.validate()?;
         self.attachments.validate()?;
+        self.notifications.validate()?;
         self.validate_cluster()
     }
 
@@ -983,7 +1070,9 @@ fn redact_secrets(value: &mut toml::Value) {
                 toml::Value::String(s) if SECRET_KEYS.iter().any(|k| key.contains(k)) => {
                     *s = "<redacted>".to_string();
                 }
-                toml::Value::String(s) if key == "url" => *s = crate::db::redact(s),
+                toml::Value::String(s) if key == "url" || key.ends_with("_url") => {
+                    *s = crate::db::redact(s)
+                }
                 _ => redact_secrets(v),
             }
         }
@@ -1211,6 +1300,53 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("rooms.checkpoint_interval_ms"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn notifications_need_a_secret_with_a_webhook_and_show_hides_it() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, Overrides::default()).expect("loads");
+            assert_eq!(c.notifications.webhook_url, None);
+            jail.set_env(
+                "TROUPE_NOTIFICATIONS__WEBHOOK_URL",
+                "https://push.example/hook",
+            );
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("notifications.secret"), "{e}");
+            jail.set_env("TROUPE_NOTIFICATIONS__SECRET", "s3cr3t-webhook-key");
+            jail.set_env("TROUPE_NOTIFICATIONS__TIMEOUT_MS", "2s");
+            let c = Config::load(None, Overrides::default()).expect("loads");
+            assert_eq!(c.notifications.timeout_ms, 2_000);
+            let shown = c.show().expect("renders");
+            assert!(
+                !shown.contains("s3cr3t-webhook-key") && !shown.contains("hunter2"),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("notifications.secret = \"<redacted>\""),
+                "{shown}"
+            );
+            jail.set_env(
+                "TROUPE_NOTIFICATIONS__WEBHOOK_URL",
+                "ftp://push.example/hook",
+            );
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("notifications.webhook_url"), "{e}");
+            jail.set_env(
+                "TROUPE_NOTIFICATIONS__WEBHOOK_URL",
+                "https://push.example/hook",
+            );
+            jail.set_env("TROUPE_NOTIFICATIONS__MAX_ATTEMPTS", "0");
+            let e = Config::load(None, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("notifications.max_attempts"), "{e}");
             Ok(())
         });
     }

@@ -7,6 +7,7 @@ mod config;
 mod db;
 mod gateway;
 mod inspect;
+mod notifications;
 mod stores;
 
 use std::path::PathBuf;
@@ -245,6 +246,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot open the attachment store")?;
     opened.stores.attachments = Arc::new(attachments.clone());
+    // Offline notifications watch history writes (docs/notifications.md).
+    opened.stores = notifications::start(
+        &config.notifications,
+        &config.node.name,
+        opened.sql.clone(),
+        opened.stores,
+    );
     let accounts = auth::Accounts::new(
         opened.stores.clone(),
         config.auth.scrypt_log_n,

@@ -9,5 +9,6 @@ pub mod friendship;
 pub mod log_record;
 pub mod membership;
 pub mod message;
+pub mod notification;
 pub mod room;
 pub mod user;

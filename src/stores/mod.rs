@@ -5,6 +5,7 @@ pub mod events;
 pub mod friends;
 pub mod kafka;
 mod message_life;
+pub mod notifications;
 pub mod redis;
 pub mod search;
 pub mod sql;
