@@ -9,7 +9,7 @@ import { $, clock, el, fill } from "../dom.js";
 import { enqueue } from "../outbox.js";
 import { emit, on, state } from "../store.js";
 import { viewOf } from "./changes.js";
-import { actions, decorators } from "./timeline.js";
+import { actions, decorators, refresh } from "./timeline.js";
 
 /** the thread on screen: {room, seq} or null */
 let open = null;
@@ -100,6 +100,9 @@ decorators.push((m, node, r) => {
 });
 
 on("messages", ({ room: r, added }) => {
+  // A new reply: its parent's "N replies" changes.
+  const parents = new Set(added.filter((m) => m.reply_to && !m.event).map((m) => m.reply_to));
+  for (const seq of parents) refresh(r.name, seq);
   if (open && open.room === r.name && added.some((m) => m.reply_to === open.seq || m.seq === open.seq)) render();
 });
 
