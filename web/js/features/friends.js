@@ -7,7 +7,7 @@
 import { api, ApiError, enc } from "../api.js";
 import { onFrame } from "../conn.js";
 import { $, ago, el, fill } from "../dom.js";
-import { emit, on, state } from "../store.js";
+import { emit, on, setPerson, state } from "../store.js";
 import { openDm } from "./dms.js";
 
 let lists = { friends: [], incoming: [], outgoing: [] };
@@ -41,7 +41,7 @@ function render() {
   for (const f of lists.friends) {
     const online = (state.people.get(f.user) || f).online;
     items.push(el("li", { className: `friend${online ? " online" : ""}`, dataset: { user: f.user, status: "friends" } },
-      el("button", { type: "button", className: "person", onclick: () => openDm(f.user), title: `Message ${f.user}` },
+      el("button", { type: "button", className: `person${online ? " online" : ""}`, onclick: () => openDm(f.user), title: `Message ${f.user}` },
         el("span", { className: "dot", attrs: { "aria-hidden": "true" } }),
         el("span", { className: "name" }, f.user),
         el("span", { className: "presence" }, presence(f.user, f))),
@@ -70,7 +70,7 @@ async function load() {
     lists = await api("GET", "/api/v1/friends");
     for (const f of lists.friends) {
       const known = state.people.get(f.user);
-      if (!known) state.people.set(f.user, { online: f.online, last_seen: f.last_seen });
+      if (!known) setPerson(f.user, f.online, f.last_seen);
     }
   } catch (e) {
     if (!(e instanceof ApiError) || e.code !== "rate_limited") emit("notice", `Could not load your friends: ${e.message}`);
