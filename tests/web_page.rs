@@ -668,3 +668,235 @@ async fn an_image_sent_through_the_file_button_shows_as_a_preview() {
     assert_clean(&ann);
     assert_clean(&bob);
 }
+
+/// The seq of the shown message with this body (waits for it).
+async fn seq_of(b: &Browser, body: &str) -> u64 {
+    let expr = format!(
+        "(() => {{ const m = [...document.querySelectorAll('#messages .msg')].find(m => \
+           !m.hidden && m.querySelector('.body') && m.querySelector('.body').textContent === {}); \
+           return m ? Number(m.dataset.seq) : null; }})()",
+        js_string(body)
+    );
+    b.wait_for(&format!("a message {body:?}"), &expr)
+        .await
+        .as_u64()
+        .expect("a seq")
+}
+
+fn msg(seq: u64, inner: &str) -> String {
+    format!("#messages .msg[data-seq=\"{seq}\"] {inner}")
+}
+
+async fn exists(b: &Browser, what: &str, selector: &str) {
+    b.wait_for(
+        what,
+        &format!("!!document.querySelector({})", js_string(selector)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn messages_live_edits_reactions_threads_pins_and_deletes_in_two_browsers() {
+    let node = Node::start().await;
+    let url = node.url("/");
+    let (ann, bob) = tokio::join!(Browser::launch("ann"), Browser::launch("bob"));
+    sign_in(&ann, &url, "ann", true).await;
+    sign_in(&bob, &url, "bob", true).await;
+    join(&ann, "garden").await;
+    join(&bob, "garden").await;
+
+    say(&ann, "hello world").await;
+    let seq = seq_of(&bob, "hello world").await;
+    assert_eq!(seq_of(&ann, "hello world").await, seq);
+
+    // ann edits her message (the Edit button, then keys): bob sees the new
+    // body marked "edited", and its earlier version on demand.
+    ann.click(&msg(seq, "button[data-action=\"edit\"]")).await;
+    ann.wait_for(
+        "the edit box",
+        "document.activeElement && document.activeElement.classList.contains('edit-box')",
+    )
+    .await;
+    ann.type_text(" again").await;
+    ann.press("Enter").await;
+    wait_message(&bob, "ann", "hello world again").await;
+    wait_message(&ann, "ann", "hello world again").await;
+    bob.click(&msg(seq, "button.edited")).await;
+    bob.wait_text(&msg(seq, ".versions"), "v1: hello world")
+        .await;
+    // bob cannot edit ann's message: no Edit button on it.
+    assert_eq!(
+        bob.eval(&format!(
+            "!!document.querySelector({})",
+            js_string(&msg(seq, "button[data-action=\"edit\"]"))
+        ))
+        .await,
+        json!(false)
+    );
+
+    // bob reacts through the picker; ann sees the count and adds hers by
+    // the chip; bob sees 2.
+    bob.click(&msg(seq, "button[data-action=\"react\"]")).await;
+    bob.click(&msg(seq, ".picker button[data-emoji=\"👍\"]"))
+        .await;
+    let chip = msg(seq, "button.reaction[data-emoji=\"👍\"]");
+    exists(&ann, "bob's reaction", &format!("{chip}[data-count=\"1\"]")).await;
+    ann.click(&chip).await;
+    exists(&bob, "two reactions", &format!("{chip}[data-count=\"2\"]")).await;
+    exists(
+        &ann,
+        "my reaction pressed",
+        &format!("{chip}.mine[aria-pressed=\"true\"]"),
+    )
+    .await;
+
+    // bob replies in a thread; ann sees "1 reply" and opens the thread.
+    bob.click(&msg(seq, "button[data-action=\"reply\"]")).await;
+    bob.wait_for(
+        "the thread composer focused",
+        "document.activeElement && document.activeElement.id === 'thread-input'",
+    )
+    .await;
+    bob.type_text("a reply in the thread").await;
+    bob.press("Enter").await;
+    bob.wait_text("#thread-list", "a reply in the thread").await;
+    bob.press("Escape").await;
+    ann.wait_text(&msg(seq, ".thread-link"), "1 reply").await;
+    let reply = seq_of(&ann, "a reply in the thread").await;
+    ann.wait_text(&msg(reply, "button.reply-to"), &format!("reply to #{seq}"))
+        .await;
+    ann.click(&msg(seq, ".thread-link")).await;
+    ann.wait_text("#thread-parent", "hello world again").await;
+    ann.wait_text("#thread-list", "a reply in the thread").await;
+    shoot(&ann, "web-thread").await;
+    ann.click("#thread-close").await;
+
+    // ann pins her message: bob sees it pinned and in the Pins panel.
+    ann.click(&msg(seq, "button[data-action=\"pin\"]")).await;
+    exists(&bob, "the pinned mark", &msg(seq, ".pinned-mark")).await;
+    bob.click("#pins-btn").await;
+    bob.wait_text("#pins-list", "hello world again").await;
+    shoot(&bob, "web-pins").await;
+    bob.click("#pins-close").await;
+
+    // ann deletes a message (asked once more in place): bob sees "deleted".
+    say(&ann, "oops, wrong room").await;
+    let oops = seq_of(&bob, "oops, wrong room").await;
+    ann.click(&msg(oops, "button[data-action=\"delete\"]"))
+        .await;
+    ann.click(&msg(oops, ".confirm-delete button.danger")).await;
+    exists(
+        &bob,
+        "the deleted message",
+        &format!("#messages .msg.deleted[data-seq=\"{oops}\"]"),
+    )
+    .await;
+    assert_eq!(bob.text(&msg(oops, ".body")).await, "deleted");
+
+    // The state is the server's: REST agrees.
+    let login: Value = common::login(&node, "ann", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().expect("a token").to_string();
+    let view: Value = reqwest::Client::new()
+        .get(node.url(&format!("/api/v1/rooms/garden/messages/{seq}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["body"], "hello world again", "{view}");
+    assert_eq!(view["version"], 2, "{view}");
+    assert_eq!(view["pinned"], true, "{view}");
+    assert_eq!(view["reply_count"], 1, "{view}");
+    assert_eq!(view["reactions"]["👍"], json!(["ann", "bob"]), "{view}");
+    assert_clean(&ann);
+    assert_clean(&bob);
+}
+
+#[tokio::test]
+async fn friends_unread_badges_and_public_rooms_in_two_browsers() {
+    let node = Node::start().await;
+    let url = node.url("/");
+    let (ann, bob) = tokio::join!(Browser::launch("ann"), Browser::launch("bob"));
+    sign_in(&ann, &url, "ann", true).await;
+    sign_in(&bob, &url, "bob", true).await;
+
+    // ann asks bob; bob accepts in his browser; both see the other as a
+    // friend, online.
+    ann.fill("#friend-input", "bob").await;
+    ann.press("Enter").await;
+    exists(
+        &ann,
+        "the outgoing request",
+        "#friend-list li[data-status=\"outgoing\"][data-user=\"bob\"]",
+    )
+    .await;
+    exists(
+        &bob,
+        "the incoming request",
+        "#friend-list li[data-status=\"incoming\"][data-user=\"ann\"]",
+    )
+    .await;
+    bob.wait_text("#friends-count", "1 new").await;
+    bob.click("#friend-list button[aria-label=\"Accept ann\"]")
+        .await;
+    for (b, other) in [(&ann, "bob"), (&bob, "ann")] {
+        b.wait_text(
+            &format!("#friend-list li[data-status=\"friends\"][data-user=\"{other}\"] .presence"),
+            "online",
+        )
+        .await;
+    }
+    shoot(&ann, "web-friends").await;
+
+    // ann makes two public rooms and a private one; bob browses, searches
+    // and joins one from the dialog.
+    join(&ann, "plants").await;
+    join(&ann, "planets").await;
+    join(&ann, "zoo").await;
+    ann.click("#join-private").await;
+    ann.fill("#join-input", "plans-secret").await;
+    ann.press("Enter").await;
+    ann.wait_text("#room-title", "#plans-secret").await;
+    bob.click("#browse-btn").await;
+    bob.wait_for(
+        "the dialog with every public room",
+        "document.querySelector('#public-dialog').open && \
+         [...document.querySelectorAll('#public-list .room-name')].map(e => e.textContent).join() === '#planets,#plants,#zoo'",
+    )
+    .await;
+    bob.type_text("PLANT").await;
+    bob.wait_for(
+        "the search result",
+        "[...document.querySelectorAll('#public-list .room-name')].map(e => e.textContent).join() === '#plants'",
+    )
+    .await;
+    shoot(&bob, "web-public-rooms").await;
+    bob.click("#public-list button[aria-label=\"Join #plants\"]")
+        .await;
+    bob.wait_text("#room-title", "#plants").await;
+    assert_eq!(
+        bob.eval("document.querySelector('#public-dialog').open")
+            .await,
+        json!(false)
+    );
+
+    // Unread badges come from GET /api/v1/rooms at login: ann writes to
+    // plants twice while bob is away in zoo; bob reloads and sees 2.
+    join(&bob, "zoo").await;
+    ann.click("#room-list button[data-room=\"plants\"]").await;
+    say(&ann, "one").await;
+    say(&ann, "two").await;
+    wait_message(&ann, "ann", "two").await;
+    bob.goto(&url).await;
+    wait_live(&bob).await;
+    bob.wait_text("#room-list button[data-room=\"plants\"] .badge", "2")
+        .await;
+    assert_clean(&ann);
+    assert_clean(&bob);
+}

@@ -41,8 +41,24 @@ const ASSETS: &[(&str, &[u8])] = &[
         include_bytes!("../../web/js/features/attachments.js"),
     ),
     (
+        "js/features/changes.js",
+        include_bytes!("../../web/js/features/changes.js"),
+    ),
+    (
+        "js/features/deletes.js",
+        include_bytes!("../../web/js/features/deletes.js"),
+    ),
+    (
         "js/features/dms.js",
         include_bytes!("../../web/js/features/dms.js"),
+    ),
+    (
+        "js/features/edits.js",
+        include_bytes!("../../web/js/features/edits.js"),
+    ),
+    (
+        "js/features/friends.js",
+        include_bytes!("../../web/js/features/friends.js"),
     ),
     (
         "js/features/login.js",
@@ -51,6 +67,18 @@ const ASSETS: &[(&str, &[u8])] = &[
     (
         "js/features/people.js",
         include_bytes!("../../web/js/features/people.js"),
+    ),
+    (
+        "js/features/pins.js",
+        include_bytes!("../../web/js/features/pins.js"),
+    ),
+    (
+        "js/features/public.js",
+        include_bytes!("../../web/js/features/public.js"),
+    ),
+    (
+        "js/features/reactions.js",
+        include_bytes!("../../web/js/features/reactions.js"),
     ),
     (
         "js/features/receipts.js",
@@ -63,6 +91,10 @@ const ASSETS: &[(&str, &[u8])] = &[
     (
         "js/features/search.js",
         include_bytes!("../../web/js/features/search.js"),
+    ),
+    (
+        "js/features/threads.js",
+        include_bytes!("../../web/js/features/threads.js"),
     ),
     (
         "js/features/timeline.js",

@@ -7,12 +7,20 @@ import { $, fill } from "./dom.js";
 import { clear as clearOutbox } from "./outbox.js";
 import { emit, on, state } from "./store.js";
 import { setupAttachments } from "./features/attachments.js";
+import "./features/changes.js";
+import "./features/deletes.js";
 import { setupDms } from "./features/dms.js";
+import "./features/edits.js";
+import { setupFriends } from "./features/friends.js";
 import { logout, setupLogin, showLogin } from "./features/login.js";
 import { setupPeople } from "./features/people.js";
+import { setupPins } from "./features/pins.js";
+import { setupPublic } from "./features/public.js";
+import "./features/reactions.js";
 import "./features/receipts.js";
 import { loadRooms, renderLists, setupRooms } from "./features/rooms.js";
 import { setupSearch } from "./features/search.js";
+import { setupThreads } from "./features/threads.js";
 import { setupTimeline } from "./features/timeline.js";
 import { setupTyping } from "./features/typing.js";
 
@@ -78,6 +86,10 @@ function setup() {
   setupPeople();
   setupSearch();
   setupAttachments();
+  setupThreads();
+  setupPins();
+  setupFriends();
+  setupPublic();
   $("#logout-btn").addEventListener("click", async () => {
     conn.stop();
     clearOutbox();

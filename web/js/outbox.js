@@ -48,6 +48,8 @@ function heads() {
 function frameOf(item) {
   const base = { body: item.body, client_id: item.client_id };
   if (item.attachments) base.attachments = item.attachments;
+  // A reply names its room (a DM's too): only `send` carries `reply_to`.
+  if (item.reply_to) return { type: "send", room: item.room, reply_to: item.reply_to, ...base };
   switch (roomKind(item.room)) {
     case "dm": return { type: "dm", to: dmPeer(item.room), ...base };
     case "broadcast": return { type: "broadcast", ...base };

@@ -89,6 +89,16 @@ class Room {
 
   get unread() {
     if (!this.receiptKnown) return 0;
+    // The server's count (GET /api/v1/rooms: room events, deleted and own
+    // messages left out) while my receipt has not moved, plus what came since.
+    const s = this.server;
+    if (s && this.readSeq <= s.readSeq) {
+      let since = 0;
+      for (const m of this.messages.values()) {
+        if (m.seq > s.lastSeq && !m.event && m.from !== state.me) since += 1;
+      }
+      return s.unread + since;
+    }
     return Math.max(0, this.lastSeq - this.readSeq);
   }
 }

@@ -31,6 +31,12 @@ async function fetchRooms() {
     it.private = r.private;
     it.members = r.members;
     it.lastSeq = Math.max(it.lastSeq, r.last_seq);
+    if (typeof r.unread === "number") {
+      // Unread badges at once after login, before any `members` answer.
+      it.readSeq = Math.max(it.readSeq, r.last_read_seq || 0);
+      it.receiptKnown = true;
+      it.server = { unread: r.unread, lastSeq: r.last_seq, readSeq: it.readSeq };
+    }
   }
   renderLists();
   return answer;
@@ -46,6 +52,11 @@ export async function loadRooms() {
   const groups = answer.rooms.filter((r) => !r.name.startsWith("dm:"));
   const first = saved && state.rooms.has(saved) ? saved : (groups[0] || answer.rooms[0] || {}).name;
   openRoom(first || BROADCAST);
+}
+
+/** A `joined` for this room is the answer to this page's own request. */
+export function expectJoin(name) {
+  asked.add(name);
 }
 
 function byName(a, b) {

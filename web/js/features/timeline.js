@@ -126,7 +126,12 @@ function messageElement(m, r) {
   el("div", { className: "extras" }),
   el("div", { className: "seen" }));
   const tools = actions.filter((a) => a.applies(m, r)).map((a) =>
-    el("button", { type: "button", className: "action", onclick: () => a.run(m, r) }, a.label));
+    el("button", {
+      type: "button",
+      className: "action",
+      dataset: { action: a.label.toLowerCase() },
+      onclick: () => a.run(m, r),
+    }, a.label));
   if (tools.length) node.querySelector("header").append(el("span", { className: "tools" }, tools));
   for (const decorate of decorators) {
     try { decorate(m, node, r); } catch (e) { console.error("decorator", e); }
