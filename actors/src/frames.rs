@@ -406,13 +406,40 @@ pub enum ServerFrame {
         seq: u64,
         ts: i64,
     },
+    /// `members`: the room's member count after the change.
     UserJoined {
         room: String,
         user: String,
+        members: usize,
     },
     UserLeft {
         room: String,
         user: String,
+        members: usize,
+    },
+    /// `user` was removed from the room by `by` (sent to every member, the
+    /// kicked user's connections included, which then leave the room).
+    Kicked {
+        room: String,
+        user: String,
+        by: String,
+        members: usize,
+    },
+    RoleChanged {
+        room: String,
+        user: String,
+        role: crate::roles::Role,
+        by: String,
+    },
+    TopicChanged {
+        room: String,
+        topic: Option<String>,
+        by: String,
+    },
+    /// The room no longer exists: its connections leave it.
+    RoomDeleted {
+        room: String,
+        by: String,
     },
     Presence {
         user: String,
