@@ -13,6 +13,7 @@ pub mod messages;
 pub mod metrics;
 pub mod origin;
 pub mod rest;
+pub mod room_admin;
 pub mod rooms;
 pub mod search;
 pub mod server;
@@ -21,7 +22,7 @@ pub mod ws;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -49,7 +50,22 @@ pub fn router(app: App) -> Router {
             "/api/v1/rooms/{room}/messages",
             get(rest::room_messages).post(messages::send),
         )
-        .route("/api/v1/rooms/{room}/members", post(rest::invite))
+        .route(
+            "/api/v1/rooms/{room}",
+            patch(room_admin::patch).delete(room_admin::delete),
+        )
+        .route(
+            "/api/v1/rooms/{room}/members",
+            get(room_admin::members).post(rest::invite),
+        )
+        .route(
+            "/api/v1/rooms/{room}/members/{user}",
+            axum::routing::delete(room_admin::remove_member),
+        )
+        .route(
+            "/api/v1/rooms/{room}/members/{user}/role",
+            put(room_admin::set_role),
+        )
         .route("/api/v1/users/online", get(rest::users_online))
         .route("/api/v1/search", get(search::rest))
         .merge(messages::routes())

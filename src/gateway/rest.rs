@@ -154,10 +154,39 @@ pub async fn logout(State(app): State<App>, headers: HeaderMap) -> ApiResult<Sta
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn list_rooms(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+/// Rooms a page of `GET /api/v1/rooms` holds at most (and by default).
+const ROOMS_PAGE: usize = 200;
+
+#[derive(Deserialize)]
+pub struct RoomsPage {
+    #[serde(default)]
+    after: String,
+    limit: Option<usize>,
+}
+
+/// The caller's rooms by name, a page at a time: `next_after` (absent on
+/// the last page) is the next page's `after`.
+pub async fn list_rooms(
+    State(app): State<App>,
+    headers: HeaderMap,
+    query: Result<Query<RoomsPage>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(page) = query.map_err(|e| ChatError::bad_request(format!("invalid query: {e}")))?;
+    let limit = page.limit.unwrap_or(ROOMS_PAGE);
+    if !(1..=ROOMS_PAGE).contains(&limit) {
+        return Err(
+            ChatError::bad_request(format!("limit must be between 1 and {ROOMS_PAGE}")).into(),
+        );
+    }
     let user = limited_user(&app, &headers, Kind::RestRead).await?;
-    let rooms = app.rooms_of(&user.username).await?;
-    Ok(Json(json!({"rooms": rooms})))
+    let rooms = app.rooms_of(&user.username, &page.after, limit).await?;
+    let mut body = json!({"rooms": rooms});
+    if rooms.len() == limit {
+        if let Some(last) = rooms.last() {
+            body["next_after"] = json!(last.name);
+        }
+    }
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]

@@ -298,6 +298,9 @@ pub fn refuse(msg: RoomMsg, error: &ChatError) {
         RoomMsg::History { reply, .. } => {
             let _ = reply.send(Err(error.clone()));
         }
+        RoomMsg::Manage { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
         RoomMsg::Members { reply, .. } => {
             let _ = reply.send(Err(error.clone()));
         }
