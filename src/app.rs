@@ -13,7 +13,8 @@ use troupe_actors::node::NodeRefs;
 use troupe_actors::rate_limits::Kind;
 use troupe_actors::room::supervisor::RoomSupervisorMsg;
 use troupe_actors::room::{
-    CreateSpec, ManageAction, ManageAnswer, MessageQuery, PostRequest, Posted, QueryAnswer, RoomInfo, RoomMsg,
+    CreateSpec, ManageAction, ManageAnswer, MessageQuery, PostRequest, Posted, QueryAnswer,
+    RoomInfo, RoomMsg,
 };
 use troupe_actors::store::Stores;
 
@@ -239,7 +240,10 @@ impl App {
                         && attempt < 50 =>
                 {
                     attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt.min(10)))).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        20 * u64::from(attempt.min(10)),
+                    ))
+                    .await;
                 }
                 other => return other,
             }

@@ -62,7 +62,10 @@ async fn public_rooms_are_listed_filtered_and_paged_with_member_counts() {
     assert_eq!(names(&all), ["Chess_Club", "book-club", "garden"]);
     assert!(all.get("next_after").is_none(), "{all}");
     let garden = &all["rooms"][2];
-    assert_eq!((&garden["members"], &garden["created_by"]), (&json!(2), &json!("ann")));
+    assert_eq!(
+        (&garden["members"], &garden["created_by"]),
+        (&json!(2), &json!("ann"))
+    );
     assert_eq!(all["rooms"][0]["members"], 1);
 
     // Any case; wildcards are plain characters.
@@ -87,10 +90,23 @@ async fn public_rooms_are_listed_filtered_and_paged_with_member_counts() {
     }
     assert_eq!(walked, ["Chess_Club", "book-club", "garden"]);
 
-    for bad in ["?limit=0", "?limit=101", "?limit=x", &format!("?q={}", "a".repeat(65))] {
+    for bad in [
+        "?limit=0",
+        "?limit=101",
+        "?limit=x",
+        &format!("?q={}", "a".repeat(65)),
+    ] {
         let (status, body) = public(&node, &bob, bad).await;
-        assert_eq!((status, &body["error"]["code"]), (400, &json!("bad_request")), "{bad}");
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &json!("bad_request")),
+            "{bad}"
+        );
     }
-    let r = http().get(node.url("/api/v1/rooms/public")).send().await.unwrap();
+    let r = http()
+        .get(node.url("/api/v1/rooms/public"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 }

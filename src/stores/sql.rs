@@ -14,8 +14,8 @@ use troupe_actors::limits::now_ms;
 use troupe_actors::metrics;
 use troupe_actors::roles::Role;
 use troupe_actors::store::{
-    Checkpoint, CheckpointStore, Directory, History, LeaseStore, LogPosition, LogRecord,
-    first_role, MemberRecord, MessageLog, RoomRecord, StoreError, StoreResult, UserRecord,
+    first_role, Checkpoint, CheckpointStore, Directory, History, LeaseStore, LogPosition,
+    LogRecord, MemberRecord, MessageLog, RoomRecord, StoreError, StoreResult, UserRecord,
 };
 use troupe_entity::{checkpoint, log_record, membership, message, room, user};
 

@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::frames::{ChatError, ChatMessage, HistoryQuery, MessageEvent};
 use crate::inspect::{InspectQuery, NodeSnapshot};
-use crate::room::{CreateSpec, ManageAction, ManageAnswer, MessageQuery, PostRequest, Posted, QueryAnswer, RoomInfo};
+use crate::room::{
+    CreateSpec, ManageAction, ManageAnswer, MessageQuery, PostRequest, Posted, QueryAnswer,
+    RoomInfo,
+};
 
 /// The version of what nodes say to each other. Raise it with any change a
 /// node of the previous version would misread (a new variant, a changed

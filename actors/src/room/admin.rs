@@ -320,6 +320,14 @@ impl RoomState {
         }
         self.members.clear();
         self.roles.clear();
+        // Its checkpoint was just saved: stopping need not save it again.
+        self.checkpoint_seq = self.history_seq;
+        if let Some(supervisor) = myself.try_get_supervisor() {
+            let _ = supervisor.send_message(super::supervisor::RoomSupervisorMsg::Forget {
+                name: self.name.clone(),
+                id: myself.get_id(),
+            });
+        }
         tracing::info!(room = %self.name, by, "room deleted");
         myself.stop(Some("deleted".into()));
         Ok(())

@@ -872,7 +872,8 @@ impl RoomState {
             .await
             .map_err(|e| ChatError::unavailable(e.to_string()))?;
         self.members.insert(user.to_string(), 0);
-        self.roles.insert(user.to_string(), crate::roles::Role::Member);
+        self.roles
+            .insert(user.to_string(), crate::roles::Role::Member);
         self.ctx.stores.events.publish(DomainEvent::new(
             "room.joined",
             &self.name,
