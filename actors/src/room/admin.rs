@@ -333,3 +333,82 @@ impl RoomState {
         Ok(())
     }
 }
+
+/// The domain event of a committed room event (an edit, a delete, a
+/// reaction), if it has one. Its `id` derives from the room and the seq of
+/// the record, so the same record published again (a replay after a
+/// failover) carries the same id and consumers drop it.
+pub(crate) fn message_event(message: &crate::frames::ChatMessage) -> Option<DomainEvent> {
+    use crate::frames::MessageEvent;
+    let event = message.event.as_ref()?;
+    let (kind, fields) = match event {
+        MessageEvent::Edit { target, body } => (
+            "message.edited",
+            serde_json::json!({ "seq": target, "body": body }),
+        ),
+        MessageEvent::Delete { target } => {
+            ("message.deleted", serde_json::json!({ "seq": target }))
+        }
+        MessageEvent::React { target, emoji } => (
+            "message.reacted",
+            serde_json::json!({ "seq": target, "emoji": emoji, "added": true }),
+        ),
+        MessageEvent::Unreact { target, emoji } => (
+            "message.reacted",
+            serde_json::json!({ "seq": target, "emoji": emoji, "added": false }),
+        ),
+        MessageEvent::Pin { .. } | MessageEvent::Unpin { .. } => return None,
+    };
+    let mut fields = fields;
+    fields["room"] = serde_json::json!(message.room);
+    fields["by"] = serde_json::json!(message.from);
+    fields["event_seq"] = serde_json::json!(message.seq);
+    let mut domain = DomainEvent::new(kind, &message.room, fields);
+    domain.id = stable_id(&message.room, message.seq);
+    Some(domain)
+}
+
+/// 32 hex characters from (room, seq): FNV-1a of the room, then the seq.
+fn stable_id(room: &str, seq: u64) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in room.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}{seq:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::{ChatMessage, MessageEvent};
+
+    #[test]
+    fn room_events_become_domain_events_with_stable_ids() {
+        let message = ChatMessage {
+            room: "club".into(),
+            seq: 7,
+            from: "ann".into(),
+            event: Some(MessageEvent::Edit {
+                target: 3,
+                body: "fixed".into(),
+            }),
+            ..Default::default()
+        };
+        let a = message_event(&message).expect("an event");
+        let b = message_event(&message).expect("an event");
+        assert_eq!((a.kind.as_str(), &a.id), ("message.edited", &b.id));
+        assert_eq!(a.data["seq"], 3);
+        assert_eq!(a.data["by"], "ann");
+        let plain = ChatMessage {
+            event: None,
+            ..message.clone()
+        };
+        assert!(message_event(&plain).is_none());
+        let other_room = ChatMessage {
+            room: "club2".into(),
+            ..message
+        };
+        assert_ne!(message_event(&other_room).expect("an event").id, a.id);
+    }
+}

@@ -1216,6 +1216,9 @@ impl RoomState {
         }
         self.remember(key, message.seq, message.ts);
         self.track_views(&message);
+        if let Some(event) = admin::message_event(&message) {
+            self.ctx.stores.events.publish(event);
+        }
         let frame = ServerFrame::Message(message.clone()).encode();
         self.unflushed.push_back((message.clone(), position));
         self.recent.push_back(Cached {
