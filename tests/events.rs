@@ -327,7 +327,7 @@ async fn running_a_room_and_changing_messages_are_published() {
     rest(
         &node,
         Method::PUT,
-        &format!("{message}/reactions/ok"),
+        &format!("{message}/reactions/:tada:"),
         &bob,
         None,
     )
@@ -385,7 +385,7 @@ async fn running_a_room_and_changing_messages_are_published() {
     assert_eq!(field("room.topic_changed", "topic"), "halls");
     assert_eq!(field("message.edited", "body"), "hello");
     assert_eq!(field("message.edited", "seq"), seq);
-    assert_eq!(field("message.reacted", "emoji"), "ok");
+    assert_eq!(field("message.reacted", "emoji"), ":tada:");
     assert_eq!(field("message.deleted", "by"), "bob");
     assert_eq!(field("room.kicked", "user"), "cat");
     assert_eq!(field("room.kicked", "members"), 2);

@@ -156,3 +156,20 @@ pub async fn delete(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `/kick` and `/topic`: the same checks as their REST calls.
+pub async fn line(
+    app: &App,
+    user: &str,
+    room: &str,
+    action: ManageAction,
+) -> Result<(), ChatError> {
+    app.allow(Kind::Invite, &format!("user:{user}")).await?;
+    let action = match action {
+        ManageAction::Kick { user: target } => ManageAction::Kick {
+            user: registered(app, &target).await.map_err(|e| e.0)?,
+        },
+        other => other,
+    };
+    app.manage(user, room, action).await.map(|_| ())
+}

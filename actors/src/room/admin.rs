@@ -19,7 +19,7 @@ use crate::store::events::DomainEvent;
 pub const MAX_TOPIC: usize = 512;
 
 /// What a member of a room asks of it (REST and line commands).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ManageAction {
     /// Members with their roles and read positions (any member).
     Members,
