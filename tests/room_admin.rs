@@ -224,13 +224,7 @@ async fn owners_and_admins_run_the_room_and_members_see_it() {
     let refused = c.say("club", "still here?", "k1").await;
     assert_eq!(refused["type"], "error", "{refused}");
 
-    // Leaving: oneself, but not the owner (who hands the room over first).
-    assert_eq!(
-        delete(&node, "/api/v1/rooms/club/members/ann", &ann)
-            .await
-            .0,
-        403
-    );
+    // Handing the room over: the old owner becomes an admin.
     let (status, _) = set_role(&node, "club", "bob", "owner", &ann).await;
     assert_eq!(status, 204);
     let (_, members) = get(&node, "/api/v1/rooms/club/members", &ann).await;
@@ -238,6 +232,10 @@ async fn owners_and_admins_run_the_room_and_members_see_it() {
         roles(&members),
         pairs(&[("ann", "admin"), ("bob", "owner")])
     );
+    assert_eq!(set_role(&node, "club", "bob", "member", &ann).await.0, 403);
+    let (status, _) = set_role(&node, "club", "ann", "owner", &bob).await;
+    assert_eq!(status, 204);
+    // Leaving: oneself; an owner who leaves passes the room to an admin.
     let (status, _) = delete(&node, "/api/v1/rooms/club/members/ann", &ann).await;
     assert_eq!(status, 204);
     let left = b
@@ -245,6 +243,12 @@ async fn owners_and_admins_run_the_room_and_members_see_it() {
             f["type"] == "user_left" && f["user"] == "ann"
         })
         .await;
+    let heir = b
+        .expect_where("the new owner", |f| {
+            f["type"] == "role_changed" && f["role"] == "owner" && f["by"] == "ann"
+        })
+        .await;
+    assert_eq!(heir["user"], "bob", "{heir}");
     assert_eq!(left["members"], 1, "{left}");
 
     // Roles survive a restart of the node (they are stored with the membership).

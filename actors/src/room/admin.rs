@@ -222,6 +222,35 @@ impl RoomState {
         Ok(())
     }
 
+    /// The owner left: the room passes to an admin, else to a member (the
+    /// first by name), so a room with members always has an owner.
+    pub(crate) async fn pass_ownership(&mut self, from: &str) {
+        let mut heirs: Vec<(Role, &String)> = self
+            .members
+            .keys()
+            .map(|u| (self.roles.get(u).copied().unwrap_or(Role::Member), u))
+            .collect();
+        heirs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let Some(heir) = heirs.first().map(|(_, u)| (*u).clone()) else {
+            return;
+        };
+        match self
+            .ctx
+            .stores
+            .directory
+            .set_role(&self.name, &heir, Role::Owner)
+            .await
+        {
+            Ok(()) => {
+                self.roles.insert(heir.clone(), Role::Owner);
+                self.role_changed(&heir, Role::Owner, from);
+            }
+            Err(e) => {
+                tracing::warn!(room = %self.name, error = %e, "the room's new owner was not stored")
+            }
+        }
+    }
+
     fn role_changed(&mut self, user: &str, role: Role, by: &str) {
         self.ctx.stores.events.publish(DomainEvent::new(
             "room.role_changed",

@@ -936,11 +936,7 @@ impl RoomState {
                 self.name
             )));
         }
-        if self.role_of(user) == Some(crate::roles::Role::Owner) {
-            return Err(ChatError::forbidden(
-                "the owner cannot leave: hand the room to another member or delete it",
-            ));
-        }
+        let was_owner = self.role_of(user) == Some(crate::roles::Role::Owner);
         self.ctx
             .stores
             .directory
@@ -949,6 +945,9 @@ impl RoomState {
             .map_err(|e| ChatError::unavailable(e.to_string()))?;
         self.members.remove(user);
         self.roles.remove(user);
+        if was_owner {
+            self.pass_ownership(user).await;
+        }
         self.ctx.stores.events.publish(DomainEvent::new(
             "room.left",
             &self.name,
