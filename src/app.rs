@@ -13,7 +13,8 @@ use troupe_actors::node::NodeRefs;
 use troupe_actors::rate_limits::Kind;
 use troupe_actors::room::supervisor::RoomSupervisorMsg;
 use troupe_actors::room::{
-    CreateSpec, MessageQuery, PostRequest, Posted, QueryAnswer, RoomInfo, RoomMsg,
+    CreateSpec, ManageAction, ManageAnswer, MessageQuery, PostRequest, Posted, QueryAnswer,
+    RoomInfo, RoomMsg,
 };
 use troupe_actors::store::Stores;
 
@@ -52,7 +53,7 @@ impl App {
             .await
     }
 
-    async fn room(
+    pub(crate) async fn room(
         &self,
         name: &str,
         create: Option<CreateSpec>,
@@ -106,13 +107,25 @@ impl App {
     }
 
     /// The rooms `user` belongs to, with member counts and last seq.
-    pub async fn rooms_of(&self, user: &str) -> Result<Vec<RoomInfo>, ChatError> {
-        let names = self
+    /// A page of them: names after `after` (byte order), at most `limit`.
+    pub async fn rooms_of(
+        &self,
+        user: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<RoomInfo>, ChatError> {
+        let mut names = self
             .stores
             .directory
             .rooms_of(user)
             .await
             .map_err(|e| ChatError::unavailable(e.to_string()))?;
+        names.sort();
+        let names: Vec<String> = names
+            .into_iter()
+            .filter(|n| n.as_str() > after)
+            .take(limit)
+            .collect();
         let mut rooms = Vec::with_capacity(names.len());
         for name in names {
             let room = self.room(&name, None).await?;
@@ -183,6 +196,58 @@ impl App {
         let actor = self.room(room, None).await?;
         let user = user.to_string();
         ask(&actor, |reply| RoomMsg::Query { user, query, reply }).await?
+    }
+
+    /// The room as `user` sees it (a member).
+    pub async fn info(&self, user: &str, room: &str) -> Result<RoomInfo, ChatError> {
+        troupe_actors::limits::check_room_ref(room)?;
+        let actor = self.room(room, None).await?;
+        let user = user.to_string();
+        ask(&actor, |reply| RoomMsg::Info { user, reply }).await?
+    }
+
+    pub async fn leave(&self, user: &str, room: &str) -> Result<(), ChatError> {
+        troupe_actors::limits::check_room_ref(room)?;
+        let actor = self.room(room, None).await?;
+        let user = user.to_string();
+        ask(&actor, |reply| RoomMsg::Leave { user, reply }).await?
+    }
+
+    /// Asks `room` to manage itself (members, kick, role, topic, delete) as
+    /// `user`. A deletion refused while the room writes is retried a few
+    /// times: those writes end on their own.
+    pub async fn manage(
+        &self,
+        user: &str,
+        room: &str,
+        action: ManageAction,
+    ) -> Result<ManageAnswer, ChatError> {
+        troupe_actors::limits::check_room_ref(room)?;
+        let mut attempt = 0u32;
+        loop {
+            let actor = self.room(room, None).await?;
+            let (who, what) = (user.to_string(), action.clone());
+            let answer = ask(&actor, |reply| RoomMsg::Manage {
+                user: who,
+                action: what,
+                reply,
+            })
+            .await?;
+            match answer {
+                Err(e)
+                    if e.code == ErrorCode::Unavailable
+                        && matches!(action, ManageAction::Delete)
+                        && attempt < 50 =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        20 * u64::from(attempt.min(10)),
+                    ))
+                    .await;
+                }
+                other => return other,
+            }
+        }
     }
 
     pub async fn invite(&self, by: &str, room: &str, user: &str) -> Result<(), ChatError> {

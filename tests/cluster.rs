@@ -1654,3 +1654,116 @@ async fn cluster_message_changes_survive_a_kill_and_a_join() {
         edits.values().sum::<u64>()
     );
 }
+
+/// A REST call on node `i`: (status, JSON or Null).
+async fn rest_on(
+    cluster: &Cluster,
+    i: usize,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = cluster
+        .http()
+        .request(method, cluster.nodes[i].url(path))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await.expect("an answer");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_kick_and_room_deletion_reach_members_on_every_node() {
+    use reqwest::Method;
+    let name = "cluster_kick_and_room_deletion_reach_members_on_every_node";
+    let cluster = Cluster::start(name, 2).await;
+    let ann = cluster.account(0, "ann_k").await;
+    let mut bob = PresenceClient::connect(&cluster, 1, "bob_k").await;
+    let mut cat = PresenceClient::connect(&cluster, 0, "cat_k").await;
+    let body = serde_json::json!({"name": "hall_k"});
+    let (status, created) =
+        rest_on(&cluster, 1, Method::POST, "/api/v1/rooms", &ann, Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    for c in [&mut bob, &mut cat] {
+        c.send(serde_json::json!({"type": "join", "room": "hall_k"}))
+            .await;
+        c.expect("joined", |f| f["room"] == "hall_k").await;
+    }
+
+    // A kick asked on node 0 is seen by the members on both nodes; the
+    // kicked user's connection (node 0) leaves the room.
+    let (status, body) = rest_on(
+        &cluster,
+        0,
+        Method::DELETE,
+        "/api/v1/rooms/hall_k/members/cat_k",
+        &ann,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    for c in [&mut bob, &mut cat] {
+        let kicked = c.expect("kicked", |f| f["room"] == "hall_k").await;
+        assert_eq!(
+            (&kicked["user"], &kicked["by"], &kicked["members"]),
+            (
+                &serde_json::json!("cat_k"),
+                &serde_json::json!("ann_k"),
+                &serde_json::json!(2)
+            )
+        );
+    }
+    let (status, members) = rest_on(
+        &cluster,
+        1,
+        Method::GET,
+        "/api/v1/rooms/hall_k/members",
+        &ann,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{members}");
+    let users: Vec<&str> = members["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["user"].as_str())
+        .collect();
+    assert_eq!(users, ["ann_k", "bob_k"]);
+
+    // The room deleted through node 1 is gone on both nodes.
+    let (status, body) = rest_on(
+        &cluster,
+        1,
+        Method::DELETE,
+        "/api/v1/rooms/hall_k",
+        &ann,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let gone = bob.expect("room_deleted", |f| f["room"] == "hall_k").await;
+    assert_eq!(gone["by"], "ann_k");
+    for i in 0..2 {
+        let (status, body) = rest_on(
+            &cluster,
+            i,
+            Method::GET,
+            "/api/v1/rooms/hall_k/messages",
+            &ann,
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "node {i}: {body}");
+    }
+    bob.send(
+        serde_json::json!({"type": "send", "room": "hall_k", "body": "anyone?", "client_id": "k1"}),
+    )
+    .await;
+    let refused = bob.expect("error", |f| f["ref"] == "k1").await;
+    assert_eq!(refused["code"], "not_found", "{refused}");
+}

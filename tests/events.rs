@@ -262,3 +262,132 @@ async fn the_events_endpoint_needs_the_admin_token_and_sane_paging() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+async fn rest(node: &Node, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) {
+    let mut request = http().request(method, node.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await.expect("an answer");
+    let status = r.status();
+    assert!(
+        status.is_success(),
+        "{path}: {status} {}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn running_a_room_and_changing_messages_are_published() {
+    use reqwest::Method;
+    let node = Node::start_with(&[("TROUPE_ADMIN__TOKEN", ADMIN)]).await;
+    let ann = account(&node, "ann").await;
+    let bob = account(&node, "bob").await;
+    let cat = account(&node, "cat").await;
+    rest(
+        &node,
+        Method::POST,
+        "/api/v1/rooms",
+        &ann,
+        Some(json!({"name": "hall"})),
+    )
+    .await;
+    let mut b = Client::connect(&node, "bob", &bob).await;
+    b.join("hall").await;
+    let mut c = Client::connect(&node, "cat", &cat).await;
+    c.join("hall").await;
+    let seq = c.say("hall", "helo", "m1").await["seq"]
+        .as_u64()
+        .expect("a seq");
+    rest(
+        &node,
+        Method::PUT,
+        "/api/v1/rooms/hall/members/bob/role",
+        &ann,
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    rest(
+        &node,
+        Method::PATCH,
+        "/api/v1/rooms/hall",
+        &bob,
+        Some(json!({"topic": "halls"})),
+    )
+    .await;
+    let message = format!("/api/v1/rooms/hall/messages/{seq}");
+    rest(
+        &node,
+        Method::PATCH,
+        &message,
+        &cat,
+        Some(json!({"body": "hello"})),
+    )
+    .await;
+    rest(
+        &node,
+        Method::PUT,
+        &format!("{message}/reactions/:tada:"),
+        &bob,
+        None,
+    )
+    .await;
+    rest(&node, Method::DELETE, &message, &bob, None).await;
+    rest(
+        &node,
+        Method::DELETE,
+        "/api/v1/rooms/hall/members/cat",
+        &bob,
+        None,
+    )
+    .await;
+    rest(&node, Method::DELETE, "/api/v1/rooms/hall", &ann, None).await;
+
+    let all = wait_for(
+        &node,
+        &[
+            ("room.role_changed", "hall"),
+            ("room.topic_changed", "hall"),
+            ("message.edited", "hall"),
+            ("message.reacted", "hall"),
+            ("message.deleted", "hall"),
+            ("room.kicked", "hall"),
+            ("room.deleted", "hall"),
+        ],
+    )
+    .await;
+    let ids: HashSet<&str> = all.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), all.len(), "an id twice: {all:#?}");
+    let hall: Vec<&Value> = all.iter().filter(|e| e["key"] == "hall").collect();
+    let types: Vec<&str> = hall.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "room.created",
+            "room.joined",
+            "room.joined",
+            "room.role_changed",
+            "room.topic_changed",
+            "message.edited",
+            "message.reacted",
+            "message.deleted",
+            "room.kicked",
+            "room.deleted"
+        ]
+    );
+    let field = |ty: &str, name: &str| {
+        hall.iter()
+            .find(|e| e["type"] == ty)
+            .map(|e| e[name].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(field("room.role_changed", "role"), "admin");
+    assert_eq!(field("room.topic_changed", "topic"), "halls");
+    assert_eq!(field("message.edited", "body"), "hello");
+    assert_eq!(field("message.edited", "seq"), seq);
+    assert_eq!(field("message.reacted", "emoji"), ":tada:");
+    assert_eq!(field("message.deleted", "by"), "bob");
+    assert_eq!(field("room.kicked", "user"), "cat");
+    assert_eq!(field("room.kicked", "members"), 2);
+    assert_eq!(field("room.deleted", "by"), "ann");
+}

@@ -425,11 +425,40 @@ pub enum ServerFrame {
         seq: u64,
         ts: i64,
     },
-    /// Another user joined one of the user's rooms.
-    UserJoined { room: String, user: String },
+    /// Another user joined one of the user's rooms (`members`: the count
+    /// after the change).
+    UserJoined {
+        room: String,
+        user: String,
+        members: usize,
+    },
     /// Another user left one of the user's rooms.
-    UserLeft { room: String, user: String },
-    /// A user came online or went offline.
+    UserLeft {
+        room: String,
+        user: String,
+        members: usize,
+    },
+    /// `user` was removed from the room by `by` (sent to every member, the
+    /// kicked user's connections included, which then leave the room).
+    Kicked {
+        room: String,
+        user: String,
+        by: String,
+        members: usize,
+    },
+    RoleChanged {
+        room: String,
+        user: String,
+        role: crate::roles::Role,
+        by: String,
+    },
+    TopicChanged {
+        room: String,
+        topic: Option<String>,
+        by: String,
+    },
+    /// The room no longer exists: its connections leave it.
+    RoomDeleted { room: String, by: String },
     Presence {
         user: String,
         online: bool,

@@ -18,6 +18,7 @@ pub mod node;
 pub mod outbox;
 pub mod presence;
 pub mod rate_limits;
+pub mod roles;
 pub mod room;
 pub mod session;
 pub mod store;

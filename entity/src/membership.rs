@@ -10,6 +10,8 @@ pub struct Model {
     pub username: String,
     pub read_seq: i64,
     pub joined_at: i64,
+    /// `owner`, `admin` or `member`.
+    pub role: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

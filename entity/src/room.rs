@@ -9,6 +9,8 @@ pub struct Model {
     pub private: bool,
     pub created_by: String,
     pub created_at: i64,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub topic: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,7 @@ mod m20261204_000003_attachments;
 mod m20261205_000001_message_life;
 mod m20261205_000002_friends;
 mod m20261205_000003_events;
+mod m20261205_000004_roles;
 mod m20261205_000005_notifications;
 
 /// How the refusal of a database whose usernames differ only in case starts.
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000001_message_life::Migration),
             Box::new(m20261205_000002_friends::Migration),
             Box::new(m20261205_000003_events::Migration),
+            Box::new(m20261205_000004_roles::Migration),
             Box::new(m20261205_000005_notifications::Migration),
         ]
     }

@@ -31,6 +31,8 @@ pub const HELP: &str = "commands:
 /react <room> <seq> <emoji>   react to message #seq (again: take it back)
 /pin <room> <seq>             pin message #seq (/unpin to unpin)
 /search <words>               find messages in your rooms
+/kick <room> <user>           remove a member (the room's owner or admins)
+/topic <room> [text]          set the room's topic (no text: clear it)
 /help                         this list";
 
 /// A parsed line command.
@@ -52,6 +54,11 @@ pub enum Line {
     /// `/search <words>` (answered by `gateway::search::line`).
     Search {
         text: String,
+    },
+    /// `/kick`, `/topic`: asked of the room like their REST calls.
+    Manage {
+        room: String,
+        action: troupe_actors::room::ManageAction,
     },
     /// A command that is exactly one JSON frame.
     Frame(ClientFrame),
@@ -221,6 +228,32 @@ pub fn parse(text: &str) -> Result<Line, String> {
                 }
             }))
         }
+        "/kick" => {
+            let mut words = rest.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some(room), Some(user), None) => Ok(Line::Manage {
+                    room: room.to_string(),
+                    action: troupe_actors::room::ManageAction::Kick {
+                        user: user.to_string(),
+                    },
+                }),
+                _ => Err("usage: /kick <room> <user>".into()),
+            }
+        }
+        "/topic" => {
+            let rest = rest.trim();
+            let (room, topic) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            if room.is_empty() {
+                return Err("usage: /topic <room> [text]".into());
+            }
+            let topic = topic.trim();
+            Ok(Line::Manage {
+                room: room.to_string(),
+                action: troupe_actors::room::ManageAction::SetTopic {
+                    topic: (!topic.is_empty()).then(|| topic.to_string()),
+                },
+            })
+        }
         "/search" => {
             if rest.trim().is_empty() {
                 return Err("usage: /search <words>".into());
@@ -358,6 +391,28 @@ pub fn render(frame: &str) -> Option<String> {
         "left" => format!("left {}", s(&v, "room")),
         "user_joined" => format!("* {} joined {}", s(&v, "user"), s(&v, "room")),
         "user_left" => format!("* {} left {}", s(&v, "user"), s(&v, "room")),
+        "kicked" => format!(
+            "* {} was removed from {} by {}",
+            s(&v, "user"),
+            s(&v, "room"),
+            s(&v, "by")
+        ),
+        "role_changed" => format!(
+            "* {} is now {} of {}",
+            s(&v, "user"),
+            s(&v, "role"),
+            s(&v, "room")
+        ),
+        "topic_changed" => match v.get("topic").and_then(Value::as_str) {
+            Some(_) => format!(
+                "* {} set the topic of {}: {}",
+                s(&v, "by"),
+                s(&v, "room"),
+                s(&v, "topic")
+            ),
+            None => format!("* {} cleared the topic of {}", s(&v, "by"), s(&v, "room")),
+        },
+        "room_deleted" => format!("* {} deleted {}", s(&v, "by"), s(&v, "room")),
         "presence" => {
             let online = v.get("online").and_then(Value::as_bool).unwrap_or(false);
             format!(
@@ -463,6 +518,49 @@ mod tests {
         ));
         assert!(parse("/pin lobby x").is_err());
         assert!(parse("/edit lobby 2").is_err());
+    }
+
+    #[test]
+    fn parses_and_renders_room_management() {
+        use troupe_actors::room::ManageAction;
+        assert_eq!(
+            parse("/kick club bob"),
+            Ok(Line::Manage {
+                room: "club".into(),
+                action: ManageAction::Kick { user: "bob".into() }
+            })
+        );
+        assert!(parse("/kick club").is_err());
+        assert_eq!(
+            parse("/topic club Books and tea"),
+            Ok(Line::Manage {
+                room: "club".into(),
+                action: ManageAction::SetTopic {
+                    topic: Some("Books and tea".into())
+                }
+            })
+        );
+        assert_eq!(
+            parse("/topic club"),
+            Ok(Line::Manage {
+                room: "club".into(),
+                action: ManageAction::SetTopic { topic: None }
+            })
+        );
+        assert!(parse("/topic").is_err());
+        assert_eq!(
+            render(r#"{"type":"kicked","room":"club","user":"cat","by":"bob","members":2}"#)
+                .unwrap(),
+            "* cat was removed from club by bob"
+        );
+        assert_eq!(
+            render(r#"{"type":"topic_changed","room":"club","topic":"a\nb","by":"bob"}"#).unwrap(),
+            "* bob set the topic of club: a\\nb"
+        );
+        assert_eq!(
+            render(r#"{"type":"room_deleted","room":"club","by":"ann"}"#).unwrap(),
+            "* ann deleted club"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod messages;
 pub mod metrics;
 pub mod origin;
 pub mod rest;
+pub mod room_admin;
 pub mod rooms;
 pub mod search;
 pub mod server;
@@ -46,7 +47,10 @@ fn endpoints() -> OpenApiRouter<App> {
         .routes(routes!(rest::list_rooms, rest::create_room))
         .routes(routes!(rooms::public))
         .routes(routes!(rest::room_messages, messages::send))
-        .routes(routes!(rest::invite))
+        .routes(routes!(room_admin::patch, room_admin::delete))
+        .routes(routes!(room_admin::members, rest::invite))
+        .routes(routes!(room_admin::remove_member))
+        .routes(routes!(room_admin::set_role))
         .routes(routes!(rest::users_online))
         .routes(routes!(search::rest))
         .merge(messages::routes())

@@ -18,7 +18,7 @@ use troupe_actors::presence::PresenceMsg;
 use troupe_actors::rate_limits::Kind;
 use troupe_actors::room::RoomInfo;
 use troupe_actors::store::TokenInfo;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::api::responses::{
     BadRequest, BodyTimeout, Conflict, ErrorBody, Forbidden, NotFound, RateLimited, TooLarge,
@@ -218,11 +218,14 @@ pub async fn logout(State(app): State<App>, headers: HeaderMap) -> ApiResult<Sta
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The rooms a user belongs to.
+/// A page of the rooms a user belongs to.
 #[derive(Serialize, ToSchema)]
 pub struct RoomList {
     /// By name.
     pub rooms: Vec<RoomInfo>,
+    /// The next page's `after`; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 /// The rooms the user is a member of (DMs included), with member counts and
@@ -232,17 +235,47 @@ pub struct RoomList {
     path = "/api/v1/rooms",
     tag = "rooms",
     security(("bearer" = [])),
+    params(RoomsPage),
     responses(
-        (status = 200, description = "The user's rooms", body = RoomList),
+        (status = 200, description = "A page of the user's rooms", body = RoomList),
+        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 429, response = RateLimited),
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn list_rooms(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<RoomList>> {
+pub async fn list_rooms(
+    State(app): State<App>,
+    headers: HeaderMap,
+    query: Result<Query<RoomsPage>, QueryRejection>,
+) -> ApiResult<Json<RoomList>> {
+    let Query(page) = query.map_err(|e| ChatError::bad_request(format!("invalid query: {e}")))?;
+    let limit = page.limit.unwrap_or(ROOMS_PAGE);
+    if !(1..=ROOMS_PAGE).contains(&limit) {
+        return Err(
+            ChatError::bad_request(format!("limit must be between 1 and {ROOMS_PAGE}")).into(),
+        );
+    }
     let user = limited_user(&app, &headers, Kind::RestRead).await?;
-    let rooms = app.rooms_of(&user.username).await?;
-    Ok(Json(RoomList { rooms }))
+    let rooms = app.rooms_of(&user.username, &page.after, limit).await?;
+    let next_after = (rooms.len() == limit)
+        .then(|| rooms.last().map(|r| r.name.clone()))
+        .flatten();
+    Ok(Json(RoomList { rooms, next_after }))
+}
+
+/// Rooms a page of `GET /api/v1/rooms` holds at most (and by default).
+const ROOMS_PAGE: usize = 200;
+
+/// Paging of `GET /api/v1/rooms`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RoomsPage {
+    /// Rooms after this name (byte order): the previous page's `next_after`.
+    #[serde(default)]
+    after: String,
+    /// 1 to 200 (default 200).
+    limit: Option<usize>,
 }
 
 /// A room to create.

@@ -504,6 +504,16 @@ impl Connection {
                     Err(e) => self.push_error(&e, Some("group_create".into())),
                 }
             }
+            Line::Manage { room, action } => {
+                let Some(user) = self.user().await else {
+                    self.push_line("error: /login first");
+                    return true;
+                };
+                // The room's frame (`kicked`, `topic_changed`) is the answer.
+                if let Err(e) = super::room_admin::line(&self.app, &user, &room, action).await {
+                    self.push_error(&e, Some("manage".into()));
+                }
+            }
             Line::Search { text } => {
                 let Some(user) = self.user().await else {
                     self.push_line("error: /login first");

@@ -267,6 +267,20 @@ impl SearchIndex for SqlStore {
         remove_doc(self.db(), room, seq).await.map_err(unavailable)
     }
 
+    async fn remove_room(&self, room: &str) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
+        let mut sql = Sql::new(
+            self.db().get_database_backend(),
+            "DELETE FROM search_docs WHERE room = ",
+        );
+        sql.bind(room);
+        self.db()
+            .execute_raw(sql.statement())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn search(&self, query: &SearchQuery) -> StoreResult<Vec<SearchHit>> {
         search(self.db(), query).await.map_err(unavailable)
     }

@@ -12,9 +12,10 @@ use troupe_actors::frames::{ChatMessage, HistoryQuery};
 use troupe_actors::life::MessageView;
 use troupe_actors::limits::now_ms;
 use troupe_actors::metrics;
+use troupe_actors::roles::Role;
 use troupe_actors::store::{
-    Checkpoint, CheckpointStore, Directory, History, LeaseStore, LogPosition, LogRecord,
-    MemberRecord, MessageLog, RoomRecord, StoreError, StoreResult, UserRecord,
+    first_role, Checkpoint, CheckpointStore, Directory, History, LeaseStore, LogPosition,
+    LogRecord, MemberRecord, MessageLog, RoomRecord, StoreError, StoreResult, UserRecord,
 };
 use troupe_entity::{checkpoint, log_record, membership, message, room, user};
 
@@ -90,12 +91,13 @@ fn is_unique_violation(e: &DbErr) -> bool {
 
 use super::message_life::{self, to_message};
 
-fn membership_row(room: &str, user: &str) -> membership::ActiveModel {
+fn membership_row(room: &str, user: &str, role: Role) -> membership::ActiveModel {
     membership::ActiveModel {
         room: Set(room.to_string()),
         username: Set(user.to_string()),
         read_seq: Set(0),
         joined_at: Set(now_ms()),
+        role: Set(role.as_str().to_string()),
     }
 }
 
@@ -155,6 +157,7 @@ impl Directory for SqlStore {
             private: Set(record.private),
             created_by: Set(record.created_by.clone()),
             created_at: Set(record.created_at),
+            topic: Set(record.topic.clone()),
         };
         room::Entity::insert(row)
             .exec_without_returning(&txn)
@@ -168,7 +171,9 @@ impl Directory for SqlStore {
             })?;
         if !members.is_empty() {
             membership::Entity::insert_many(
-                members.iter().map(|u| membership_row(&record.name, u)),
+                members
+                    .iter()
+                    .map(|u| membership_row(&record.name, u, first_role(record, u))),
             )
             .exec_without_returning(&txn)
             .await
@@ -187,6 +192,7 @@ impl Directory for SqlStore {
             private: r.private,
             created_by: r.created_by,
             created_at: r.created_at,
+            topic: r.topic,
         }))
     }
 
@@ -201,13 +207,14 @@ impl Directory for SqlStore {
             .map(|m| MemberRecord {
                 user: m.username,
                 read_seq: m.read_seq as u64,
+                role: Role::from_stored(&m.role),
             })
             .collect())
     }
 
     async fn add_member(&self, room: &str, user: &str) -> StoreResult<()> {
         let _turn = self.write_turn().await;
-        let result = membership::Entity::insert(membership_row(room, user))
+        let result = membership::Entity::insert(membership_row(room, user, Role::Member))
             .on_conflict(
                 OnConflict::columns([membership::Column::Room, membership::Column::Username])
                     .do_nothing()
@@ -230,6 +237,50 @@ impl Directory for SqlStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn set_role(&self, room: &str, user: &str, role: Role) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
+        membership::Entity::update_many()
+            .col_expr(membership::Column::Role, Expr::value(role.as_str()))
+            .filter(membership::Column::Room.eq(room))
+            .filter(membership::Column::Username.eq(user))
+            .exec(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn set_topic(&self, room: &str, topic: Option<&str>) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
+        room::Entity::update_many()
+            .col_expr(room::Column::Topic, Expr::value(topic.map(str::to_string)))
+            .filter(room::Column::Name.eq(room))
+            .exec(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn delete_room(&self, name: &str) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
+        let txn = self.db.begin().await.map_err(unavailable)?;
+        message::Entity::delete_many()
+            .filter(message::Column::Room.eq(name))
+            .exec(&txn)
+            .await
+            .map_err(unavailable)?;
+        membership::Entity::delete_many()
+            .filter(membership::Column::Room.eq(name))
+            .exec(&txn)
+            .await
+            .map_err(unavailable)?;
+        room::Entity::delete_many()
+            .filter(room::Column::Name.eq(name))
+            .exec(&txn)
+            .await
+            .map_err(unavailable)?;
+        txn.commit().await.map_err(unavailable)
     }
 
     async fn set_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<()> {
@@ -276,7 +327,7 @@ impl Directory for SqlStore {
             _ => "r.name",
         };
         let sql = format!(
-            "SELECT r.name, r.private, r.created_by, r.created_at, \
+            "SELECT r.name, r.private, r.created_by, r.created_at, r.topic, \
              (SELECT COUNT(*) FROM memberships m WHERE m.room = r.name) AS members \
              FROM rooms r \
              WHERE NOT r.private AND r.name NOT LIKE '!%' AND {name} > $1 \
@@ -299,6 +350,7 @@ impl Directory for SqlStore {
                     private: row.try_get("", "private").map_err(unavailable)?,
                     created_by: row.try_get("", "created_by").map_err(unavailable)?,
                     created_at: row.try_get("", "created_at").map_err(unavailable)?,
+                    topic: row.try_get("", "topic").map_err(unavailable)?,
                 };
                 let members: i64 = row.try_get("", "members").map_err(unavailable)?;
                 Ok((record, members as u64))

@@ -339,6 +339,20 @@ impl Actor for RoomProxy {
                 },
                 |_| {},
             ),
+            RoomMsg::Manage {
+                user,
+                action,
+                reply,
+            } => state.call(
+                RoomCall::Manage { user, action },
+                reply,
+                |a| match a {
+                    WireReply::Managed(r) => Some(r),
+                    WireReply::Failed(e) => Some(Err(e)),
+                    _ => None,
+                },
+                |_| {},
+            ),
             RoomMsg::Inspect { reply, .. } => {
                 let _ = reply.send(serde_json::json!({
                     "room": state.args.room,

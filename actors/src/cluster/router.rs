@@ -859,6 +859,17 @@ impl RouterState {
                 WireReply::Queried,
                 reply,
             ),
+            RoomCall::Manage { user, action } => self.ask_room(
+                myself,
+                room,
+                |r| RoomMsg::Manage {
+                    user,
+                    action,
+                    reply: r,
+                },
+                WireReply::Managed,
+                reply,
+            ),
         }
     }
 

@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::frames::{ChatError, ChatMessage, HistoryQuery, MessageEvent};
 use crate::inspect::{InspectQuery, NodeSnapshot};
-use crate::room::{CreateSpec, MessageQuery, PostRequest, Posted, QueryAnswer, RoomInfo};
+use crate::room::{
+    CreateSpec, ManageAction, ManageAnswer, MessageQuery, PostRequest, Posted, QueryAnswer,
+    RoomInfo,
+};
 
 /// The version of what nodes say to each other. Raise it with any change a
 /// node of the previous version would misread (a new variant, a changed
@@ -19,7 +22,8 @@ use crate::room::{CreateSpec, MessageQuery, PostRequest, Posted, QueryAnswer, Ro
 /// Version 3 adds messages that live: `RoomCast::Post`, `RoomCall::{Post,
 /// Query}` and their replies (a version-2 owner refuses them unread; plain
 /// sends still travel as `RoomCast::Send`, which both read).
-pub const WIRE_VERSION: u32 = 3;
+/// Version 4 adds rooms that people run: `RoomCall::Manage` and its reply.
+pub const WIRE_VERSION: u32 = 4;
 
 /// The version this node speaks: [`WIRE_VERSION`], or with the `test-hooks`
 /// feature `TROUPE_TEST_WIRE_VERSION` (a test runs nodes of two versions).
@@ -142,6 +146,11 @@ pub enum RoomCall {
         user: String,
         query: MessageQuery,
     },
+    /// Roles, kicks, topic, deletion (version 4).
+    Manage {
+        user: String,
+        action: ManageAction,
+    },
 }
 
 /// What a room tells a session beside frames.
@@ -231,6 +240,7 @@ pub enum WireReply {
     Info(Result<RoomInfo, ChatError>),
     Posted(Result<Posted, ChatError>),
     Queried(Result<QueryAnswer, ChatError>),
+    Managed(Result<ManageAnswer, ChatError>),
     Pong {
         node: String,
         incarnation: u64,

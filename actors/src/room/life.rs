@@ -103,9 +103,10 @@ async fn first_answer(mut rx: crate::outbox::OutboxReceiver) -> Result<Posted, C
 }
 
 impl RoomState {
-    /// May `user` change other members' messages (delete, pin)?
+    /// May `user` change other members' messages (delete, pin)? The
+    /// room's owner and admins, and the node's admins.
     pub(crate) fn is_owner(&self, user: &str) -> bool {
-        self.creator.as_deref() == Some(user) || self.is_admin(user)
+        self.role_of(user).is_some_and(|r| r.moderates()) || self.is_admin(user)
     }
 
     /// A post from REST: sent like a connection's, answered with its ack.

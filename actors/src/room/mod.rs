@@ -3,6 +3,7 @@
 //! time, the rest queue behind it: group commit), and only then acks the
 //! sender and fans out to its subscribed sessions. History is written behind.
 
+mod admin;
 mod life;
 mod state;
 pub mod supervisor;
@@ -23,6 +24,7 @@ use crate::presence::PresenceMsg;
 use crate::session::{SessionHandle, SessionMsg};
 use crate::store::{select_page, Checkpoint, LogPosition, LogRecord, StoreError, Stores};
 
+pub use admin::{ManageAction, ManageAnswer, MemberEntry, MAX_TOPIC};
 pub use life::{MessageQuery, PostRequest, Posted, QueryAnswer};
 pub use state::RoomKind;
 use state::{Cached, Leaving, PendingSend, RoomState, SubState, Subscriber};
@@ -111,6 +113,11 @@ pub struct RoomInfo {
     pub private: bool,
     pub members: usize,
     pub last_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The caller's role in the room (absent in DMs and the broadcast room).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::roles::Role>,
     /// For a listing of the user's rooms: messages after `last_read_seq`
     /// that are not theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,6 +215,12 @@ pub enum RoomMsg {
         user: String,
         reply: RpcReplyPort<Result<RoomInfo, ChatError>>,
     },
+    /// Roles, kicks, topic and deletion (see [`ManageAction`]).
+    Manage {
+        user: String,
+        action: ManageAction,
+        reply: RpcReplyPort<Result<ManageAnswer, ChatError>>,
+    },
     PresenceChanged {
         user: String,
         online: bool,
@@ -283,6 +296,9 @@ pub fn refuse(msg: RoomMsg, error: &ChatError) {
             let _ = reply.send(Err(error.clone()));
         }
         RoomMsg::History { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        RoomMsg::Manage { reply, .. } => {
             let _ = reply.send(Err(error.clone()));
         }
         RoomMsg::Members { reply, .. } => {
@@ -424,9 +440,19 @@ impl Actor for Room {
                 let answer = state.check_reader(&user).map(|()| {
                     let mut info = state.info();
                     info.last_read_seq = state.members.get(&user).copied();
+                    if state.kind == RoomKind::Group {
+                        info.role = state.role_of(&user);
+                    }
                     info
                 });
                 let _ = reply.send(answer);
+            }
+            RoomMsg::Manage {
+                user,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(state.manage(&myself, &user, action).await);
             }
             RoomMsg::PresenceChanged {
                 user,
@@ -537,6 +563,8 @@ impl RoomState {
             private: self.private,
             members: self.members.len(),
             last_seq: self.last_seq,
+            topic: self.topic.clone(),
+            role: None,
             unread: None,
             last_read_seq: None,
         }
@@ -844,6 +872,8 @@ impl RoomState {
             .await
             .map_err(|e| ChatError::unavailable(e.to_string()))?;
         self.members.insert(user.to_string(), 0);
+        self.roles
+            .insert(user.to_string(), crate::roles::Role::Member);
         self.ctx.stores.events.publish(DomainEvent::new(
             "room.joined",
             &self.name,
@@ -852,6 +882,7 @@ impl RoomState {
         let frame = ServerFrame::UserJoined {
             room: self.name.clone(),
             user: user.to_string(),
+            members: self.members.len(),
         }
         .encode();
         self.fan_out(&frame, Some(user));
@@ -905,6 +936,7 @@ impl RoomState {
                 self.name
             )));
         }
+        let was_owner = self.role_of(user) == Some(crate::roles::Role::Owner);
         self.ctx
             .stores
             .directory
@@ -912,6 +944,10 @@ impl RoomState {
             .await
             .map_err(|e| ChatError::unavailable(e.to_string()))?;
         self.members.remove(user);
+        self.roles.remove(user);
+        if was_owner {
+            self.pass_ownership(user).await;
+        }
         self.ctx.stores.events.publish(DomainEvent::new(
             "room.left",
             &self.name,
@@ -923,23 +959,11 @@ impl RoomState {
             last_seq: self.last_seq,
         }
         .encode();
-        let leaving: Vec<u64> = self
-            .subscribers
-            .iter()
-            .filter(|(_, s)| s.session.user == user)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in leaving {
-            if let Some(sub) = self.subscribers.remove(&id) {
-                sub.session.outbox.push(left.clone());
-                let _ = sub.session.actor.cast(SessionMsg::Detached {
-                    room: self.name.clone(),
-                });
-            }
-        }
+        self.detach_user(user, &left);
         let frame = ServerFrame::UserLeft {
             room: self.name.clone(),
             user: user.to_string(),
+            members: self.members.len(),
         }
         .encode();
         self.fan_out(&frame, None);
@@ -1191,6 +1215,9 @@ impl RoomState {
         }
         self.remember(key, message.seq, message.ts);
         self.track_views(&message);
+        if let Some(event) = admin::message_event(&message) {
+            self.ctx.stores.events.publish(event);
+        }
         let frame = ServerFrame::Message(message.clone()).encode();
         self.unflushed.push_back((message.clone(), position));
         self.recent.push_back(Cached {

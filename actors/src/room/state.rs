@@ -103,8 +103,9 @@ pub struct RoomState {
     pub(crate) draining: bool,
     /// The room was created by this start (its members' other nodes are told).
     pub(crate) created: bool,
-    /// Who created the room: its owner until rooms have roles.
-    pub(crate) creator: Option<String>,
+    /// Each member's role (see [`crate::roles`]).
+    pub(crate) roles: HashMap<String, crate::roles::Role>,
+    pub(crate) topic: Option<String>,
     /// The current state of recent messages (every one not yet in history).
     pub(crate) views: BTreeMap<u64, crate::life::MessageView>,
     /// Reads of history waiting for their turn, and whether one runs.
@@ -128,8 +129,9 @@ fn unavailable(e: StoreError) -> ActorProcessingErr {
 struct Record {
     private: bool,
     members: HashMap<String, u64>,
+    roles: HashMap<String, crate::roles::Role>,
     created: bool,
-    creator: Option<String>,
+    topic: Option<String>,
 }
 
 /// Loads the room record, creating it when asked.
@@ -140,8 +142,9 @@ async fn load_record(args: &RoomArgs, kind: RoomKind) -> Result<Record, ActorPro
         return Ok(Record {
             private: false,
             members: HashMap::new(),
+            roles: HashMap::new(),
             created: false,
-            creator: None,
+            topic: None,
         });
     }
     let mut created = false;
@@ -173,6 +176,7 @@ async fn load_record(args: &RoomArgs, kind: RoomKind) -> Result<Record, ActorPro
                 private: spec.private || kind == RoomKind::Direct,
                 created_by: spec.creator.clone(),
                 created_at: now_ms(),
+                topic: None,
             };
             match directory.create_room(&record, &spec.members).await {
                 Ok(()) => {
@@ -194,18 +198,15 @@ async fn load_record(args: &RoomArgs, kind: RoomKind) -> Result<Record, ActorPro
             record
         }
     };
-    let members = directory
-        .members(name)
-        .await
-        .map_err(unavailable)?
-        .into_iter()
-        .map(|m| (m.user, m.read_seq))
-        .collect();
+    let records = directory.members(name).await.map_err(unavailable)?;
+    let roles = records.iter().map(|m| (m.user.clone(), m.role)).collect();
+    let members = records.into_iter().map(|m| (m.user, m.read_seq)).collect();
     Ok(Record {
         private: record.private,
         members,
+        roles,
         created,
-        creator: Some(record.created_by),
+        topic: record.topic,
     })
 }
 
@@ -216,8 +217,9 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
     let Record {
         private,
         members,
+        roles,
         created,
-        creator,
+        topic,
     } = load_record(&args, kind).await?;
     let stores = args.ctx.stores.clone();
     let name = args.name.clone();
@@ -280,7 +282,8 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
         leaving: None,
         draining: false,
         created,
-        creator,
+        roles,
+        topic,
         views: BTreeMap::new(),
         db_jobs: VecDeque::new(),
         db_reading: false,

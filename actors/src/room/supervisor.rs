@@ -40,6 +40,9 @@ pub enum RoomSupervisorMsg {
     Membership(Membership),
     /// Stops every room (each writes history and its checkpoint).
     Shutdown { reply: RpcReplyPort<()> },
+    /// The room `id` was deleted and is stopping: later requests for its
+    /// name must not reach it (sent by the room before it answers).
+    Forget { name: String, id: ActorId },
     /// How many rooms run.
     Count { reply: RpcReplyPort<usize> },
     /// The rooms and proxies it supervises (the admin endpoints).
@@ -307,6 +310,11 @@ impl Actor for RoomSupervisor {
                     }
                 }
                 let _ = reply.send(());
+            }
+            RoomSupervisorMsg::Forget { name, id } => {
+                if state.names.remove(&id).is_some() {
+                    state.forget(&name, &id);
+                }
             }
             RoomSupervisorMsg::Count { reply } => {
                 let _ = reply.send(state.names.len());

@@ -59,6 +59,8 @@ struct Tables {
     users: BTreeMap<String, UserRecord>,
     rooms: BTreeMap<String, RoomRecord>,
     members: BTreeMap<(String, String), u64>,
+    /// Roles other than `member`.
+    roles: BTreeMap<(String, String), crate::roles::Role>,
     messages: BTreeMap<(String, u64), ChatMessage>,
     /// The current state of every message (not of events).
     views: BTreeMap<(String, u64), crate::life::MessageView>,
@@ -102,6 +104,10 @@ impl Directory for MemoryDatabase {
         t.rooms.insert(room.name.clone(), room.clone());
         for user in members {
             t.members.insert((room.name.clone(), user.clone()), 0);
+            let role = super::first_role(room, user);
+            if role != crate::roles::Role::Member {
+                t.roles.insert((room.name.clone(), user.clone()), role);
+            }
         }
         Ok(())
     }
@@ -115,9 +121,14 @@ impl Directory for MemoryDatabase {
         Ok(t.members
             .iter()
             .filter(|((r, _), _)| r == room)
-            .map(|((_, user), read_seq)| MemberRecord {
-                user: user.clone(),
+            .map(|(key, read_seq)| MemberRecord {
+                user: key.1.clone(),
                 read_seq: *read_seq,
+                role: t
+                    .roles
+                    .get(key)
+                    .copied()
+                    .unwrap_or(crate::roles::Role::Member),
             })
             .collect())
     }
@@ -131,9 +142,36 @@ impl Directory for MemoryDatabase {
     }
 
     async fn remove_member(&self, room: &str, user: &str) -> StoreResult<()> {
-        lock(&self.tables)
-            .members
-            .remove(&(room.to_string(), user.to_string()));
+        let mut t = lock(&self.tables);
+        let key = (room.to_string(), user.to_string());
+        t.members.remove(&key);
+        t.roles.remove(&key);
+        Ok(())
+    }
+
+    async fn set_role(&self, room: &str, user: &str, role: crate::roles::Role) -> StoreResult<()> {
+        let mut t = lock(&self.tables);
+        let key = (room.to_string(), user.to_string());
+        if t.members.contains_key(&key) {
+            t.roles.insert(key, role);
+        }
+        Ok(())
+    }
+
+    async fn set_topic(&self, room: &str, topic: Option<&str>) -> StoreResult<()> {
+        if let Some(record) = lock(&self.tables).rooms.get_mut(room) {
+            record.topic = topic.map(str::to_string);
+        }
+        Ok(())
+    }
+
+    async fn delete_room(&self, room: &str) -> StoreResult<()> {
+        let mut t = lock(&self.tables);
+        t.rooms.remove(room);
+        t.members.retain(|(r, _), _| r != room);
+        t.roles.retain(|(r, _), _| r != room);
+        t.messages.retain(|(r, _), _| r != room);
+        t.views.retain(|(r, _), _| r != room);
         Ok(())
     }
 

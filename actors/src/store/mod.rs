@@ -126,12 +126,24 @@ pub struct RoomRecord {
     pub private: bool,
     pub created_by: String,
     pub created_at: i64,
+    /// What the room is about; its owner and admins set it.
+    pub topic: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberRecord {
     pub user: String,
     pub read_seq: u64,
+    pub role: crate::roles::Role,
+}
+
+/// The role a room's first member gets: its creator owns a group room.
+pub fn first_role(room: &RoomRecord, user: &str) -> crate::roles::Role {
+    if user == room.created_by && crate::room::dm_members(&room.name).is_none() {
+        crate::roles::Role::Owner
+    } else {
+        crate::roles::Role::Member
+    }
 }
 
 /// Users, rooms and memberships.
@@ -149,6 +161,11 @@ pub trait Directory: Send + Sync + 'static {
     async fn members(&self, room: &str) -> StoreResult<Vec<MemberRecord>>;
     async fn add_member(&self, room: &str, user: &str) -> StoreResult<()>;
     async fn remove_member(&self, room: &str, user: &str) -> StoreResult<()>;
+    /// Sets a member's role (nothing when they are not a member).
+    async fn set_role(&self, room: &str, user: &str, role: crate::roles::Role) -> StoreResult<()>;
+    async fn set_topic(&self, room: &str, topic: Option<&str>) -> StoreResult<()>;
+    /// Removes the room, its memberships and its history, in one transaction.
+    async fn delete_room(&self, room: &str) -> StoreResult<()>;
     async fn set_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<()>;
     /// Names of the rooms the user belongs to.
     async fn rooms_of(&self, user: &str) -> StoreResult<Vec<String>>;

@@ -219,6 +219,8 @@ pub trait SearchIndex: Send + Sync + 'static {
     async fn update(&self, room: &str, seq: u64, body: &str) -> StoreResult<()>;
     /// The message is deleted: never found again.
     async fn remove(&self, room: &str, seq: u64) -> StoreResult<()>;
+    /// Drops every document of a deleted room.
+    async fn remove_room(&self, room: &str) -> StoreResult<()>;
     /// A page of matches in `query.rooms`, newest first.
     async fn search(&self, query: &SearchQuery) -> StoreResult<Vec<SearchHit>>;
 }
@@ -277,6 +279,12 @@ impl SearchIndex for MemorySearch {
 
     async fn remove(&self, room: &str, seq: u64) -> StoreResult<()> {
         self.upsert_body(room, seq, "");
+        Ok(())
+    }
+
+    async fn remove_room(&self, room: &str) -> StoreResult<()> {
+        let mut docs = self.docs.lock().expect("search index lock");
+        docs.retain(|(r, _), _| r != room);
         Ok(())
     }
 

@@ -159,6 +159,15 @@ impl Directory for Timed<dyn Directory> {
     async fn set_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<()> {
         timed(Op::DirectoryWrite, self.0.set_read(room, user, seq)).await
     }
+    async fn set_role(&self, room: &str, user: &str, role: crate::roles::Role) -> StoreResult<()> {
+        timed(Op::DirectoryWrite, self.0.set_role(room, user, role)).await
+    }
+    async fn set_topic(&self, room: &str, topic: Option<&str>) -> StoreResult<()> {
+        timed(Op::DirectoryWrite, self.0.set_topic(room, topic)).await
+    }
+    async fn delete_room(&self, room: &str) -> StoreResult<()> {
+        timed(Op::DirectoryWrite, self.0.delete_room(room)).await
+    }
     async fn rooms_of(&self, user: &str) -> StoreResult<Vec<String>> {
         timed(Op::DirectoryRead, self.0.rooms_of(user)).await
     }
