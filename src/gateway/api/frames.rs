@@ -183,10 +183,38 @@ mod tests {
             ServerFrame::UserJoined {
                 room: "lobby".into(),
                 user: "ben".into(),
+                members: 2,
             },
             ServerFrame::UserLeft {
                 room: "lobby".into(),
                 user: "ben".into(),
+                members: 1,
+            },
+            ServerFrame::Kicked {
+                room: "lobby".into(),
+                user: "ben".into(),
+                by: "ann".into(),
+                members: 1,
+            },
+            ServerFrame::RoleChanged {
+                room: "lobby".into(),
+                user: "ben".into(),
+                role: troupe_actors::roles::Role::Admin,
+                by: "ann".into(),
+            },
+            ServerFrame::TopicChanged {
+                room: "lobby".into(),
+                topic: Some("weekly".into()),
+                by: "ann".into(),
+            },
+            ServerFrame::TopicChanged {
+                room: "lobby".into(),
+                topic: None,
+                by: "ann".into(),
+            },
+            ServerFrame::RoomDeleted {
+                room: "lobby".into(),
+                by: "ann".into(),
             },
             ServerFrame::Presence {
                 user: "ben".into(),
@@ -261,6 +289,10 @@ mod tests {
             ServerFrame::Members { .. } => "members",
             ServerFrame::Users { .. } => "users",
             ServerFrame::Friend { .. } => "friend",
+            ServerFrame::Kicked { .. } => "kicked",
+            ServerFrame::RoleChanged { .. } => "role_changed",
+            ServerFrame::TopicChanged { .. } => "topic_changed",
+            ServerFrame::RoomDeleted { .. } => "room_deleted",
             ServerFrame::Error { .. } => "error",
             ServerFrame::Pong { .. } => "pong",
         }
