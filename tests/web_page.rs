@@ -391,10 +391,11 @@ async fn scrolling_up_loads_all_200_messages_in_order() {
     .await;
 
     // Logging out forgets the tab's token: a reload shows the login form.
+    // (The page reloads itself: while it does, there is no #login-view.)
     b.click("#logout-btn").await;
     b.wait_for(
         "the login form",
-        "!document.querySelector('#login-view').hidden",
+        "(() => { const e = document.querySelector('#login-view'); return !!e && !e.hidden; })()",
     )
     .await;
     b.goto(&node.url("/")).await;
