@@ -1273,6 +1273,11 @@ struct PresenceClient {
 impl PresenceClient {
     async fn connect(cluster: &Cluster, i: usize, user: &str) -> PresenceClient {
         let token = cluster.account(i, user).await;
+        Self::connect_with(cluster, i, user, &token).await
+    }
+
+    /// Connects with a token the caller already has.
+    async fn connect_with(cluster: &Cluster, i: usize, user: &str, token: &str) -> PresenceClient {
         let url = format!("ws://{}/ws?token={token}", cluster.nodes[i].http);
         let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
@@ -1766,4 +1771,71 @@ async fn cluster_kick_and_room_deletion_reach_members_on_every_node() {
     .await;
     let refused = bob.expect("error", |f| f["ref"] == "k1").await;
     assert_eq!(refused["code"], "not_found", "{refused}");
+}
+
+/// Friends who share no room hear each other across nodes: a request made
+/// on one node reaches the other's connection on the other node, and so
+/// do the answer and each one's presence changes (the Router's `ToUsers`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_friends_hear_each_other_across_nodes_without_a_shared_room() {
+    use reqwest::Method;
+    let name = "cluster_friends_hear_each_other_across_nodes_without_a_shared_room";
+    let cluster = Cluster::start(name, 2).await;
+    let ann_token = cluster.account(0, "ann_f").await;
+    let dan_token = cluster.account(1, "dan_f").await;
+    let mut ann = PresenceClient::connect_with(&cluster, 0, "ann_f", &ann_token).await;
+
+    // dan asks through node 1; ann, on node 0, is told.
+    let (status, body) = rest_on(
+        &cluster,
+        1,
+        Method::POST,
+        "/api/v1/friends/ann_f",
+        &dan_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    ann.expect("friend", |f| {
+        f["user"] == "dan_f" && f["status"] == "incoming"
+    })
+    .await;
+
+    // dan comes online on node 1, then ann accepts through node 0: dan hears it.
+    let mut dan = PresenceClient::connect_with(&cluster, 1, "dan_f", &dan_token).await;
+    let (status, body) = rest_on(
+        &cluster,
+        0,
+        Method::POST,
+        "/api/v1/friends/dan_f",
+        &ann_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    dan.expect("friend", |f| {
+        f["user"] == "ann_f" && f["status"] == "friends"
+    })
+    .await;
+
+    // Now friends: dan's going offline on node 1 reaches ann on node 0, and
+    // his coming back too.
+    drop(dan);
+    let offline = ann
+        .expect("presence", |f| f["user"] == "dan_f" && f["online"] == false)
+        .await;
+    assert!(offline["last_seen"].as_i64().is_some(), "{offline}");
+    let _dan = PresenceClient::connect_with(&cluster, 1, "dan_f", &dan_token).await;
+    ann.expect("presence", |f| f["user"] == "dan_f" && f["online"] == true)
+        .await;
+    let (_, lists) = rest_on(
+        &cluster,
+        0,
+        Method::GET,
+        "/api/v1/friends",
+        &ann_token,
+        None,
+    )
+    .await;
+    assert_eq!(lists["friends"][0]["user"], "dan_f", "{lists}");
 }
