@@ -51,6 +51,9 @@ export async function loadRooms() {
   const saved = sessionStorage.getItem(CURRENT_KEY);
   const groups = answer.rooms.filter((r) => !r.name.startsWith("dm:"));
   const first = saved && state.rooms.has(saved) ? saved : (groups[0] || answer.rooms[0] || {}).name;
+  // A room the person opened while this list was on its way (a join
+  // answered first) stays open.
+  if (state.current) return;
   openRoom(first || BROADCAST);
 }
 
