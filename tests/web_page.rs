@@ -60,11 +60,14 @@ async fn sign_in(b: &Browser, url: &str, user: &str, register: bool) {
     assert_eq!(b.text("#me").await, user);
 }
 
+/// The chat view, connected, with its rooms loaded (a room is open): what
+/// a person sees before they start typing.
 async fn wait_live(b: &Browser) {
     b.wait_for(
-        "the chat view, connected",
+        "the chat view, connected, a room open",
         "!document.querySelector('#chat-view').hidden && \
-         document.querySelector('#conn-status').dataset.state === 'live'",
+         document.querySelector('#conn-status').dataset.state === 'live' && \
+         document.querySelector('#room-title').textContent !== ''",
     )
     .await;
 }
