@@ -32,7 +32,7 @@ use utoipa::ToSchema;
 use super::api::responses::{
     BadRequest, ErrorBody, NotFound, RateLimited, Unauthorized, Unavailable,
 };
-use super::rest::{user_of, ApiError};
+use super::rest::{limited_user, registered, ApiError};
 use crate::app::App;
 
 /// Your relation with a user, after a friend request.
@@ -69,28 +69,14 @@ pub struct BlockList {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The caller, once they may take one `kind` action.
-async fn caller(app: &App, headers: &HeaderMap, kind: Kind) -> ApiResult<String> {
-    let user = user_of(app, headers).await?;
-    app.allow(kind, &format!("user:{}", user.username)).await?;
-    Ok(user.username)
-}
-
 /// `other`'s name as registered (names are unique regardless of case): an
 /// existing user who is not `me`.
 async fn other_user(app: &App, me: &str, other: &str) -> ApiResult<String> {
-    check_username(other)?;
-    let found = app
-        .stores
-        .directory
-        .find_user(other)
-        .await
-        .map_err(|e| ChatError::unavailable(e.to_string()))?;
-    match found {
-        Some(u) if u.username == me => Err(ChatError::bad_request("that is you").into()),
-        Some(u) => Ok(u.username),
-        None => Err(ChatError::not_found(format!("no user {other}")).into()),
+    let other = registered(app, other).await?;
+    if other == me {
+        return Err(ChatError::bad_request("that is you").into());
     }
+    Ok(other)
 }
 
 /// Tells `to`'s sessions, on every node, their relation with `user` now.
@@ -142,7 +128,7 @@ pub async fn request(
     headers: HeaderMap,
     Path(other): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Relation>)> {
-    let me = caller(&app, &headers, Kind::Invite).await?;
+    let me = limited_user(&app, &headers, Kind::Invite).await?.username;
     let other = other_user(&app, &me, &other).await?;
     let outcome = app
         .stores
@@ -203,7 +189,7 @@ pub async fn remove(
     headers: HeaderMap,
     Path(other): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let me = caller(&app, &headers, Kind::Invite).await?;
+    let me = limited_user(&app, &headers, Kind::Invite).await?.username;
     check_username(&other)?;
     let removed = app
         .stores
@@ -235,7 +221,7 @@ pub async fn remove(
     )
 )]
 pub async fn list(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<FriendLists>> {
-    let me = caller(&app, &headers, Kind::RestRead).await?;
+    let me = limited_user(&app, &headers, Kind::RestRead).await?.username;
     let lists = app.stores.friends.lists(&me).await.map_err(unavailable)?;
     let friends = ask(&app.refs.presence, |reply| PresenceMsg::Status {
         users: lists.friends.clone(),
@@ -275,7 +261,7 @@ pub async fn block(
     headers: HeaderMap,
     Path(other): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let me = caller(&app, &headers, Kind::Invite).await?;
+    let me = limited_user(&app, &headers, Kind::Invite).await?.username;
     let other = other_user(&app, &me, &other).await?;
     let lists = app.stores.friends.lists(&me).await.map_err(unavailable)?;
     let related = [&lists.friends, &lists.incoming, &lists.outgoing]
@@ -317,7 +303,7 @@ pub async fn unblock(
     headers: HeaderMap,
     Path(other): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let me = caller(&app, &headers, Kind::Invite).await?;
+    let me = limited_user(&app, &headers, Kind::Invite).await?.username;
     check_username(&other)?;
     let removed = app
         .stores
@@ -348,7 +334,7 @@ pub async fn unblock(
     )
 )]
 pub async fn blocks(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<BlockList>> {
-    let me = caller(&app, &headers, Kind::RestRead).await?;
+    let me = limited_user(&app, &headers, Kind::RestRead).await?.username;
     let blocked = app
         .stores
         .friends

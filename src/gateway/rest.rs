@@ -88,6 +88,21 @@ pub(super) async fn user_of(app: &App, headers: &HeaderMap) -> ApiResult<TokenIn
     Ok(app.accounts.authenticate(token).await?)
 }
 
+/// The registered spelling of `user` (members are keyed by it); 404 if none.
+pub(super) async fn registered(app: &App, user: &str) -> ApiResult<String> {
+    troupe_actors::limits::check_username(user)?;
+    let found = app
+        .stores
+        .directory
+        .find_user(user)
+        .await
+        .map_err(|e| ChatError::unavailable(e.to_string()))?;
+    match found {
+        Some(found) => Ok(found.username),
+        None => Err(ChatError::not_found(format!("no user {user}")).into()),
+    }
+}
+
 /// The request's user, once it may take one `kind` action.
 pub(super) async fn limited_user(
     app: &App,

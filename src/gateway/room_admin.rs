@@ -17,25 +17,10 @@ use troupe_actors::roles::Role;
 use troupe_actors::room::{ManageAction, ManageAnswer};
 
 use super::api::responses::{ErrorBody, RateLimited, Unauthorized, Unavailable};
-use super::rest::{limited_user, parse_body, ApiError};
+use super::rest::{limited_user, parse_body, registered, ApiError};
 use crate::app::App;
 
 type ApiResult<T> = Result<T, ApiError>;
-
-/// The registered spelling of `user` (members are keyed by it); 404 if none.
-async fn registered(app: &App, user: &str) -> ApiResult<String> {
-    troupe_actors::limits::check_username(user)?;
-    let found = app
-        .stores
-        .directory
-        .find_user(user)
-        .await
-        .map_err(|e| ChatError::unavailable(e.to_string()))?;
-    match found {
-        Some(found) => Ok(found.username),
-        None => Err(ChatError::not_found(format!("no user {user}")).into()),
-    }
-}
 
 /// `GET /api/v1/rooms/{room}/members`: every member with role, presence
 /// and read position.

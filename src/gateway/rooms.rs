@@ -13,7 +13,7 @@ use troupe_actors::rate_limits::Kind;
 use utoipa::{IntoParams, ToSchema};
 
 use super::api::responses::{BadRequest, RateLimited, Unauthorized, Unavailable};
-use super::rest::{user_of, ApiError};
+use super::rest::{limited_user, ApiError};
 use crate::app::App;
 
 /// Rooms one page holds at most (and by default).
@@ -75,9 +75,7 @@ pub async fn public(
     headers: HeaderMap,
     query: Result<Query<PublicParams>, QueryRejection>,
 ) -> Result<Json<PublicRooms>, ApiError> {
-    let user = user_of(&app, &headers).await?;
-    app.allow(Kind::RestRead, &format!("user:{}", user.username))
-        .await?;
+    limited_user(&app, &headers, Kind::RestRead).await?;
     let Query(p) = query.map_err(|e| ChatError::bad_request(format!("bad query: {e}")))?;
     let limit = p.limit.unwrap_or(PAGE);
     if !(1..=PAGE).contains(&limit) {
