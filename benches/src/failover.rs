@@ -644,6 +644,9 @@ pub struct FailoverResult {
     pub first_ack_ms_all_rooms: Option<f64>,
     /// The same for the rooms that did not move (their clients on the dead node reconnect too).
     pub first_ack_ms_other_rooms_max: Option<f64>,
+    /// From the kill until every room (moved or not) acked a send made
+    /// after it: the whole cluster serves again.
+    pub first_ack_ms_every_room: Option<f64>,
     pub rooms: Vec<RoomFirstAck>,
     /// From the kill to `resumed` of the dead node's clients.
     pub resumed_clients: usize,
@@ -1119,6 +1122,13 @@ pub async fn run(
             None
         },
         first_ack_ms_other_rooms_max: other_max,
+        first_ack_ms_every_room: room_rows
+            .iter()
+            .map(|r| r.ms)
+            .try_fold(None::<f64>, |acc, v| {
+                v.map(|v| Some(acc.map_or(v, |a: f64| a.max(v))))
+            })
+            .flatten(),
         rooms: room_rows,
         resumed_clients,
         resume_ms: Latency::from_ns(&resume_hist),
@@ -1170,12 +1180,13 @@ pub async fn run(
     }
     let notes = sh.notes.lock().unwrap_or_else(|e| e.into_inner()).clone();
     env.progress(format!(
-        "[failover] killed {} ({} rooms, {} clients): first ack in a moved room after {} ms, all its rooms after {} ms; its clients resumed within {:.0} ms (p50 {:.0}); detection {} ms; leases taken within {} ms | sent {} acked {} delivered {}/{} lost {} dup {} unacked {} | gen CPU {:.0}%",
+        "[failover] killed {} ({} rooms, {} clients): first ack in a moved room after {} ms, all its rooms after {} ms, every room after {} ms; its clients resumed within {:.0} ms (p50 {:.0}); detection {} ms; leases taken within {} ms | sent {} acked {} delivered {}/{} lost {} dup {} unacked {} | gen CPU {:.0}%",
         result.victim,
         result.victim_rooms.len(),
         result.clients_on_victim,
         opt(result.first_ack_ms_first_room),
         opt(result.first_ack_ms_all_rooms),
+        opt(result.first_ack_ms_every_room),
         result.resume_ms.max_ms,
         result.resume_ms.p50_ms,
         opt(result.detection_ms_max),
