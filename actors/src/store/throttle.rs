@@ -39,12 +39,15 @@ struct Bucket {
     sweep_at: usize,
 }
 
+/// A rate: (burst, cells per second as f64 bits).
+type RateId = (u32, u64);
+
 /// Every rate limit of one node (see the module docs).
 #[derive(Default)]
 pub struct Throttles {
     clock: DefaultClock,
     /// One limiter per (burst, rate as f64 bits).
-    limiters: Mutex<HashMap<(u32, u64), Arc<Mutex<Bucket>>>>,
+    limiters: Mutex<HashMap<RateId, Arc<Mutex<Bucket>>>>,
     /// Keys left empty, and when each has a cell again.
     empty_until: Mutex<HashMap<(u32, u64, String), Instant>>,
 }
