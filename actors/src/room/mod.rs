@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::cluster::router::RouterMsg;
 use crate::frames::{ChatError, ChatMessage, HistoryQuery, MessageEvent, ServerFrame};
 use crate::limits::{now_ms, Limits};
-use crate::outbox::Outbox;
+use crate::outbox::{Marks, Outbox};
 use crate::presence::PresenceMsg;
 use crate::session::{SessionHandle, SessionMsg};
 use crate::store::{select_page, Checkpoint, LogPosition, LogRecord, StoreError, Stores};
@@ -615,18 +615,20 @@ impl RoomState {
         self.fan_out_with(except_user, |outbox| outbox.push(frame.clone()));
     }
 
-    /// Pushes a batch of message frames to every live subscriber at once: one
-    /// queue operation per subscriber per batch, not per message.
-    fn fan_out_messages(&mut self, frames: Vec<Utf8Bytes>) {
+    /// Pushes a batch of message frames, the last of seq `last_seq`, to every
+    /// live subscriber at once: one queue operation per subscriber per batch,
+    /// not per message.
+    fn fan_out_messages(&mut self, frames: Vec<Utf8Bytes>, last_seq: u64) {
+        let marks = Marks::seq(last_seq);
         match frames.len() {
             0 => {}
             1 => self.fan_out_with(None, |o| {
-                crate::metrics::delivered(1, o.push(frames[0].clone()))
+                crate::metrics::delivered(1, o.push_marked(frames[0].clone(), marks.clone()))
             }),
             n => {
                 let batch: Arc<[Utf8Bytes]> = frames.into();
                 self.fan_out_with(None, |o| {
-                    crate::metrics::delivered(n, o.push_batch(batch.clone()))
+                    crate::metrics::delivered(n, o.push_batch(batch.clone(), marks.clone()))
                 });
             }
         }
@@ -707,7 +709,7 @@ impl RoomState {
                 .iter()
                 .filter(|c| c.message.seq > after && c.message.seq <= upper)
             {
-                crate::metrics::delivered(1, outbox.push(c.frame.clone()));
+                crate::metrics::delivered(1, outbox.push_marked(c.frame.clone(), c.marks()));
             }
             if let Some(sub) = self.subscribers.get_mut(&session_id) {
                 sub.state = after_replay(live, hold, self.last_seq);
@@ -771,7 +773,7 @@ impl RoomState {
         let mut sent = after;
         for m in &messages {
             if m.seq == sent + 1 {
-                crate::metrics::delivered(1, outbox.push(ServerFrame::Message(m.clone()).encode()));
+                crate::metrics::delivered(1, outbox.push_frame(&ServerFrame::Message(m.clone())));
                 sent = m.seq;
             }
         }
@@ -783,7 +785,7 @@ impl RoomState {
                 return;
             }
             for c in self.recent.iter().filter(|c| c.message.seq > sent) {
-                crate::metrics::delivered(1, outbox.push(c.frame.clone()));
+                crate::metrics::delivered(1, outbox.push_marked(c.frame.clone(), c.marks()));
             }
             if let Some(sub) = self.subscribers.get_mut(&session_id) {
                 sub.state = after_replay(false, hold, self.last_seq);
@@ -810,7 +812,9 @@ impl RoomState {
         }
         .encode();
         for session in sessions {
-            session.outbox.push(joined.clone());
+            session
+                .outbox
+                .push_marked(joined.clone(), Marks::seq(self.last_seq));
             let _ = session.actor.cast(SessionMsg::Attached {
                 room: self.name.clone(),
                 actor: myself.clone(),
@@ -1168,7 +1172,7 @@ impl RoomState {
                     frames.push(self.commit(message, position));
                 }
                 // Every ack of the batch is queued before the messages go out.
-                self.fan_out_messages(frames);
+                self.fan_out_messages(frames, self.last_seq);
                 self.write_history(myself);
                 self.append_next(myself);
                 self.stop_if_leaving(myself);
@@ -1211,7 +1215,7 @@ impl RoomState {
         .encode();
         for outbox in self.in_flight.remove(&key).unwrap_or_default() {
             crate::metrics::MESSAGES_ACKED.inc();
-            outbox.push(ack.clone());
+            outbox.push_marked(ack.clone(), Marks::answer(&key.1));
         }
         self.remember(key, message.seq, message.ts);
         self.track_views(&message);
@@ -1284,7 +1288,7 @@ impl RoomState {
                         frames.push(self.commit(record.to_message(), position));
                     }
                 }
-                self.fan_out_messages(frames);
+                self.fan_out_messages(frames, self.last_seq);
                 // What the failed append did not write was not written at all.
                 for p in std::mem::take(&mut self.failed_batch) {
                     self.fail((p.user, p.client_id), &unavailable);
@@ -1316,7 +1320,7 @@ impl RoomState {
     fn fail(&mut self, key: (String, String), error: &ChatError) {
         let frame = ServerFrame::error(error, Some(key.1.clone())).encode();
         for outbox in self.in_flight.remove(&key).unwrap_or_default() {
-            outbox.push(frame.clone());
+            outbox.push_marked(frame.clone(), Marks::answer(&key.1));
         }
     }
 
