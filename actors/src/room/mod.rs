@@ -62,6 +62,8 @@ pub struct RoomTuning {
     pub max_batch: usize,
     /// A room with no subscribers stops after this long.
     pub idle_stop: Duration,
+    /// Room starts (restores) that run at once on a node.
+    pub restore_concurrency: usize,
 }
 
 impl Default for RoomTuning {
@@ -72,6 +74,7 @@ impl Default for RoomTuning {
             recent: 256,
             max_batch: 512,
             idle_stop: Duration::from_secs(300),
+            restore_concurrency: 16,
         }
     }
 }
