@@ -216,7 +216,7 @@ impl RoomState {
                     frames.push(self.commit(message, position));
                 }
                 // Every ack of the batch is queued before the messages go out.
-                self.fan_out_messages(frames);
+                self.fan_out_messages(frames, self.last_seq);
                 self.write_history(myself);
                 self.append_next(myself);
                 self.stop_if_leaving(myself);
@@ -259,7 +259,7 @@ impl RoomState {
         .encode();
         for outbox in self.in_flight.remove(&key).unwrap_or_default() {
             crate::metrics::MESSAGES_ACKED.inc();
-            outbox.push(ack.clone());
+            outbox.push_marked(ack.clone(), Marks::answer(&key.1));
         }
         self.remember(key, message.seq, message.ts);
         self.track_views(&message);
@@ -332,7 +332,7 @@ impl RoomState {
                         frames.push(self.commit(record.to_message(), position));
                     }
                 }
-                self.fan_out_messages(frames);
+                self.fan_out_messages(frames, self.last_seq);
                 // What the failed append did not write was not written at all.
                 for p in std::mem::take(&mut self.failed_batch) {
                     self.fail((p.user, p.client_id), &unavailable);
@@ -364,7 +364,7 @@ impl RoomState {
     pub(super) fn fail(&mut self, key: (String, String), error: &ChatError) {
         let frame = ServerFrame::error(error, Some(key.1.clone())).encode();
         for outbox in self.in_flight.remove(&key).unwrap_or_default() {
-            outbox.push(frame.clone());
+            outbox.push_marked(frame.clone(), Marks::answer(&key.1));
         }
     }
 

@@ -67,7 +67,9 @@ impl RoomState {
         }
         .encode();
         for session in sessions {
-            session.outbox.push(joined.clone());
+            session
+                .outbox
+                .push_marked(joined.clone(), Marks::seq(self.last_seq));
             let _ = session.actor.cast(SessionMsg::Attached {
                 room: self.name.clone(),
                 actor: myself.clone(),

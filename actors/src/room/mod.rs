@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::cluster::router::RouterMsg;
 use crate::frames::{ChatError, ChatMessage, HistoryQuery, MessageEvent, ServerFrame};
 use crate::limits::{now_ms, Limits};
-use crate::outbox::Outbox;
+use crate::outbox::{Marks, Outbox};
 use crate::presence::PresenceMsg;
 use crate::session::{SessionHandle, SessionMsg};
 use crate::store::{select_page, Checkpoint, LogPosition, LogRecord, StoreError, Stores};

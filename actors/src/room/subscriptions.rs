@@ -11,18 +11,20 @@ impl RoomState {
         self.fan_out_with(except_user, |outbox| outbox.push(frame.clone()));
     }
 
-    /// Pushes a batch of message frames to every live subscriber at once: one
-    /// queue operation per subscriber per batch, not per message.
-    pub(super) fn fan_out_messages(&mut self, frames: Vec<Utf8Bytes>) {
+    /// Pushes a batch of message frames, the last of seq `last_seq`, to every
+    /// live subscriber at once: one queue operation per subscriber per batch,
+    /// not per message.
+    pub(super) fn fan_out_messages(&mut self, frames: Vec<Utf8Bytes>, last_seq: u64) {
+        let marks = Marks::seq(last_seq);
         match frames.len() {
             0 => {}
             1 => self.fan_out_with(None, |o| {
-                crate::metrics::delivered(1, o.push(frames[0].clone()))
+                crate::metrics::delivered(1, o.push_marked(frames[0].clone(), marks.clone()))
             }),
             n => {
                 let batch: Arc<[Utf8Bytes]> = frames.into();
                 self.fan_out_with(None, |o| {
-                    crate::metrics::delivered(n, o.push_batch(batch.clone()))
+                    crate::metrics::delivered(n, o.push_batch(batch.clone(), marks.clone()))
                 });
             }
         }
@@ -107,7 +109,7 @@ impl RoomState {
                 .iter()
                 .filter(|c| c.message.seq > after && c.message.seq <= upper)
             {
-                crate::metrics::delivered(1, outbox.push(c.frame.clone()));
+                crate::metrics::delivered(1, outbox.push_marked(c.frame.clone(), c.marks()));
             }
             if let Some(sub) = self.subscribers.get_mut(&session_id) {
                 sub.state = after_replay(live, hold, self.last_seq);
@@ -171,7 +173,7 @@ impl RoomState {
         let mut sent = after;
         for m in &messages {
             if m.seq == sent + 1 {
-                crate::metrics::delivered(1, outbox.push(ServerFrame::Message(m.clone()).encode()));
+                crate::metrics::delivered(1, outbox.push_frame(&ServerFrame::Message(m.clone())));
                 sent = m.seq;
             }
         }
@@ -183,7 +185,7 @@ impl RoomState {
                 return;
             }
             for c in self.recent.iter().filter(|c| c.message.seq > sent) {
-                crate::metrics::delivered(1, outbox.push(c.frame.clone()));
+                crate::metrics::delivered(1, outbox.push_marked(c.frame.clone(), c.marks()));
             }
             if let Some(sub) = self.subscribers.get_mut(&session_id) {
                 sub.state = after_replay(false, hold, self.last_seq);
