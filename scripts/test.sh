@@ -15,7 +15,7 @@ broker_pid=""
 cleanup() {
   if [ -n "$broker_pid" ]; then kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; fi
   if [ "${TEST_STORES:-}" = real ]; then
-    # The databases and keys each test node made (see tests/common/mod.rs).
+    # The databases and keys each test node made (see tests/common/node.rs).
     for db in $(psql "$TEST_POSTGRES/postgres" -Atc "select datname from pg_database where datname like 'troupe\_t%'" 2>/dev/null); do
       psql "$TEST_POSTGRES/postgres" -qc "drop database if exists \"$db\" with (force)" >/dev/null 2>&1 || true
     done

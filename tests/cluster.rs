@@ -1,7 +1,7 @@
 //! Cluster tests: several `troupe` processes on their own loopback addresses
 //! (127.0.0.11, .12, ...) sharing Postgres, a Kafka topic (a tansu broker of
 //! the test's own) and Redis, under continuous chat traffic from dozens of
-//! simulated users (tests/common/cluster.rs). Nodes are killed, stopped,
+//! simulated users (tests/common/load.rs). Nodes are killed, stopped,
 //! restarted and added while the users chat; afterwards, what the users saw
 //! and what history holds must agree:
 //!
@@ -28,18 +28,14 @@
 //! 127.0.0.1:6379 (or `TEST_POSTGRES` / `TEST_REDIS`), `psql`, `redis-cli`
 //! and the tansu binary; a missing one fails the test.
 
-// Only the cluster harness: the other test crates do not compile it.
-#[allow(dead_code)]
-mod common {
-    pub mod cluster;
-}
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::cluster::{
-    standard_users, Cluster, ClusterOptions, ExtraCheck, LeaseChange, Load, Roam, UserSpec,
-};
+use common::cluster::{Cluster, ClusterOptions, LeaseChange};
+use common::load::{standard_users, ExtraCheck, Load, Roam, UserSpec};
+use common::Client;
 
 /// 60 users in 10 rooms (6 members each), spread over the nodes.
 const USERS: usize = 60;
@@ -476,8 +472,8 @@ async fn cluster_adjacent_wire_versions_link_distant_ones_are_refused() {
             })
             .expect("a room name")
     };
-    let mut ann_ws = PresenceClient::connect_with(&cluster, old, "ann", &ann).await;
-    let mut bob = PresenceClient::connect(&cluster, 0, "bob").await;
+    let mut ann_ws = client_with(&cluster, old, "ann", &ann).await;
+    let mut bob = client_on(&cluster, 0, "bob").await;
     for room in [owned_by(true), owned_by(false)] {
         let r = cluster
             .http()
@@ -491,10 +487,10 @@ async fn cluster_adjacent_wire_versions_link_distant_ones_are_refused() {
         for c in [&mut ann_ws, &mut bob] {
             c.send(serde_json::json!({"type": "join", "room": room}))
                 .await;
-            c.expect("joined", |f| f["room"] == room).await;
+            c.expect_with("joined", |f| f["room"] == room).await;
         }
-        PresenceClient::say_across(&mut bob, &mut ann_ws, &room).await;
-        PresenceClient::say_across(&mut ann_ws, &mut bob, &room).await;
+        say_across(&mut bob, &mut ann_ws, &room).await;
+        say_across(&mut ann_ws, &mut bob, &room).await;
     }
 }
 
@@ -1300,110 +1296,58 @@ async fn cluster_admin_sees_every_node() {
     }
 }
 
-/// A WebSocket client of the presence test: frames it did not wait for yet
-/// are kept, in order.
-struct PresenceClient {
-    user: String,
-    ws: common::cluster::Ws,
-    seen: Vec<serde_json::Value>,
+/// `from` says something in `room`: acked to it, heard by `to`.
+async fn say_across(from: &mut Client, to: &mut Client, room: &str) {
+    let client_id = format!("{}-{room}", from.user);
+    from.send(serde_json::json!({
+        "type": "send", "room": room, "body": "across versions", "client_id": client_id
+    }))
+    .await;
+    from.expect_with("ack", |f| f["client_id"] == client_id.as_str())
+        .await;
+    let m = to
+        .expect_with("message", |f| f["client_id"] == client_id.as_str())
+        .await;
+    assert_eq!(m["room"], room, "{m}");
 }
 
-impl PresenceClient {
-    async fn connect(cluster: &Cluster, i: usize, user: &str) -> PresenceClient {
-        let token = cluster.account(i, user).await;
-        Self::connect_with(cluster, i, user, &token).await
-    }
+/// A client of the presence, kick and friends tests: registers `user` on
+/// node `i` and connects there.
+async fn client_on(cluster: &Cluster, i: usize, user: &str) -> Client {
+    let token = cluster.account(i, user).await;
+    client_with(cluster, i, user, &token).await
+}
 
-    /// Connects with a token the caller already has.
-    async fn connect_with(cluster: &Cluster, i: usize, user: &str, token: &str) -> PresenceClient {
-        let url = format!("ws://{}/ws?token={token}", cluster.nodes[i].http);
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .unwrap_or_else(|e| panic!("{user}: connecting to {url}: {e}"));
-        let mut c = PresenceClient {
-            user: user.into(),
-            ws,
-            seen: Vec::new(),
-        };
-        c.expect("session", |_| true).await;
-        c
-    }
+/// Connects to node `i` with a token the caller already has. It waits up to
+/// 30 s for each frame: some follow a node's death.
+async fn client_with(cluster: &Cluster, i: usize, user: &str, token: &str) -> Client {
+    Client::connect_at(cluster.nodes[i].http, user, token)
+        .await
+        .waiting(Duration::from_secs(30))
+}
 
-    /// `from` says something in `room`: acked to it, heard by `to`.
-    async fn say_across(from: &mut PresenceClient, to: &mut PresenceClient, room: &str) {
-        let client_id = format!("{}-{room}", from.user);
-        from.send(serde_json::json!({
-            "type": "send", "room": room, "body": "across versions", "client_id": client_id
-        }))
-        .await;
-        from.expect("ack", |f| f["client_id"] == client_id.as_str())
-            .await;
-        let m = to
-            .expect("message", |f| f["client_id"] == client_id.as_str())
-            .await;
-        assert_eq!(m["room"], room, "{m}");
-    }
-
-    async fn send(&mut self, frame: serde_json::Value) {
-        use futures_util::SinkExt;
-        self.ws
-            .send(tokio_tungstenite::tungstenite::Message::Text(
-                frame.to_string().into(),
-            ))
-            .await
-            .expect("a send");
-    }
-
-    /// The next frame of type `ty` that `pred` accepts (within 30 s).
-    async fn expect(
-        &mut self,
-        ty: &str,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        use futures_util::StreamExt;
-        if let Some(k) = self.seen.iter().position(|f| f["type"] == ty && pred(f)) {
-            return self.seen.remove(k);
+/// Asks `who` until `pred` holds for the online users (or 30 s pass).
+async fn who_until(c: &mut Client, what: &str, pred: impl Fn(&BTreeSet<String>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        c.send(serde_json::json!({"type": "who"})).await;
+        let users = c.expect("users").await;
+        let online: BTreeSet<String> = users["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .filter(|u| u["online"] == true)
+            .filter_map(|u| u["user"].as_str().map(str::to_string))
+            .collect();
+        if pred(&online) {
+            return;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next()).await;
-            let Ok(Some(Ok(msg))) = next else {
-                panic!("{}: no {ty} frame; saw {:?}", self.user, self.seen);
-            };
-            let Ok(text) = msg.to_text() else { continue };
-            let Ok(f) = serde_json::from_str::<serde_json::Value>(text) else {
-                continue;
-            };
-            if f["type"] == ty && pred(&f) {
-                return f;
-            }
-            self.seen.push(f);
-        }
-    }
-
-    /// Asks `who` until `pred` holds for the online users (or 30 s pass).
-    async fn who_until(&mut self, what: &str, pred: impl Fn(&BTreeSet<String>) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            self.send(serde_json::json!({"type": "who"})).await;
-            let users = self.expect("users", |_| true).await;
-            let online: BTreeSet<String> = users["users"]
-                .as_array()
-                .expect("users")
-                .iter()
-                .filter(|u| u["online"] == true)
-                .filter_map(|u| u["user"].as_str().map(str::to_string))
-                .collect();
-            if pred(&online) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: {what}; online: {online:?}",
-                self.user
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {what}; online: {online:?}",
+            c.user
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -1411,22 +1355,21 @@ impl PresenceClient {
 async fn cluster_presence_is_cluster_wide() {
     let name = "cluster_presence_is_cluster_wide";
     let mut cluster = Cluster::start(name, 3).await;
-    let mut ann = PresenceClient::connect(&cluster, 0, "ann_p").await;
-    let mut bob = PresenceClient::connect(&cluster, 1, "bob_p").await;
-    let mut cat = PresenceClient::connect(&cluster, 2, "cat_p").await;
+    let mut ann = client_on(&cluster, 0, "ann_p").await;
+    let mut bob = client_on(&cluster, 1, "bob_p").await;
+    let mut cat = client_on(&cluster, 2, "cat_p").await;
     for c in [&mut ann, &mut bob, &mut cat] {
         c.send(serde_json::json!({"type": "join", "room": "porch"}))
             .await;
-        c.expect("joined", |f| f["room"] == "porch").await;
+        c.expect_with("joined", |f| f["room"] == "porch").await;
     }
     let all: BTreeSet<String> = ["ann_p", "bob_p", "cat_p"].map(String::from).into();
 
     // `who`, `members` and REST on any node list the users of every node.
-    ann.who_until("everyone online", |online| all.is_subset(online))
-        .await;
+    who_until(&mut ann, "everyone online", |online| all.is_subset(online)).await;
     cat.send(serde_json::json!({"type": "members", "room": "porch"}))
         .await;
-    let members = cat.expect("members", |f| f["room"] == "porch").await;
+    let members = cat.expect_with("members", |f| f["room"] == "porch").await;
     for user in &all {
         let m = members["members"]
             .as_array()
@@ -1457,20 +1400,20 @@ async fn cluster_presence_is_cluster_wide() {
     drop(bob);
     for c in [&mut ann, &mut cat] {
         let news = c
-            .expect("presence", |f| f["user"] == "bob_p" && f["online"] == false)
+            .expect_with("presence", |f| f["user"] == "bob_p" && f["online"] == false)
             .await;
         assert!(news["last_seen"].as_i64().is_some_and(|t| t > 0), "{news}");
     }
 
     // Cat's node dies: cat goes offline everywhere once its heartbeat lapses.
     cluster.kill9(2);
-    ann.who_until("cat offline after its node died", |online| {
+    who_until(&mut ann, "cat offline after its node died", |online| {
         !online.contains("cat_p") && online.contains("ann_p")
     })
     .await;
     ann.send(serde_json::json!({"type": "members", "room": "porch"}))
         .await;
-    let members = ann.expect("members", |f| f["room"] == "porch").await;
+    let members = ann.expect_with("members", |f| f["room"] == "porch").await;
     let cat_entry = members["members"]
         .as_array()
         .and_then(|m| m.iter().find(|m| m["user"] == "cat_p"))
@@ -1740,8 +1683,8 @@ async fn cluster_kick_and_room_deletion_reach_members_on_every_node() {
     let name = "cluster_kick_and_room_deletion_reach_members_on_every_node";
     let cluster = Cluster::start(name, 2).await;
     let ann = cluster.account(0, "ann_k").await;
-    let mut bob = PresenceClient::connect(&cluster, 1, "bob_k").await;
-    let mut cat = PresenceClient::connect(&cluster, 0, "cat_k").await;
+    let mut bob = client_on(&cluster, 1, "bob_k").await;
+    let mut cat = client_on(&cluster, 0, "cat_k").await;
     let body = serde_json::json!({"name": "hall_k"});
     let (status, created) =
         rest_on(&cluster, 1, Method::POST, "/api/v1/rooms", &ann, Some(body)).await;
@@ -1749,7 +1692,7 @@ async fn cluster_kick_and_room_deletion_reach_members_on_every_node() {
     for c in [&mut bob, &mut cat] {
         c.send(serde_json::json!({"type": "join", "room": "hall_k"}))
             .await;
-        c.expect("joined", |f| f["room"] == "hall_k").await;
+        c.expect_with("joined", |f| f["room"] == "hall_k").await;
     }
 
     // A kick asked on node 0 is seen by the members on both nodes; the
@@ -1765,7 +1708,7 @@ async fn cluster_kick_and_room_deletion_reach_members_on_every_node() {
     .await;
     assert_eq!(status, 204, "{body}");
     for c in [&mut bob, &mut cat] {
-        let kicked = c.expect("kicked", |f| f["room"] == "hall_k").await;
+        let kicked = c.expect_with("kicked", |f| f["room"] == "hall_k").await;
         assert_eq!(
             (&kicked["user"], &kicked["by"], &kicked["members"]),
             (
@@ -1804,7 +1747,9 @@ async fn cluster_kick_and_room_deletion_reach_members_on_every_node() {
     )
     .await;
     assert_eq!(status, 204, "{body}");
-    let gone = bob.expect("room_deleted", |f| f["room"] == "hall_k").await;
+    let gone = bob
+        .expect_with("room_deleted", |f| f["room"] == "hall_k")
+        .await;
     assert_eq!(gone["by"], "ann_k");
     for i in 0..2 {
         let (status, body) = rest_on(
@@ -1822,7 +1767,7 @@ async fn cluster_kick_and_room_deletion_reach_members_on_every_node() {
         serde_json::json!({"type": "send", "room": "hall_k", "body": "anyone?", "client_id": "k1"}),
     )
     .await;
-    let refused = bob.expect("error", |f| f["ref"] == "k1").await;
+    let refused = bob.expect_with("error", |f| f["ref"] == "k1").await;
     assert_eq!(refused["code"], "not_found", "{refused}");
 }
 
@@ -1836,7 +1781,7 @@ async fn cluster_friends_hear_each_other_across_nodes_without_a_shared_room() {
     let cluster = Cluster::start(name, 2).await;
     let ann_token = cluster.account(0, "ann_f").await;
     let dan_token = cluster.account(1, "dan_f").await;
-    let mut ann = PresenceClient::connect_with(&cluster, 0, "ann_f", &ann_token).await;
+    let mut ann = client_with(&cluster, 0, "ann_f", &ann_token).await;
 
     // dan asks through node 1; ann, on node 0, is told.
     let (status, body) = rest_on(
@@ -1849,13 +1794,13 @@ async fn cluster_friends_hear_each_other_across_nodes_without_a_shared_room() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    ann.expect("friend", |f| {
+    ann.expect_with("friend", |f| {
         f["user"] == "dan_f" && f["status"] == "incoming"
     })
     .await;
 
     // dan comes online on node 1, then ann accepts through node 0: dan hears it.
-    let mut dan = PresenceClient::connect_with(&cluster, 1, "dan_f", &dan_token).await;
+    let mut dan = client_with(&cluster, 1, "dan_f", &dan_token).await;
     let (status, body) = rest_on(
         &cluster,
         0,
@@ -1866,7 +1811,7 @@ async fn cluster_friends_hear_each_other_across_nodes_without_a_shared_room() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    dan.expect("friend", |f| {
+    dan.expect_with("friend", |f| {
         f["user"] == "ann_f" && f["status"] == "friends"
     })
     .await;
@@ -1875,11 +1820,11 @@ async fn cluster_friends_hear_each_other_across_nodes_without_a_shared_room() {
     // his coming back too.
     drop(dan);
     let offline = ann
-        .expect("presence", |f| f["user"] == "dan_f" && f["online"] == false)
+        .expect_with("presence", |f| f["user"] == "dan_f" && f["online"] == false)
         .await;
     assert!(offline["last_seen"].as_i64().is_some(), "{offline}");
-    let _dan = PresenceClient::connect_with(&cluster, 1, "dan_f", &dan_token).await;
-    ann.expect("presence", |f| f["user"] == "dan_f" && f["online"] == true)
+    let _dan = client_with(&cluster, 1, "dan_f", &dan_token).await;
+    ann.expect_with("presence", |f| f["user"] == "dan_f" && f["online"] == true)
         .await;
     let (_, lists) = rest_on(
         &cluster,

@@ -9,9 +9,6 @@
 //! in scripts/test.sh: the node that holds the POST is killed and the other
 //! one delivers it.
 
-#[allow(dead_code)]
-#[path = "common/cluster.rs"]
-mod cluster;
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -411,11 +408,11 @@ async fn cluster_the_other_node_delivers_what_a_killed_node_held() {
     receiver.hold_first.store(1, Ordering::SeqCst);
     let mut env = webhook_env(&url);
     env.push(("TROUPE_CLUSTER__FORGET_AFTER_S".into(), "2".into()));
-    let options = cluster::ClusterOptions {
+    let options = common::cluster::ClusterOptions {
         env,
         ..Default::default()
     };
-    let mut cluster = cluster::Cluster::start_with("notify-failover", 2, options).await;
+    let mut cluster = common::cluster::Cluster::start_with("notify-failover", 2, options).await;
     let ann = cluster.account(0, "ann").await;
     cluster.account(1, "bob").await;
     let r = cluster

@@ -11,17 +11,14 @@
 //! Redis and the tansu broker, as tests/cluster.rs) runs with the cluster
 //! tests in scripts/test.sh.
 
-#[allow(dead_code)]
-#[path = "common/cluster.rs"]
-mod cluster;
 mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use cluster::{Cluster, ClusterOptions, ADMIN_TOKEN};
 use common::browser::{js_string, Browser};
+use common::cluster::{Cluster, ClusterOptions, ADMIN_TOKEN};
 use common::{Client, Node};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -512,7 +509,7 @@ async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
     ] {
         b.goto(&url).await;
         b.fill("#login-user", user).await;
-        b.fill("#login-pass", cluster::PASSWORD).await;
+        b.fill("#login-pass", common::cluster::PASSWORD).await;
         b.press("Enter").await;
         wait_live(b).await;
     }
