@@ -7,6 +7,7 @@
 #   benches/run.sh fanout -s 100 -r 1000 -d 5
 #   benches/run.sh fanout -s 1000 -r 200 --find-max
 #   benches/run.sh connections -n 10000
+#   benches/run.sh coldrooms -m 10000 -c 64                # troupe only: first message into stopped rooms
 #   benches/run.sh cluster -s 1000 -r 100 -d 10      # a 3-node cluster: cross-node vs single-node
 #   benches/run.sh failover -m 10 -k 20 -r 2         # kill -9 of a node under traffic
 #
@@ -23,7 +24,7 @@ source benches/lib.sh
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
-[ $# -ge 1 ] || { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 scenario=$1
 shift
 
@@ -61,7 +62,16 @@ case $scenario in
     exit $status
     ;;
 esac
-for target in ${BENCH_TARGETS:-troupe bare}; do
+targets=${BENCH_TARGETS:-troupe bare}
+case $scenario in
+  # The rooms must go cold between the set-up and the measurement: a node
+  # that stops idle rooms after 2 s. The baseline has no rooms to restore.
+  coldrooms)
+    TROUPE_BENCH_ENV+=("TROUPE_ROOMS__IDLE_STOP_SECS=${BENCH_IDLE_STOP_SECS:-2}")
+    targets=${BENCH_TARGETS:-troupe}
+    ;;
+esac
+for target in $targets; do
   echo "== $scenario against $target (server on CPUs ${SERVER_CPUS:-0}, generator on ${GEN_CPUS:-1})" >&2
   case $target in
     troupe) start_troupe "${server_pin[@]}" ;;

@@ -57,6 +57,22 @@ for run in "${runs[@]}"; do
   done
 done
 
+# coldrooms: a troupe of its own that stops idle rooms after 1 s, 30 rooms.
+plain_env=("${TROUPE_BENCH_ENV[@]}")
+TROUPE_BENCH_ENV+=("TROUPE_ROOMS__IDLE_STOP_SECS=1")
+start_troupe
+TROUPE_BENCH_ENV=("${plain_env[@]}")
+cold_pid=$SERVER_PID
+if "$BIN_DIR/troupe-bench" coldrooms -m 30 -c 4 --url "$SERVER_URL" --server-pid "$cold_pid" \
+    --quiet --json "$BENCH_TMP/coldrooms.json" --markdown "$BENCH_TMP/coldrooms.md"; then
+  echo "ok   coldrooms -m 30 -c 4 (troupe)"
+else
+  echo "FAIL coldrooms -m 30 -c 4 (troupe)"
+  failed=1
+fi
+[ -f "$BENCH_TMP/coldrooms.md" ] && sed 's/^/     /' "$BENCH_TMP/coldrooms.md"
+stop_pid "$cold_pid"
+
 # The comparison table reads both summaries.
 first=$(printf "%s" "${runs[0]}" | tr -c 'a-zA-Z0-9-' '_')
 "$BIN_DIR/troupe-bench" compare --troupe "$BENCH_TMP/$first-troupe.json" --bare "$BENCH_TMP/$first-bare.json" >/dev/null \

@@ -298,6 +298,7 @@ pub struct RoomsSection {
     pub max_batch: usize,
     #[serde(deserialize_with = "seconds")]
     pub idle_stop_secs: u64,
+    pub restore_concurrency: usize,
 }
 
 impl Default for RoomsSection {
@@ -309,6 +310,7 @@ impl Default for RoomsSection {
             recent: t.recent,
             max_batch: t.max_batch,
             idle_stop_secs: t.idle_stop.as_secs(),
+            restore_concurrency: t.restore_concurrency,
         }
     }
 }
@@ -880,6 +882,9 @@ impl Config {
         if self.rooms.checkpoint_every == 0 || self.rooms.max_batch == 0 {
             return bad("rooms", "checkpoint_every and max_batch must be at least 1");
         }
+        if self.rooms.restore_concurrency == 0 || self.rooms.restore_concurrency > 1024 {
+            return bad("rooms.restore_concurrency", "must be between 1 and 1024");
+        }
         if let Some(url) = &self.database.url {
             if !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
@@ -1030,6 +1035,7 @@ impl Config {
             recent: self.rooms.recent,
             max_batch: self.rooms.max_batch,
             idle_stop: Duration::from_secs(self.rooms.idle_stop_secs),
+            restore_concurrency: self.rooms.restore_concurrency,
         }
     }
 }

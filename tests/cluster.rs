@@ -492,7 +492,7 @@ async fn cluster_client_roams_every_reconnect() {
 async fn cluster_adjacent_wire_versions_link_distant_ones_are_refused() {
     let name = "cluster_adjacent_wire_versions_link_distant_ones_are_refused";
     let mut cluster = Cluster::start(name, 2).await;
-    let current: u32 = 4; // actors/src/cluster/wire.rs WIRE_VERSION
+    let current: u32 = 5; // actors/src/cluster/wire.rs WIRE_VERSION
     let previous = (current - 1).to_string();
     let distant = (current + 2).to_string();
     let old = cluster
@@ -569,6 +569,44 @@ async fn cluster_adjacent_wire_versions_link_distant_ones_are_refused() {
         .await
         .expect("answered");
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+
+    // Messages cross between the versions both ways: in a room the old node
+    // owns (its deliveries to a current node) and in one a current node owns
+    // (deliveries to the old node), each with the sender's ack.
+    let live = [
+        cluster.nodes[0].name.as_str(),
+        cluster.nodes[1].name.as_str(),
+        old_name.as_str(),
+    ];
+    let owned_by = |old: bool| {
+        (0..)
+            .map(|k| format!("mixed_{k}"))
+            .find(|room| {
+                let owner = troupe_actors::cluster::owner(room, live).expect("an owner");
+                (owner == old_name) == old
+            })
+            .expect("a room name")
+    };
+    let mut ann_ws = client_with(&cluster, old, "ann", &ann).await;
+    let mut bob = client_on(&cluster, 0, "bob").await;
+    for room in [owned_by(true), owned_by(false)] {
+        let r = cluster
+            .http()
+            .post(cluster.nodes[old].url("/api/v1/rooms"))
+            .bearer_auth(&ann)
+            .json(&serde_json::json!({ "name": room }))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+        for c in [&mut ann_ws, &mut bob] {
+            c.send(serde_json::json!({"type": "join", "room": room}))
+                .await;
+            c.expect_with("joined", |f| f["room"] == room).await;
+        }
+        say_across(&mut bob, &mut ann_ws, &room).await;
+        say_across(&mut ann_ws, &mut bob, &room).await;
+    }
 }
 
 /// A node with another cookie, seeded with a running cluster, is never let
@@ -1371,6 +1409,21 @@ async fn cluster_admin_sees_every_node() {
         assert!(entry.get("error").is_none(), "{entry}");
         assert!(!actors_of(entry, "node").is_empty(), "{entry}");
     }
+}
+
+/// `from` says something in `room`: acked to it, heard by `to`.
+async fn say_across(from: &mut Client, to: &mut Client, room: &str) {
+    let client_id = format!("{}-{room}", from.user);
+    from.send(serde_json::json!({
+        "type": "send", "room": room, "body": "across versions", "client_id": client_id
+    }))
+    .await;
+    from.expect_with("ack", |f| f["client_id"] == client_id.as_str())
+        .await;
+    let m = to
+        .expect_with("message", |f| f["client_id"] == client_id.as_str())
+        .await;
+    assert_eq!(m["room"], room, "{m}");
 }
 
 /// A client of the presence, kick and friends tests: registers `user` on

@@ -69,6 +69,8 @@ pub static CONNECTIONS: LazyLock<Gauge> = LazyLock::new(Gauge::default);
 pub static SESSIONS: LazyLock<Gauge> = LazyLock::new(Gauge::default);
 /// Room actors running on this node (not proxies).
 pub static ROOMS_OWNED: LazyLock<Gauge> = LazyLock::new(Gauge::default);
+/// Rooms whose start (restore from checkpoint and log) is running or queued.
+pub static ROOMS_RESTORING: LazyLock<Gauge> = LazyLock::new(Gauge::default);
 /// Frames queued in connection outboxes, not yet taken by their writers.
 pub static OUTBOX_QUEUED_FRAMES: LazyLock<Gauge> = LazyLock::new(Gauge::default);
 /// Bytes queued in outboxes or held by their writers, not yet on a socket.
@@ -222,6 +224,11 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         "troupe_rooms_owned",
         "Room actors running on this node",
         ROOMS_OWNED.clone(),
+    );
+    r.register(
+        "troupe_rooms_restoring",
+        "Rooms whose start (restore from checkpoint and log) is running or waiting for a restore slot",
+        ROOMS_RESTORING.clone(),
     );
     r.register(
         "troupe_outbox_queued_frames",

@@ -21,6 +21,48 @@ use crate::cluster::link::{Frames, RemoteSession};
 use crate::frames::ServerFrame;
 use crate::metrics;
 
+/// What pushed frames mean for where a connection is in its room, as the
+/// room that pushes them knows: a remote outbox sends them beside the frames,
+/// so the node of the connection tracks each session's position and
+/// answered sends without reading a frame (see `cluster/router.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// The seq the frames bring the connection to: a `message`'s seq (the
+    /// last of a batch), a `joined`'s `last_seq`.
+    pub last_seq: Option<u64>,
+    /// The send they answer: an `ack`'s `client_id`, an `error`'s `ref`.
+    pub answers: Option<String>,
+}
+
+impl Marks {
+    pub fn seq(seq: u64) -> Marks {
+        Marks {
+            last_seq: Some(seq),
+            answers: None,
+        }
+    }
+
+    pub fn answer(client_id: &str) -> Marks {
+        Marks {
+            last_seq: None,
+            answers: Some(client_id.to_string()),
+        }
+    }
+
+    /// The marks of one frame, from its variant (no encoding read).
+    pub fn of(frame: &ServerFrame) -> Marks {
+        match frame {
+            ServerFrame::Message(m) => Marks::seq(m.seq),
+            ServerFrame::Joined { last_seq, .. } => Marks::seq(*last_seq),
+            ServerFrame::Ack { client_id, .. } => Marks::answer(client_id),
+            ServerFrame::Error {
+                reference: Some(r), ..
+            } => Marks::answer(r),
+            _ => Marks::default(),
+        }
+    }
+}
+
 /// What the socket writer sends.
 #[derive(Debug, Clone)]
 pub enum Outbound {
@@ -196,23 +238,31 @@ impl Outbox {
         }
     }
 
-    /// Queues an encoded frame; false when the connection is gone or too slow.
+    /// Queues an encoded frame that moves no seq and answers no send (see
+    /// [`Marks`]); false when the connection is gone or too slow.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
+        self.push_marked(frame, Marks::default())
+    }
+
+    /// Queues an encoded frame with what it means for the connection's position.
+    pub fn push_marked(&self, frame: Utf8Bytes, marks: Marks) -> bool {
         match &self.target {
-            Target::Remote(r) => r.send(Frames::One(frame)),
+            Target::Remote(r) => r.send(Frames::One(frame), marks),
             Target::Local { .. } => self.push_outbound(Outbound::Text(frame)),
         }
     }
 
-    pub fn push_batch(&self, frames: Arc<[Utf8Bytes]>) -> bool {
+    /// Queues frames at once; `marks` covers them all (a batch of messages:
+    /// the last one's seq).
+    pub fn push_batch(&self, frames: Arc<[Utf8Bytes]>, marks: Marks) -> bool {
         match &self.target {
-            Target::Remote(r) => r.send(Frames::Many(frames)),
+            Target::Remote(r) => r.send(Frames::Many(frames), marks),
             Target::Local { .. } => self.push_outbound(Outbound::Batch(frames)),
         }
     }
 
     pub fn push_frame(&self, frame: &ServerFrame) -> bool {
-        self.push(frame.encode())
+        self.push_marked(frame.encode(), Marks::of(frame))
     }
 
     /// Asks the writer to close the socket (queued after what is already there).
@@ -311,7 +361,7 @@ mod tests {
     fn a_push_past_the_byte_budget_marks_the_consumer_slow() {
         let (outbox, rx) = Outbox::channel(1024, 10);
         assert!(outbox.push("1234".into()));
-        assert!(outbox.push_batch(Arc::from(vec!["12".into(), "34".into()])));
+        assert!(outbox.push_batch(Arc::from(vec!["12".into(), "34".into()]), Marks::default()));
         assert_eq!(outbox.queued_bytes(), 8);
         // 8 + 3 > 10: refused, and nothing more is counted.
         assert!(!outbox.push("123".into()));

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod coldrooms;
 pub mod connections;
 pub mod failover;
 pub mod load;

@@ -163,6 +163,78 @@ async fn request(
         .map_err(|_| anyhow!("{method} {path}: no answer within {timeout:?}"))?
 }
 
+/// One kept-alive HTTP/1.1 connection for many requests in turn (answers
+/// with a `Content-Length`, as troupe's REST answers are).
+pub struct HttpConn {
+    target: SocketAddr,
+    stream: tokio::io::BufReader<TcpStream>,
+}
+
+impl HttpConn {
+    pub async fn connect(target: SocketAddr, source: Ipv4Addr) -> anyhow::Result<HttpConn> {
+        Ok(HttpConn {
+            target,
+            stream: tokio::io::BufReader::new(connect_tcp(target, source).await?),
+        })
+    }
+
+    /// `method path` with an optional bearer token and JSON body; (status,
+    /// body), bounded by `timeout`. An error leaves the connection unusable.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+        timeout: Duration,
+    ) -> anyhow::Result<(u16, String)> {
+        use std::fmt::Write as _;
+        use tokio::io::AsyncBufReadExt;
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.target);
+        if let Some(token) = token {
+            let _ = write!(head, "Authorization: Bearer {token}\r\n");
+        }
+        let body = body.unwrap_or("");
+        if !body.is_empty() {
+            head.push_str("Content-Type: application/json\r\n");
+        }
+        let _ = write!(head, "Content-Length: {}\r\n\r\n{body}", body.len());
+        let exchange = async {
+            self.stream.get_mut().write_all(head.as_bytes()).await?;
+            let mut line = String::new();
+            self.stream.read_line(&mut line).await?;
+            let status = line
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse::<u16>().ok())
+                .ok_or_else(|| anyhow!("bad HTTP status line: {line:?}"))?;
+            let mut length = 0usize;
+            loop {
+                line.clear();
+                if self.stream.read_line(&mut line).await? == 0 {
+                    bail!("connection closed in the answer's head");
+                }
+                let header = line.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                let lower = header.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().context("content-length")?;
+                } else if lower.starts_with("transfer-encoding:") {
+                    bail!("a chunked answer on a kept-alive connection is not supported");
+                }
+            }
+            let mut answer = vec![0; length];
+            self.stream.read_exact(&mut answer).await?;
+            Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| anyhow!("{method} {path}: no answer within {timeout:?}"))?
+    }
+}
+
 fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text

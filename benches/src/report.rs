@@ -150,6 +150,9 @@ pub struct Summary {
     pub rounds: Vec<RoundResult>,
     /// The `connections` scenario.
     pub connections: Option<ConnectionsResult>,
+    /// The `coldrooms` scenario.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coldrooms: Option<crate::coldrooms::ColdRoomsResult>,
     /// The `cluster` scenario: latency by where the subscribers are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterFanout>,
@@ -297,6 +300,9 @@ impl Summary {
                 c.closed_while_held,
             );
         }
+        if let Some(c) = &self.coldrooms {
+            coldrooms_markdown(&mut s, c);
+        }
         if let Some(c) = &self.cluster {
             self.cluster_markdown(&mut s, c);
         }
@@ -394,6 +400,50 @@ impl Summary {
         }
         Ok(())
     }
+}
+
+fn coldrooms_markdown(s: &mut String, c: &crate::coldrooms::ColdRoomsResult) {
+    let _ = writeln!(
+        s,
+        "{} rooms ({} seed message(s) each) created at {}/s; the node stopped them in {} s (rooms running: {} before, {} after the set-up, {} once cold); {} posts in flight\n",
+        c.rooms,
+        c.seed_messages,
+        f(c.created_per_s),
+        f(c.cooled_s),
+        c.rooms_owned[0],
+        c.rooms_owned[1],
+        c.rooms_owned[2],
+        c.concurrency,
+    );
+    s.push_str("| pass | rooms served | failed | s | rooms/s | p50 ms | p99 ms | max ms | retried attempts | server CPU % |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|\n");
+    for (name, p) in [
+        ("first message, cold rooms", &c.cold),
+        ("second message, running rooms", &c.warm),
+    ] {
+        let retried = if p.retried.is_empty() {
+            "0".to_string()
+        } else {
+            p.retried
+                .iter()
+                .map(|(why, n)| format!("{n} {why}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | **{}** | {} | {} | {} | {retried} | {} |",
+            p.served,
+            p.failed,
+            f(p.elapsed_s),
+            f(p.rooms_per_s),
+            f(p.latency.p50_ms),
+            f(p.latency.p99_ms),
+            f(p.latency.max_ms),
+            p.server_cpu_pct.map_or("-".into(), f),
+        );
+    }
+    s.push('\n');
 }
 
 /// A figure of two summaries, and which way is better.

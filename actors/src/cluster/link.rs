@@ -3,7 +3,8 @@
 //! sends it to the peer's router. Consecutive pushes of the same frames (a
 //! room's fan-out of one batch to several sessions of that peer) travel as
 //! one message naming every target: cross-node traffic grows with nodes, not
-//! with members.
+//! with members. Each push carries its [`Marks`] (the seq it brings the
+//! session to, the send it answers), which travel beside the frames.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::router::RouterMsg;
 use super::wire::{self, Deliver, SessionEvent, WireCast};
+use crate::outbox::Marks;
 
 /// Encoded frames pushed at once.
 #[derive(Debug, Clone)]
@@ -32,10 +34,10 @@ impl Frames {
         }
     }
 
-    fn to_strings(&self) -> Vec<String> {
+    fn to_vec(&self) -> Vec<Utf8Bytes> {
         match self {
-            Frames::One(f) => vec![f.as_str().to_string()],
-            Frames::Many(fs) => fs.iter().map(|f| f.as_str().to_string()).collect(),
+            Frames::One(f) => vec![f.clone()],
+            Frames::Many(fs) => fs.to_vec(),
         }
     }
 }
@@ -48,6 +50,7 @@ pub enum LinkItem {
         session: u64,
         gen: u64,
         frames: Frames,
+        marks: Marks,
     },
     Event {
         room: Arc<str>,
@@ -55,6 +58,8 @@ pub enum LinkItem {
         gen: u64,
         event: SessionEvent,
     },
+    /// The peer speaks this wire version: what follows is encoded for it.
+    Wire(u32),
 }
 
 /// The sending side of a link; cloned into every remote outbox.
@@ -65,10 +70,11 @@ pub struct Link {
 }
 
 impl Link {
-    /// Starts the task that carries items to `router`, the peer's router.
-    pub fn open(me: String, peer: String, router: ActorRef<RouterMsg>) -> Link {
+    /// Starts the task that carries items to `router`, the peer's router,
+    /// which speaks wire version `wire` (until told otherwise by [`Link::speak`]).
+    pub fn open(me: String, peer: String, router: ActorRef<RouterMsg>, wire: u32) -> Link {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(carry(me, router, rx));
+        tokio::spawn(carry(me, router, wire, rx));
         Link {
             peer: peer.into(),
             tx,
@@ -77,6 +83,12 @@ impl Link {
 
     pub fn send(&self, item: LinkItem) -> bool {
         self.tx.send(item).is_ok()
+    }
+
+    /// The peer speaks wire version `wire` now (it was upgraded, or its
+    /// version was not known when the link opened).
+    pub fn speak(&self, wire: u32) {
+        let _ = self.tx.send(LinkItem::Wire(wire));
     }
 
     pub fn is_closed(&self) -> bool {
@@ -95,12 +107,13 @@ pub struct RemoteSession {
 }
 
 impl RemoteSession {
-    pub fn send(&self, frames: Frames) -> bool {
+    pub fn send(&self, frames: Frames, marks: Marks) -> bool {
         self.link.send(LinkItem::Frames {
             room: self.room.clone(),
             session: self.session,
             gen: self.gen,
             frames,
+            marks,
         })
     }
 
@@ -117,7 +130,12 @@ impl RemoteSession {
 /// Most items taken from the channel per wake-up.
 const DRAIN: usize = 4096;
 
-async fn carry(me: String, router: ActorRef<RouterMsg>, mut rx: mpsc::UnboundedReceiver<LinkItem>) {
+async fn carry(
+    me: String,
+    router: ActorRef<RouterMsg>,
+    mut wire: u32,
+    mut rx: mpsc::UnboundedReceiver<LinkItem>,
+) {
     let mut items = Vec::with_capacity(64);
     while rx.recv_many(&mut items, DRAIN).await > 0 {
         let mut pending = Pending::None;
@@ -128,21 +146,30 @@ async fn carry(me: String, router: ActorRef<RouterMsg>, mut rx: mpsc::UnboundedR
                     session,
                     gen,
                     frames,
+                    marks,
                 } => {
+                    // The same frames pushed with the same marks: one batch
+                    // fanned out to several sessions of the peer.
                     if let Pending::Frames(d, f) = &mut pending {
-                        if *d.room == *room && f.same(&frames) {
+                        if *d.room == *room
+                            && f.same(&frames)
+                            && d.last_seq == marks.last_seq
+                            && d.answered.first() == marks.answers.as_ref()
+                        {
                             d.targets.push((session, gen));
                             continue;
                         }
                     }
-                    if !pending.flush(&router) {
+                    if !pending.flush(&router, wire) {
                         return;
                     }
                     let d = Deliver {
                         room: room.to_string(),
                         from: me.clone(),
                         targets: vec![(session, gen)],
-                        frames: frames.to_strings(),
+                        frames: frames.to_vec(),
+                        last_seq: marks.last_seq,
+                        answered: marks.answers.into_iter().collect(),
                     };
                     pending = Pending::Frames(d, frames);
                 }
@@ -170,7 +197,7 @@ async fn carry(me: String, router: ActorRef<RouterMsg>, mut rx: mpsc::UnboundedR
                             continue;
                         }
                     }
-                    if !pending.flush(&router) {
+                    if !pending.flush(&router, wire) {
                         return;
                     }
                     pending = Pending::Events {
@@ -180,9 +207,16 @@ async fn carry(me: String, router: ActorRef<RouterMsg>, mut rx: mpsc::UnboundedR
                         event,
                     };
                 }
+                LinkItem::Wire(v) => {
+                    // What was gathered goes in the form it was gathered for.
+                    if !pending.flush(&router, wire) {
+                        return;
+                    }
+                    wire = v;
+                }
             }
         }
-        if !pending.flush(&router) {
+        if !pending.flush(&router, wire) {
             return;
         }
     }
@@ -202,11 +236,12 @@ enum Pending {
 }
 
 impl Pending {
-    /// Sends what was gathered; false when the peer is gone.
-    fn flush(&mut self, router: &ActorRef<RouterMsg>) -> bool {
+    /// Sends what was gathered, for a peer of wire version `wire`; false
+    /// when the peer is gone.
+    fn flush(&mut self, router: &ActorRef<RouterMsg>, wire: u32) -> bool {
         match std::mem::replace(self, Pending::None) {
             Pending::None => true,
-            Pending::Frames(d, _) => send(router, wire::encode_deliver(&d)),
+            Pending::Frames(d, _) => send(router, wire::encode_deliver(&d, wire)),
             Pending::Events {
                 room,
                 from,
@@ -310,7 +345,12 @@ mod tests {
         link_tx
             .send(event(6, SessionEvent::Barrier { id: 9 }))
             .unwrap();
-        tokio::spawn(carry("n1".into(), sink.clone(), link_rx));
+        tokio::spawn(carry(
+            "n1".into(),
+            sink.clone(),
+            wire::WIRE_VERSION,
+            link_rx,
+        ));
 
         let mut casts = Vec::new();
         for _ in 0..4 {
@@ -318,7 +358,7 @@ mod tests {
                 .await
                 .expect("a cast")
                 .expect("the sink is up");
-            match decode_cast(&bytes).expect("a cast decodes") {
+            match decode_cast(bytes).expect("a cast decodes") {
                 Incoming::Cast(cast) => casts.push(cast),
                 Incoming::Deliver(d) => panic!("not an event: {d:?}"),
             }
@@ -336,6 +376,52 @@ mod tests {
         // Barriers order one session's stream: never merged.
         assert!(matches!(&casts[2], WireCast::Event { session: 5, .. }));
         assert!(matches!(&casts[3], WireCast::Event { session: 6, .. }));
+        sink.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_batch_for_many_sessions_crosses_once_with_its_marks() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (sink, _) = Actor::spawn(None, Sink, tx).await.unwrap();
+        let (link_tx, link_rx) = mpsc::unbounded_channel();
+        let room: Arc<str> = "lobby".into();
+        let batch = Frames::Many(Arc::from(vec![Utf8Bytes::from("m1"), "m2".into()]));
+        let ack = Frames::One("ack".into());
+        let push = |session, frames: &Frames, marks: Marks| LinkItem::Frames {
+            room: room.clone(),
+            session,
+            gen: 1,
+            frames: frames.clone(),
+            marks,
+        };
+        link_tx.send(push(1, &ack, Marks::answer("c1"))).unwrap();
+        for session in 1..=3 {
+            link_tx.send(push(session, &batch, Marks::seq(2))).unwrap();
+        }
+        tokio::spawn(carry(
+            "n1".into(),
+            sink.clone(),
+            wire::WIRE_VERSION,
+            link_rx,
+        ));
+        let mut deliveries = Vec::new();
+        for _ in 0..2 {
+            let bytes = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a cast")
+                .expect("the sink is up");
+            match decode_cast(bytes).expect("a cast decodes") {
+                Incoming::Deliver(d) => deliveries.push(d),
+                Incoming::Cast(c) => panic!("not a delivery: {c:?}"),
+            }
+        }
+        assert_eq!(deliveries[0].targets, [(1, 1)]);
+        assert_eq!(deliveries[0].answered, ["c1"]);
+        assert_eq!(deliveries[0].last_seq, None);
+        assert_eq!(deliveries[1].targets, [(1, 1), (2, 1), (3, 1)]);
+        assert_eq!(deliveries[1].frames, ["m1", "m2"]);
+        assert_eq!(deliveries[1].last_seq, Some(2));
+        assert!(deliveries[1].answered.is_empty());
         sink.stop(None);
     }
 }

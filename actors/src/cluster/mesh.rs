@@ -129,6 +129,8 @@ struct Peer {
     leaving: bool,
     /// The incarnation that said it was leaving: its pongs no longer count.
     left: Option<u64>,
+    /// Its wire version, from its last pong.
+    wire: Option<u32>,
 }
 
 struct Retry {
@@ -259,8 +261,10 @@ impl Actor for Mesh {
                     last_seen: None,
                     leaving: false,
                     left: None,
+                    wire: None,
                 });
                 peer.addr = addr;
+                peer.wire = Some(wire);
                 if peer.left == Some(incarnation) {
                     // A leaving node answers until it exits; it stays out.
                     return Ok(());
@@ -282,6 +286,7 @@ impl Actor for Mesh {
                             last_seen: None,
                             leaving: false,
                             left: None,
+                            wire: None,
                         });
                     }
                 }
@@ -514,6 +519,11 @@ impl MeshState {
             ready: self.ready && !self.leaving,
             addr: self.addr.clone(),
             peers: self.live_peers(),
+            wires: self
+                .peers
+                .iter()
+                .filter_map(|(node, p)| Some((node.clone(), p.wire?)))
+                .collect(),
         });
         if next == self.membership {
             return;

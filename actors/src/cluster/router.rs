@@ -5,7 +5,9 @@
 //!
 //! It also keeps, per (room owned elsewhere, local session), the last seq
 //! delivered: when that room's owner leaves the view, the session is told to
-//! re-subscribe with the new owner from exactly there.
+//! re-subscribe with the new owner from exactly there. The seq and the sends
+//! a delivery answers come with it as fields ([`Deliver`]): the router never
+//! reads a frame.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use super::wire::{
 use super::{router_group, Membership};
 use crate::frames::{ChatError, ServerFrame};
 use crate::inspect::Inspector;
-use crate::outbox::Outbox;
+use crate::outbox::{Marks, Outbox};
 use crate::room::supervisor::RoomSupervisorMsg;
 use crate::room::{refuse, RoomMsg, SendRequest};
 use crate::session::{SessionActor, SessionHandle, SessionMsg};
@@ -71,6 +73,8 @@ pub enum RouterMsg {
         ready: bool,
         addr: String,
         peers: Vec<(String, String)>,
+        /// The wire version of each peer that answered a ping.
+        wires: Vec<(String, u32)>,
     },
     RoomStarted {
         room: String,
@@ -211,7 +215,10 @@ pub struct RouterState {
     rooms: Option<ActorRef<RoomSupervisorMsg>>,
     sessions: HashMap<u64, (SessionHandle, String)>,
     slots: HashMap<String, Slot>,
-    links: HashMap<String, Link>,
+    /// The link to each peer, and the wire version it was told the peer speaks.
+    links: HashMap<String, (Link, u32)>,
+    /// The wire version of each peer, as the mesh last heard it.
+    wires: HashMap<String, u32>,
     tracks: HashMap<String, HashMap<u64, Track>>,
     membership: Membership,
     mesh: Option<ActorRef<MeshMsg>>,
@@ -246,6 +253,7 @@ impl Actor for Router {
             sessions: HashMap::new(),
             slots: HashMap::new(),
             links: HashMap::new(),
+            wires: HashMap::new(),
             tracks: HashMap::new(),
             mesh: None,
             ready: false,
@@ -266,7 +274,7 @@ impl Actor for Router {
         state: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RouterMsg::Cast(bytes) => match wire::decode_cast(&bytes) {
+            RouterMsg::Cast(bytes) => match wire::decode_cast(bytes) {
                 Ok(Incoming::Deliver(d)) => state.deliver(d),
                 Ok(Incoming::Cast(cast)) => state.incoming(&myself, cast),
                 Err(e) => tracing::warn!(error = %e, "unreadable message from a peer dropped"),
@@ -356,11 +364,23 @@ impl Actor for Router {
                 ready,
                 addr,
                 peers,
+                wires,
             } => {
                 state.mesh = Some(mesh);
                 state.ready = ready;
                 state.addr = addr;
                 state.peers = peers;
+                state.wires = wires.into_iter().collect();
+                // A link opened before its peer's version was known, or to a
+                // peer since upgraded, switches to the form it reads.
+                for (node, (link, told)) in &mut state.links {
+                    if let Some(&v) = state.wires.get(node) {
+                        if v != *told {
+                            link.speak(v);
+                            *told = v;
+                        }
+                    }
+                }
             }
             RouterMsg::RoomStarted { room, result } => {
                 let queued = match state.slots.remove(&room) {
@@ -496,14 +516,21 @@ impl RouterState {
 
     /// The link to `node`, opened if needed.
     fn link(&mut self, node: &str) -> Option<Link> {
-        if let Some(link) = self.links.get(node) {
+        if let Some((link, _)) = self.links.get(node) {
             if !link.is_closed() {
                 return Some(link.clone());
             }
         }
         let router = peer_router(node)?;
-        let link = Link::open(self.me.clone(), node.to_string(), router);
-        self.links.insert(node.to_string(), link.clone());
+        // Not known yet (no pong so far): the previous version's form, which
+        // both read; the next book tells the link better.
+        let wire = self
+            .wires
+            .get(node)
+            .copied()
+            .unwrap_or_else(|| wire::wire_version().saturating_sub(1));
+        let link = Link::open(self.me.clone(), node.to_string(), router, wire);
+        self.links.insert(node.to_string(), (link.clone(), wire));
         Some(link)
     }
 
@@ -973,18 +1000,17 @@ impl RouterState {
     }
 
     fn deliver(&mut self, d: Deliver) {
-        let (position, answered) = scan(&d.frames);
-        if !answered.is_empty() {
+        let position = d.last_seq;
+        if !d.answered.is_empty() {
             if let Some(sends) = self.in_flight.get_mut(&d.room) {
                 for (session, _) in &d.targets {
-                    for id in &answered {
+                    for id in &d.answered {
                         sends.remove(&(*session, id.clone()));
                     }
                 }
             }
         }
-        let frames: Vec<Utf8Bytes> = d.frames.into_iter().map(Utf8Bytes::from).collect();
-        let batch: Option<Arc<[Utf8Bytes]>> = (frames.len() > 1).then(|| frames.clone().into());
+        let frames: Arc<[Utf8Bytes]> = d.frames.into();
         let mut tracks = self.tracks.get_mut(&d.room);
         for (session, gen) in d.targets {
             if gen != 0 {
@@ -1003,9 +1029,10 @@ impl RouterState {
             let Some((handle, _)) = self.sessions.get(&session) else {
                 continue;
             };
-            match &batch {
-                Some(batch) => handle.outbox.push_batch(batch.clone()),
-                None => handle.outbox.push(frames[0].clone()),
+            match &*frames {
+                [] => false,
+                [frame] => handle.outbox.push(frame.clone()),
+                _ => handle.outbox.push_batch(frames.clone(), Marks::default()),
             };
         }
     }
@@ -1107,41 +1134,4 @@ impl RouterState {
         }
         self.membership = m;
     }
-}
-
-/// The last seq among `message` frames (or the `last_seq` of a `joined`
-/// frame), and the client_ids answered by `ack` and `error` frames.
-fn scan(frames: &[String]) -> (Option<u64>, Vec<String>) {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        #[serde(rename = "type")]
-        kind: String,
-        seq: Option<u64>,
-        last_seq: Option<u64>,
-        client_id: Option<String>,
-        #[serde(rename = "ref")]
-        reference: Option<String>,
-    }
-    let mut position = None;
-    let mut answered = Vec::new();
-    for p in frames
-        .iter()
-        .filter_map(|f| serde_json::from_str::<Probe>(f).ok())
-    {
-        let seq = match p.kind.as_str() {
-            "message" => p.seq,
-            "joined" => p.last_seq,
-            "ack" => {
-                answered.extend(p.client_id);
-                None
-            }
-            "error" => {
-                answered.extend(p.reference);
-                None
-            }
-            _ => None,
-        };
-        position = position.max(seq);
-    }
-    (position, answered)
 }

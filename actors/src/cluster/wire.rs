@@ -4,7 +4,9 @@
 //! carry the sender's node name; the handlers are idempotent (a subscribe
 //! replaces, a send is de-duplicated by `client_id`).
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::frames::{ChatError, ChatMessage, HistoryQuery, MessageEvent};
 use crate::inspect::{InspectQuery, NodeSnapshot};
@@ -23,7 +25,15 @@ use crate::room::{
 /// Query}` and their replies (a version-2 owner refuses them unread; plain
 /// sends still travel as `RoomCast::Send`, which both read).
 /// Version 4 adds rooms that people run: `RoomCall::Manage` and its reply.
-pub const WIRE_VERSION: u32 = 4;
+/// Version 5 adds marked deliveries ([`TAG_DELIVER_MARKED`]): a delivery
+/// carries the seq its frames bring a session to and the sends they answer,
+/// which the sending room knows, so the receiving router reads no frame. A
+/// version-4 peer is sent the unmarked form, and an unmarked delivery from
+/// one is marked here as it is read ([`legacy_marks`]).
+pub const WIRE_VERSION: u32 = 5;
+
+/// The first version that reads marked deliveries.
+const MARKED_SINCE: u32 = 5;
 
 /// The version this node speaks: [`WIRE_VERSION`], or with the `test-hooks`
 /// feature `TROUPE_TEST_WIRE_VERSION` (a test runs nodes of two versions).
@@ -258,15 +268,23 @@ pub enum WireReply {
 
 /// Frames from the owner of `room` for sessions (id, subscription gen) of this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Deliver {
+pub struct Deliver<F = Utf8Bytes> {
     pub room: String,
     pub from: String,
     pub targets: Vec<(u64, u64)>,
-    pub frames: Vec<String>,
+    pub frames: Vec<F>,
+    /// The seq these frames bring each target to (the last `message`'s seq,
+    /// a `joined`'s `last_seq`), if they move it.
+    pub last_seq: Option<u64>,
+    /// The `client_id`s of the sends they answer (`ack`, `error` with a `ref`).
+    pub answered: Vec<String>,
 }
 
 const TAG_JSON: u8 = 1;
+/// A delivery of wire versions up to 4: no marks.
 const TAG_DELIVER: u8 = 2;
+/// A delivery with its marks (version 5).
+const TAG_DELIVER_MARKED: u8 = 3;
 
 pub fn encode_cast(cast: &WireCast) -> Vec<u8> {
     let mut out = vec![TAG_JSON];
@@ -283,14 +301,22 @@ pub fn decode_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Chat
         .map_err(|e| ChatError::unavailable(format!("a peer sent an unreadable message: {e}")))
 }
 
-pub fn encode_deliver(d: &Deliver) -> Vec<u8> {
-    let size = 16
+/// The form of a delivery for a peer of wire version `peer`: marked when
+/// both ends read it, else the form of version 4 (without the marks).
+pub fn encode_deliver<F: AsRef<str>>(d: &Deliver<F>, peer: u32) -> Vec<u8> {
+    let marked = peer.min(wire_version()) >= MARKED_SINCE;
+    let size = 32
         + d.room.len()
         + d.from.len()
         + d.targets.len() * 16
-        + d.frames.iter().map(|f| f.len() + 4).sum::<usize>();
+        + d.frames.iter().map(|f| f.as_ref().len() + 4).sum::<usize>()
+        + d.answered.iter().map(|a| a.len() + 4).sum::<usize>();
     let mut out = Vec::with_capacity(size);
-    out.push(TAG_DELIVER);
+    out.push(if marked {
+        TAG_DELIVER_MARKED
+    } else {
+        TAG_DELIVER
+    });
     put_str(&mut out, &d.room);
     put_str(&mut out, &d.from);
     out.extend_from_slice(&(d.targets.len() as u32).to_le_bytes());
@@ -300,7 +326,20 @@ pub fn encode_deliver(d: &Deliver) -> Vec<u8> {
     }
     out.extend_from_slice(&(d.frames.len() as u32).to_le_bytes());
     for f in &d.frames {
-        put_str(&mut out, f);
+        put_str(&mut out, f.as_ref());
+    }
+    if marked {
+        match d.last_seq {
+            Some(seq) => {
+                out.push(1);
+                out.extend_from_slice(&seq.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&(d.answered.len() as u32).to_le_bytes());
+        for id in &d.answered {
+            put_str(&mut out, id);
+        }
     }
     out
 }
@@ -311,19 +350,28 @@ pub enum Incoming {
     Cast(WireCast),
 }
 
-pub fn decode_cast(bytes: &[u8]) -> Result<Incoming, String> {
-    match bytes.split_first() {
-        Some((&TAG_JSON, rest)) => serde_json::from_slice(rest)
+pub fn decode_cast(bytes: Vec<u8>) -> Result<Incoming, String> {
+    match bytes.first() {
+        Some(&TAG_JSON) => serde_json::from_slice(&bytes[1..])
             .map(Incoming::Cast)
             .map_err(|e| e.to_string()),
-        Some((&TAG_DELIVER, rest)) => decode_deliver(rest).map(Incoming::Deliver),
+        Some(&TAG_DELIVER) => {
+            let mut d = decode_deliver(Bytes::from(bytes).slice(1..), false)?;
+            (d.last_seq, d.answered) = legacy_marks(&d.frames);
+            Ok(Incoming::Deliver(d))
+        }
+        Some(&TAG_DELIVER_MARKED) => {
+            decode_deliver(Bytes::from(bytes).slice(1..), true).map(Incoming::Deliver)
+        }
         _ => Err("unknown message tag".into()),
     }
 }
 
-fn decode_deliver(mut b: &[u8]) -> Result<Deliver, String> {
-    let room = get_str(&mut b)?;
-    let from = get_str(&mut b)?;
+/// Reads a delivery; its frames are slices of the received buffer, not copies.
+fn decode_deliver(bytes: Bytes, marked: bool) -> Result<Deliver, String> {
+    let mut b = &bytes[..];
+    let room = String::from_utf8(get_bytes(&mut b)?.to_vec()).map_err(|e| e.to_string())?;
+    let from = String::from_utf8(get_bytes(&mut b)?.to_vec()).map_err(|e| e.to_string())?;
     let n = get_u32(&mut b)? as usize;
     let mut targets = Vec::with_capacity(n.min(65536));
     for _ in 0..n {
@@ -332,7 +380,24 @@ fn decode_deliver(mut b: &[u8]) -> Result<Deliver, String> {
     let n = get_u32(&mut b)? as usize;
     let mut frames = Vec::with_capacity(n.min(65536));
     for _ in 0..n {
-        frames.push(get_str(&mut b)?);
+        let frame = get_bytes(&mut b)?;
+        let start = frame.as_ptr() as usize - bytes.as_ptr() as usize;
+        let frame = bytes.slice(start..start + frame.len());
+        frames.push(Utf8Bytes::try_from(frame).map_err(|e| e.to_string())?);
+    }
+    let (mut last_seq, mut answered) = (None, Vec::new());
+    if marked {
+        last_seq = match take(&mut b, 1)?[0] {
+            0 => None,
+            1 => Some(get_u64(&mut b)?),
+            _ => return Err("bad seq mark".into()),
+        };
+        let n = get_u32(&mut b)? as usize;
+        answered.reserve(n.min(65536));
+        for _ in 0..n {
+            answered
+                .push(String::from_utf8(get_bytes(&mut b)?.to_vec()).map_err(|e| e.to_string())?);
+        }
     }
     if !b.is_empty() {
         return Err("trailing bytes".into());
@@ -342,7 +407,49 @@ fn decode_deliver(mut b: &[u8]) -> Result<Deliver, String> {
         from,
         targets,
         frames,
+        last_seq,
+        answered,
     })
+}
+
+/// The marks of an unmarked delivery from a version-4 peer, read from its
+/// frames: the last seq among `message` frames (or a `joined`'s
+/// `last_seq`), and the client_ids answered by `ack` and `error` frames.
+/// Only a rolling upgrade from version 4 takes this path; remove it with
+/// version 6.
+fn legacy_marks<F: AsRef<str>>(frames: &[F]) -> (Option<u64>, Vec<String>) {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(rename = "type")]
+        kind: String,
+        seq: Option<u64>,
+        last_seq: Option<u64>,
+        client_id: Option<String>,
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+    }
+    let mut position = None;
+    let mut answered = Vec::new();
+    for p in frames
+        .iter()
+        .filter_map(|f| serde_json::from_str::<Probe>(f.as_ref()).ok())
+    {
+        let seq = match p.kind.as_str() {
+            "message" => p.seq,
+            "joined" => p.last_seq,
+            "ack" => {
+                answered.extend(p.client_id);
+                None
+            }
+            "error" => {
+                answered.extend(p.reference);
+                None
+            }
+            _ => None,
+        };
+        position = position.max(seq);
+    }
+    (position, answered)
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -367,9 +474,9 @@ fn get_u64(b: &mut &[u8]) -> Result<u64, String> {
     Ok(u64::from_le_bytes(take(b, 8)?.try_into().expect("8 bytes")))
 }
 
-fn get_str(b: &mut &[u8]) -> Result<String, String> {
+fn get_bytes<'a>(b: &mut &'a [u8]) -> Result<&'a [u8], String> {
     let n = get_u32(b)? as usize;
-    String::from_utf8(take(b, n)?.to_vec()).map_err(|e| e.to_string())
+    take(b, n)
 }
 
 #[cfg(test)]
@@ -389,31 +496,65 @@ mod tests {
         assert!(!compatible(WIRE_VERSION - 2));
     }
 
-    #[test]
-    fn a_delivery_survives_the_wire() {
-        let d = Deliver {
+    fn delivery() -> Deliver {
+        Deliver {
             room: "lobby".into(),
             from: "n1".into(),
             targets: vec![(1, 2), (u64::MAX, 7)],
             frames: vec!["{\"type\":\"message\"}".into(), "é".into()],
-        };
-        match decode_cast(&encode_deliver(&d)) {
+            last_seq: Some(41),
+            answered: vec!["c1".into()],
+        }
+    }
+
+    #[test]
+    fn a_delivery_survives_the_wire() {
+        let d = delivery();
+        match decode_cast(encode_deliver(&d, WIRE_VERSION)) {
             Ok(Incoming::Deliver(back)) => assert_eq!(back, d),
+            _ => panic!("not a delivery"),
+        }
+        let unmarked = Deliver {
+            last_seq: None,
+            answered: Vec::new(),
+            ..d.clone()
+        };
+        match decode_cast(encode_deliver(&unmarked, WIRE_VERSION)) {
+            Ok(Incoming::Deliver(back)) => assert_eq!(back, unmarked),
+            _ => panic!("not a delivery"),
+        }
+    }
+
+    #[test]
+    fn a_version_4_peer_gets_the_unmarked_form_and_is_read_by_its_frames() {
+        let frames: Vec<Utf8Bytes> = vec![
+            r#"{"type":"ack","client_id":"c7","room":"lobby","seq":3,"ts":1}"#.into(),
+            r#"{"type":"message","room":"lobby","seq":3,"from":"ann","body":"hi","ts":1,"client_id":"c7"}"#.into(),
+            r#"{"type":"error","code":"unavailable","message":"retry","ref":"c8"}"#.into(),
+        ];
+        let d = Deliver {
+            frames,
+            ..delivery()
+        };
+        let bytes = encode_deliver(&d, WIRE_VERSION - 1);
+        assert_eq!(bytes[0], TAG_DELIVER, "what a version-4 node reads");
+        match decode_cast(bytes) {
+            Ok(Incoming::Deliver(back)) => {
+                assert_eq!(back.frames, d.frames);
+                assert_eq!(back.last_seq, Some(3));
+                assert_eq!(back.answered, vec!["c7".to_string(), "c8".to_string()]);
+            }
             _ => panic!("not a delivery"),
         }
     }
 
     #[test]
     fn truncated_bytes_are_an_error_not_a_panic() {
-        let d = Deliver {
-            room: "lobby".into(),
-            from: "n1".into(),
-            targets: vec![(1, 2)],
-            frames: vec!["x".into()],
-        };
-        let bytes = encode_deliver(&d);
-        for cut in 0..bytes.len() {
-            assert!(decode_cast(&bytes[..cut]).is_err());
+        for peer in [WIRE_VERSION - 1, WIRE_VERSION] {
+            let bytes = encode_deliver(&delivery(), peer);
+            for cut in 0..bytes.len() {
+                assert!(decode_cast(bytes[..cut].to_vec()).is_err());
+            }
         }
     }
 }

@@ -40,6 +40,13 @@ pub(crate) struct Cached {
     pub frame: Utf8Bytes,
 }
 
+impl Cached {
+    /// What pushing its frame means for a connection: it is at this seq.
+    pub fn marks(&self) -> crate::outbox::Marks {
+        crate::outbox::Marks::seq(self.message.seq)
+    }
+}
+
 /// A send waiting for the log.
 pub struct PendingSend {
     pub(crate) user: String,

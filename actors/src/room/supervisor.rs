@@ -4,13 +4,26 @@
 //! a room owned by another node is a RoomProxy to that node. When the
 //! membership changes, rooms that now belong elsewhere are handed off and
 //! proxies to a former owner are stopped.
+//!
+//! The supervisor never waits for a room to restore. A room's `pre_start`
+//! reads the stores (lease, checkpoint, history, the log tail: 10-100 ms, far
+//! more after a failover under load), so each start runs as a task that
+//! reports back with [`RoomSupervisorMsg::Started`]; callers asking for that
+//! room meanwhile wait in [`Starting`] (bounded), and every other room on the
+//! node stays reachable. At most `rooms.restore_concurrency` restores run at
+//! once, so a node taking over 1,000 rooms restores them in parallel without
+//! opening 1,000 database reads at the same moment.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
 };
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use super::{CreateSpec, Room, RoomArgs, RoomContext, RoomMsg};
 use crate::cluster::proxy::{self, ProxyArgs, RoomProxy};
@@ -22,6 +35,11 @@ use crate::frames::ChatError;
 /// stopped until its next use.
 const MAX_RESTARTS: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(10);
+/// Callers waiting for one room to restore; beyond this they are answered
+/// `unavailable` at once instead of queueing without bound.
+const MAX_WAITING: usize = 4096;
+
+type RoomReply = RpcReplyPort<Result<ActorRef<RoomMsg>, ChatError>>;
 
 pub enum RoomSupervisorMsg {
     /// The room's actor, started (and created, with `create`) if needed.
@@ -35,6 +53,12 @@ pub enum RoomSupervisorMsg {
         name: String,
         create: Option<CreateSpec>,
         reply: RpcReplyPort<Result<ActorRef<RoomMsg>, ChatError>>,
+    },
+    /// A room's start (its restore) finished, in the task that ran it.
+    Started {
+        name: String,
+        restarted: bool,
+        result: Result<ActorRef<RoomMsg>, ChatError>,
     },
     /// The cluster's live members changed.
     Membership(Membership),
@@ -67,6 +91,22 @@ pub struct RoomSupervisorState {
     /// Rooms owned elsewhere: (owner, proxy).
     proxies: HashMap<String, (String, ActorRef<RoomMsg>)>,
     proxy_names: HashMap<ActorId, String>,
+    /// Rooms restoring now, and who waits for each.
+    starting: HashMap<String, Starting>,
+    /// Permits for restores running at once (`rooms.restore_concurrency`).
+    restores: Arc<Semaphore>,
+    /// Cancelled at shutdown: a room that finishes restoring then stops again.
+    shutdown: CancellationToken,
+}
+
+/// A room being restored.
+#[derive(Default)]
+struct Starting {
+    waiting: Vec<RoomReply>,
+    /// A caller that asked to create the room came after the start began
+    /// without `create`: if the room turns out not to exist, start again
+    /// with this, for the callers that wanted it created.
+    create_next: Option<(CreateSpec, Vec<RoomReply>)>,
 }
 
 impl RoomSupervisorState {
@@ -80,21 +120,49 @@ impl RoomSupervisorState {
         crate::metrics::ROOMS_OWNED.set(self.names.len() as i64);
     }
 
-    /// A local room, if this node owns `name` and may serve it.
-    async fn owned(
+    /// Answers `reply` with the local room, if this node owns `name` and may
+    /// serve it: at once when it runs, when its restore finishes otherwise.
+    fn owned(
         &mut self,
         myself: &ActorRef<RoomSupervisorMsg>,
         name: &str,
         create: Option<CreateSpec>,
-    ) -> Result<ActorRef<RoomMsg>, ChatError> {
+        reply: RoomReply,
+    ) {
         if !self.membership.owns(name) {
             let owner = self.membership.owner(name).unwrap_or("no node");
-            return Err(ChatError::unavailable(format!(
+            let _ = reply.send(Err(ChatError::unavailable(format!(
                 "room {name} is served by {owner} now; retry"
-            )));
+            ))));
+            return;
         }
         if let Some(room) = self.rooms.get(name) {
-            return Ok(room.clone());
+            if room.get_status() != ractor::ActorStatus::Stopped {
+                let _ = reply.send(Ok(room.clone()));
+                return;
+            }
+            // Stopped before its supervision event arrived: start it anew.
+            self.rooms.remove(name);
+        }
+        if let Some(starting) = self.starting.get_mut(name) {
+            let waiting =
+                starting.waiting.len() + starting.create_next.as_ref().map_or(0, |(_, w)| w.len());
+            if waiting >= MAX_WAITING {
+                let _ = reply.send(Err(ChatError::unavailable(format!(
+                    "room {name} is restoring; retry"
+                ))));
+                return;
+            }
+            match create {
+                Some(spec) => {
+                    let (_, later) = starting
+                        .create_next
+                        .get_or_insert_with(|| (spec, Vec::new()));
+                    later.push(reply);
+                }
+                None => starting.waiting.push(reply),
+            }
+            return;
         }
         if self.membership.clustered && !self.membership.quorum {
             // A node cut off from most of the cluster takes no room over:
@@ -104,9 +172,10 @@ impl RoomSupervisorState {
             } else {
                 "this node cannot reach a majority of the cluster; retry on another node"
             };
-            return Err(ChatError::unavailable(why));
+            let _ = reply.send(Err(ChatError::unavailable(why)));
+            return;
         }
-        self.start(myself, name, create, false).await
+        self.start(myself, name, create, false, vec![reply]);
     }
 
     /// The proxy to the owner of `name` (another node).
@@ -145,36 +214,145 @@ impl RoomSupervisorState {
         Ok(proxy)
     }
 
-    async fn start(
+    /// Starts (restores) the room in a task of its own; the task reports
+    /// back with `Started`, and `waiting` are answered then.
+    fn start(
         &mut self,
         myself: &ActorRef<RoomSupervisorMsg>,
         name: &str,
         create: Option<CreateSpec>,
         restarted: bool,
-    ) -> Result<ActorRef<RoomMsg>, ChatError> {
+        waiting: Vec<RoomReply>,
+    ) {
+        self.starting.insert(
+            name.to_string(),
+            Starting {
+                waiting,
+                create_next: None,
+            },
+        );
+        crate::metrics::ROOMS_RESTORING.set(self.starting.len() as i64);
         let args = RoomArgs {
             name: name.to_string(),
             ctx: self.ctx.clone(),
             create,
             restarted,
         };
-        match Actor::spawn_linked(None, Room, args, myself.get_cell()).await {
-            Ok((room, _)) => {
-                self.names.insert(room.get_id(), name.to_string());
+        let supervisor = myself.clone();
+        let restores = self.restores.clone();
+        let shutdown = self.shutdown.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let result = match restores.acquire_owned().await {
+                Ok(_permit) => spawn_room(&supervisor, &name, args, &shutdown).await,
+                Err(_) => Err(ChatError::unavailable("the node is shutting down")),
+            };
+            let _ = supervisor.cast(RoomSupervisorMsg::Started {
+                name,
+                restarted,
+                result,
+            });
+        });
+    }
+
+    /// A start finished: register the room and answer who waited.
+    fn started(
+        &mut self,
+        myself: &ActorRef<RoomSupervisorMsg>,
+        name: String,
+        restarted: bool,
+        result: Result<ActorRef<RoomMsg>, ChatError>,
+    ) {
+        let starting = self.starting.remove(&name).unwrap_or_default();
+        crate::metrics::ROOMS_RESTORING.set(self.starting.len() as i64);
+        let Starting {
+            waiting,
+            create_next,
+        } = starting;
+        match result {
+            Ok(room) => {
+                // Tracked even when it must go again: its end is reported.
+                self.names.insert(room.get_id(), name.clone());
                 crate::metrics::ROOMS_OWNED.set(self.names.len() as i64);
-                self.rooms.insert(name.to_string(), room.clone());
-                Ok(room)
+                let answer = if self.stopping {
+                    let _ = room.cast(RoomMsg::Shutdown);
+                    Err(ChatError::unavailable("the node is shutting down"))
+                } else if !self.membership.owns(&name) {
+                    // The membership moved the room while it restored.
+                    tracing::info!(room = %name, node = %self.ctx.node, to = ?self.membership.owner(&name), "handing the room off");
+                    let _ = room.cast(RoomMsg::Handoff);
+                    Err(ChatError::unavailable(format!(
+                        "room {name} is served by {} now; retry",
+                        self.membership.owner(&name).unwrap_or("no node")
+                    )))
+                } else {
+                    self.rooms.insert(name.clone(), room.clone());
+                    if restarted {
+                        tracing::info!(room = %name, node = %self.ctx.node, restarts = self.restarted.get(&name).copied().unwrap_or(0), "room restarted from its checkpoint and log (its lease epoch is in \"room lease taken\")");
+                    }
+                    Ok(room)
+                };
+                for reply in waiting
+                    .into_iter()
+                    .chain(create_next.into_iter().flat_map(|(_, w)| w))
+                {
+                    let _ = reply.send(answer.clone());
+                }
             }
-            Err(SpawnErr::StartupFailed(e)) => match e.downcast_ref::<ChatError>() {
-                Some(chat) => Err(chat.clone()),
-                None => Err(ChatError::unavailable(format!(
-                    "room {name} failed to start: {e}"
-                ))),
-            },
-            Err(e) => Err(ChatError::unavailable(format!(
+            Err(e) => {
+                if restarted {
+                    tracing::error!(room = %name, node = %self.ctx.node, error = %e, "room restart failed");
+                }
+                for reply in waiting {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                match create_next {
+                    // It did not exist; these callers asked to create it.
+                    Some((spec, later)) if e.code == crate::frames::ErrorCode::NotFound => {
+                        self.start(myself, &name, Some(spec), false, later);
+                    }
+                    Some((_, later)) => {
+                        for reply in later {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+/// Spawns the room (its `pre_start` restores it) linked to the supervisor.
+async fn spawn_room(
+    supervisor: &ActorRef<RoomSupervisorMsg>,
+    name: &str,
+    args: RoomArgs,
+    shutdown: &CancellationToken,
+) -> Result<ActorRef<RoomMsg>, ChatError> {
+    if shutdown.is_cancelled() {
+        return Err(ChatError::unavailable("the node is shutting down"));
+    }
+    match Actor::spawn_linked(None, Room, args, supervisor.get_cell()).await {
+        Ok((room, _)) if shutdown.is_cancelled() => {
+            // The node began shutting down during the restore: stop the room
+            // here (it writes its checkpoint) so that shutdown waits for it.
+            let _ = room.cast(RoomMsg::Shutdown);
+            while room.get_status() != ractor::ActorStatus::Stopped {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(ChatError::unavailable("the node is shutting down"))
+        }
+        Ok((room, _)) => Ok(room),
+        Err(SpawnErr::StartupFailed(e)) => match e.downcast_ref::<ChatError>() {
+            Some(chat) => Err(chat.clone()),
+            None => Err(ChatError::unavailable(format!(
                 "room {name} failed to start: {e}"
             ))),
-        }
+        },
+        Err(e) => Err(ChatError::unavailable(format!(
+            "room {name} failed to start: {e}"
+        ))),
     }
 }
 
@@ -189,6 +367,9 @@ impl Actor for RoomSupervisor {
         ctx: RoomContext,
     ) -> Result<RoomSupervisorState, ActorProcessingErr> {
         Ok(RoomSupervisorState {
+            starting: HashMap::new(),
+            restores: Arc::new(Semaphore::new(ctx.tuning.restore_concurrency.max(1))),
+            shutdown: CancellationToken::new(),
             membership: Membership::alone(&ctx.node),
             proxies: HashMap::new(),
             proxy_names: HashMap::new(),
@@ -226,7 +407,7 @@ impl Actor for RoomSupervisor {
                         )));
                     }
                     Some(owner) if *owner == *state.membership.me => {
-                        let _ = reply.send(state.owned(&myself, &name, create).await);
+                        state.owned(&myself, &name, create, reply);
                     }
                     Some(owner) => match state.proxy(&myself, &name, &owner).await {
                         Ok(proxy) => match create {
@@ -263,13 +444,17 @@ impl Actor for RoomSupervisor {
                 create,
                 reply,
             } => {
-                let answer = if state.stopping {
-                    Err(ChatError::unavailable("the node is shutting down"))
+                if state.stopping {
+                    let _ = reply.send(Err(ChatError::unavailable("the node is shutting down")));
                 } else {
-                    state.owned(&myself, &name, create).await
-                };
-                let _ = reply.send(answer);
+                    state.owned(&myself, &name, create, reply);
+                }
             }
+            RoomSupervisorMsg::Started {
+                name,
+                restarted,
+                result,
+            } => state.started(&myself, name, restarted, result),
             RoomSupervisorMsg::Membership(m) => {
                 let moving: Vec<String> = state
                     .rooms
@@ -296,6 +481,26 @@ impl Actor for RoomSupervisor {
             }
             RoomSupervisorMsg::Shutdown { reply } => {
                 state.stopping = true;
+                // Restores still running give up before spawning, or stop
+                // their room when `Started` arrives; wait for them to end so
+                // that no room is mid-restore when the node exits.
+                state.shutdown.cancel();
+                let all = state.ctx.tuning.restore_concurrency.max(1) as u32;
+                let _ = tokio::time::timeout(
+                    crate::CALL_TIMEOUT,
+                    state.restores.clone().acquire_many_owned(all),
+                )
+                .await;
+                for (_, starting) in state.starting.drain() {
+                    for reply in starting
+                        .waiting
+                        .into_iter()
+                        .chain(starting.create_next.into_iter().flat_map(|(_, w)| w))
+                    {
+                        let _ =
+                            reply.send(Err(ChatError::unavailable("the node is shutting down")));
+                    }
+                }
                 for (_, (_, proxy)) in state.proxies.drain() {
                     proxy.stop(None);
                 }
@@ -340,6 +545,7 @@ impl Actor for RoomSupervisor {
                         "stopping": state.names.len().saturating_sub(state.rooms.len()),
                         "restarts": state.restarted.values().sum::<u64>(),
                         "given_up": state.given_up,
+                        "restoring": state.starting.len(),
                         "live": state.membership.live,
                     }),
                 });
@@ -397,13 +603,8 @@ impl Actor for RoomSupervisor {
                 crate::metrics::ROOM_RESTARTS.inc();
                 *state.restarted.entry(name.clone()).or_default() += 1;
                 state.given_up.retain(|n| n != &name);
-                match state.start(&myself, &name, None, true).await {
-                    Ok(_) => {
-                        tracing::info!(room = %name, node = %state.ctx.node, restarts = state.restarted.get(&name).copied().unwrap_or(0), "room restarted from its checkpoint and log (its lease epoch is in \"room lease taken\")")
-                    }
-                    Err(e) => {
-                        tracing::error!(room = %name, node = %state.ctx.node, error = %e, "room restart failed")
-                    }
+                if !state.starting.contains_key(&name) {
+                    state.start(&myself, &name, None, true, Vec::new());
                 }
             }
             _ => {}

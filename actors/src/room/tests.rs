@@ -438,3 +438,91 @@ async fn events_of_one_batch_are_checked_in_order_against_each_other() {
         .collect();
     assert_eq!(seqs, [1, 2, 3]);
 }
+
+/// A log whose reads of room `slow` wait until the test opens the gate: a
+/// restore that takes as long as the test wants.
+struct GatedLog {
+    inner: MemoryLog,
+    entered: tokio::sync::Notify,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl MessageLog for GatedLog {
+    async fn append(&self, room: &str, records: &[LogRecord]) -> StoreResult<Vec<LogPosition>> {
+        self.inner.append(room, records).await
+    }
+
+    async fn read_from(
+        &self,
+        room: &str,
+        from: LogPosition,
+        max: usize,
+    ) -> StoreResult<Vec<(LogPosition, LogRecord)>> {
+        if room == "slow" {
+            self.entered.notify_one();
+            let _pass = self.gate.acquire().await.expect("the gate stays open");
+        }
+        self.inner.read_from(room, from, max).await
+    }
+}
+
+#[tokio::test]
+async fn a_slow_restore_holds_up_its_own_callers_only() {
+    let log = Arc::new(GatedLog {
+        inner: MemoryLog::default(),
+        entered: tokio::sync::Notify::new(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let f = Arc::new(fixture(log.clone()).await);
+    let first = tokio::spawn({
+        let f = f.clone();
+        async move { f.room("slow").await }
+    });
+    log.entered.notified().await;
+    // A second caller of the restoring room waits with the first.
+    let second = tokio::spawn({
+        let f = f.clone();
+        async move { f.room("slow").await }
+    });
+    // Every other room starts meanwhile (the supervisor is not inside the
+    // slow restore): this used to wait for it, and time out.
+    let fast = f.room("fast").await;
+    assert_ne!(fast.get_status(), ractor::ActorStatus::Stopped);
+    let count = crate::ask(&f.rooms, |reply| RoomSupervisorMsg::Count { reply })
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "only `fast` runs; `slow` is still restoring");
+    assert!(!first.is_finished() && !second.is_finished());
+
+    log.gate.add_permits(1_000);
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(
+        first.get_id(),
+        second.get_id(),
+        "both callers got the one room that restored"
+    );
+    let count = crate::ask(&f.rooms, |reply| RoomSupervisorMsg::Count { reply })
+        .await
+        .unwrap();
+    assert_eq!(count, 2);
+}
+
+#[tokio::test]
+async fn a_room_that_does_not_exist_is_created_for_the_caller_that_asked_to() {
+    let f = fixture(Arc::new(MemoryLog::default())).await;
+    // Without `create`: not found, and nothing starts.
+    let missing = crate::ask(&f.rooms, |reply| RoomSupervisorMsg::Get {
+        name: "later".into(),
+        create: None,
+        reply,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        missing.expect_err("no such room").code,
+        crate::frames::ErrorCode::NotFound
+    );
+    let room = f.room("later").await;
+    assert_ne!(room.get_status(), ractor::ActorStatus::Stopped);
+}

@@ -1,6 +1,13 @@
 //! The SessionSupervisor starts a Session per authenticated connection. A
 //! Session that crashes has its connection closed with 1011 so the client
 //! resumes (on this node or any other) without losing anything.
+//!
+//! A Session's `pre_start` registers its resume token, joins presence and
+//! subscribes to every room of its user (which may wait for rooms to
+//! restore). The supervisor never waits for that: each start runs in a task
+//! that answers the connection itself and then reports back with
+//! [`SessionSupervisorMsg::Started`], so a crowd reconnecting after a crash
+//! starts its sessions side by side instead of one after the other.
 
 use std::collections::HashMap;
 
@@ -24,6 +31,12 @@ pub enum SessionSupervisorMsg {
         /// start is refused with `rate_limited`.
         max_per_user: usize,
         reply: RpcReplyPort<Result<ActorRef<SessionMsg>, ChatError>>,
+    },
+    /// A start finished in its task (the connection already has its answer).
+    Started {
+        user: String,
+        outbox: Outbox,
+        session: Option<ActorRef<SessionMsg>>,
     },
     /// Closes every connection with 1012 (service restart) and stops the sessions.
     Shutdown { reply: RpcReplyPort<()> },
@@ -95,6 +108,8 @@ impl Actor for SessionSupervisor {
                     )));
                     return Ok(());
                 }
+                // Counted now: a user's starts running side by side stay under the cap.
+                *state.per_user.entry(user.clone()).or_default() += 1;
                 let args = SessionArgs {
                     user: user.clone(),
                     user_id,
@@ -104,21 +119,47 @@ impl Actor for SessionSupervisor {
                     live,
                     ctx: state.ctx.clone(),
                 };
-                let answer = match Actor::spawn_linked(None, Session, args, myself.get_cell()).await
-                {
-                    Ok((session, _)) => {
-                        *state.per_user.entry(user.clone()).or_default() += 1;
+                tokio::spawn(async move {
+                    let started = Actor::spawn_linked(None, Session, args, myself.get_cell())
+                        .await
+                        .map(|(session, _)| session);
+                    let (answer, session) = match started {
+                        Ok(session) => (Ok(session.clone()), Some(session)),
+                        Err(e) => (
+                            Err(ChatError::unavailable(format!(
+                                "session failed to start: {e}"
+                            ))),
+                            None,
+                        ),
+                    };
+                    let _ = reply.send(answer);
+                    let _ = myself.cast(SessionSupervisorMsg::Started {
+                        user,
+                        outbox,
+                        session,
+                    });
+                });
+            }
+            SessionSupervisorMsg::Started {
+                user,
+                outbox,
+                session,
+            } => match session {
+                Some(session) if session.get_status() != ractor::ActorStatus::Stopped => {
+                    if state.stopping {
+                        // Shutdown began while it started: stop it like the others.
+                        state.release(&user);
+                        outbox.close(1012, "service restart");
+                        session.stop(None);
+                    } else {
                         state
                             .sessions
-                            .insert(session.get_id(), (user, outbox, session.clone()));
-                        Ok(session)
+                            .insert(session.get_id(), (user, outbox, session));
                     }
-                    Err(e) => Err(ChatError::unavailable(format!(
-                        "session failed to start: {e}"
-                    ))),
-                };
-                let _ = reply.send(answer);
-            }
+                }
+                // Failed to start, or already gone (its end came first).
+                _ => state.release(&user),
+            },
             SessionSupervisorMsg::Shutdown { reply } => {
                 state.stopping = true;
                 state.per_user.clear();
@@ -177,13 +218,18 @@ impl Actor for SessionSupervisor {
 impl SessionSupervisorState {
     fn remove(&mut self, id: ActorId) -> Option<(String, Outbox, ActorRef<SessionMsg>)> {
         let entry = self.sessions.remove(&id)?;
-        if let Some(n) = self.per_user.get_mut(&entry.0) {
+        self.release(&entry.0);
+        Some(entry)
+    }
+
+    /// One session of `user` fewer against the per-user cap.
+    fn release(&mut self, user: &str) {
+        if let Some(n) = self.per_user.get_mut(user) {
             *n -= 1;
             if *n == 0 {
-                self.per_user.remove(&entry.0);
+                self.per_user.remove(user);
             }
         }
-        Some(entry)
     }
 }
 

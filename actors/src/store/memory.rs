@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -319,41 +319,14 @@ impl CheckpointStore for MemoryDatabase {
     }
 }
 
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-    burst: f64,
-    per_second: f64,
-}
-
-impl Bucket {
-    /// Its tokens at `now`.
-    fn refilled(&self, now: Instant) -> f64 {
-        let refill = now.duration_since(self.at).as_secs_f64() * self.per_second;
-        (self.tokens + refill).min(self.burst)
-    }
-}
-
-/// The token buckets, and when to forget the full ones.
-///
-/// Hand-written rather than `governor`: a caller may look without taking
-/// (`cost` 0: an address with no failed logins left is refused before its
-/// password is hashed), which governor's GCRA cannot do, and each call may
-/// carry its own rate (rates come from the configuration, per kind).
-#[derive(Default)]
-struct Buckets {
-    map: HashMap<String, Bucket>,
-    /// The next sweep comes when `map` is this long (0: 100,000).
-    sweep_at: usize,
-}
-
 /// Tokens, token buckets and last-seen times of one node.
 #[derive(Default)]
 pub struct MemoryEphemeral {
     tokens: Mutex<HashMap<String, TokenInfo>>,
     /// The next sweep of expired tokens comes when `tokens` is this long.
     tokens_sweep_at: AtomicUsize,
-    buckets: Mutex<Buckets>,
+    /// Rate limits on governor (see [`super::throttle`]).
+    throttles: super::throttle::Throttles,
     last_seen: Mutex<HashMap<String, i64>>,
     /// (user, node) -> heartbeat deadline in ms
     online: Mutex<HashMap<(String, String), i64>>,
@@ -398,36 +371,7 @@ impl EphemeralStore for MemoryEphemeral {
         per_second: f64,
         cost: u32,
     ) -> StoreResult<Option<Duration>> {
-        let mut guard = lock(&self.buckets);
-        let buckets = &mut *guard;
-        let now = Instant::now();
-        if buckets.map.len() >= buckets.sweep_at.max(100_000) {
-            // Full buckets carry no information; forget them, each judged by
-            // its own rate. Then not again until the map has doubled: a
-            // sweep that freed little must not rescan on every call.
-            buckets.map.retain(|_, b| b.refilled(now) < b.burst);
-            buckets.sweep_at = buckets.map.len() * 2;
-        }
-        let bucket = buckets.map.entry(key.to_string()).or_insert(Bucket {
-            tokens: burst as f64,
-            at: now,
-            burst: burst as f64,
-            per_second,
-        });
-        // The bucket follows the configured rate, also after a change.
-        (bucket.burst, bucket.per_second) = (burst as f64, per_second);
-        bucket.tokens = bucket.refilled(now);
-        bucket.at = now;
-        let need = cost.max(1) as f64;
-        if bucket.tokens >= need {
-            bucket.tokens -= cost as f64;
-            Ok(None)
-        } else {
-            let wait = (need - bucket.tokens) / per_second;
-            Ok(Some(
-                Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX),
-            ))
-        }
+        Ok(self.throttles.take(key, burst, per_second, cost))
     }
 
     async fn set_last_seen(&self, user: &str, ts: i64) -> StoreResult<()> {
@@ -478,50 +422,16 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn token_bucket_empties_and_refills() {
+    async fn rate_limits_take_and_look() {
+        // The buckets themselves are tested in `throttle`; this is the store's contract.
         let e = MemoryEphemeral::default();
         for _ in 0..3 {
-            assert_eq!(e.rate_limit("k", 3, 1000.0, 1).await.unwrap(), None);
+            assert_eq!(e.rate_limit("k", 3, 0.5, 1).await.unwrap(), None);
         }
+        assert!(e.rate_limit("k", 3, 0.5, 0).await.unwrap().is_some());
         let wait = e.rate_limit("k", 3, 0.5, 1).await.unwrap();
         let wait = wait.expect("empty: a wait");
         assert!(wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2));
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        assert_eq!(e.rate_limit("k", 3, 1000.0, 1).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn a_sweep_forgets_only_full_buckets_each_by_its_own_rate() {
-        let e = MemoryEphemeral::default();
-        // A slow login throttle, emptied: it must survive sweeps that fast
-        // message buckets trigger.
-        for _ in 0..3 {
-            e.rate_limit("login:addr:1.2.3.4", 3, 0.001, 1)
-                .await
-                .unwrap();
-        }
-        for i in 0..150_000 {
-            e.rate_limit(&format!("msg:{i}"), 10, 1e9, 0).await.unwrap();
-        }
-        assert!(
-            lock(&e.buckets).map.len() < 150_000,
-            "full buckets were swept"
-        );
-        assert!(
-            e.rate_limit("login:addr:1.2.3.4", 3, 0.001, 1)
-                .await
-                .unwrap()
-                .is_some(),
-            "the emptied login bucket is still empty after the sweep"
-        );
-        // Buckets that are not full are kept, and do not make every call rescan.
-        let before = lock(&e.buckets).sweep_at;
-        for i in 0..10 {
-            e.rate_limit(&format!("busy:{i}"), 1, 0.001, 1)
-                .await
-                .unwrap();
-        }
-        assert_eq!(lock(&e.buckets).sweep_at, before);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ pub mod events;
 pub mod friends;
 pub mod memory;
 pub mod search;
+pub mod throttle;
 pub mod timed;
 
 use std::collections::HashMap;

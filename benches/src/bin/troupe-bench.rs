@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use troupe_bench::cli::{unique_run_id, Common, Env, Target};
 use troupe_bench::cluster::{Cluster, ClusterArgs};
+use troupe_bench::coldrooms::{self, ColdRoomsSpec};
 use troupe_bench::connections::{self, ConnectionsSpec};
 use troupe_bench::failover::{self, FailoverSpec};
 use troupe_bench::load::{ClientSpec, Load, LoadSpec};
@@ -34,6 +35,8 @@ enum Scenario {
     Rooms(RoomsArgs),
     /// N idle authenticated connections: server RSS per connection, connect rate.
     Connections(ConnectionsArgs),
+    /// The first message into M rooms the node has stopped (rooms/s), then into the running ones.
+    Coldrooms(ColdRoomsArgs),
     /// A cluster: fan-out to subscribers on every node vs all on one node.
     Cluster(ClusterScenarioArgs),
     /// A cluster: kill -9 of the node owning the most rooms, under traffic.
@@ -120,6 +123,30 @@ struct ConnectionsArgs {
     /// Keep them open this long after the last one is ready, then read the RSS, s.
     #[arg(long, default_value_t = 2.0)]
     hold_secs: f64,
+}
+
+#[derive(Args)]
+struct ColdRoomsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Rooms.
+    #[arg(long, short = 'm', default_value_t = 10_000)]
+    rooms: usize,
+    /// Posts in flight at once while measuring (one kept-alive connection each).
+    #[arg(long, short = 'c', default_value_t = 64)]
+    concurrency: usize,
+    /// Messages posted into each room before it goes cold.
+    #[arg(long, default_value_t = 1)]
+    seed_messages: usize,
+    /// Longest wait for the node to stop the rooms after the set-up, s.
+    #[arg(long, default_value_t = 300.0)]
+    cold_timeout_secs: f64,
+    /// One post's deadline, s (then it is posted again, same client_id).
+    #[arg(long, default_value_t = 30.0)]
+    post_timeout_secs: f64,
+    /// Give up on a room after this long, s.
+    #[arg(long, default_value_t = 120.0)]
+    give_up_secs: f64,
 }
 
 #[derive(Args)]
@@ -226,6 +253,7 @@ impl Scenario {
             Scenario::Fanout(a) => Some(&a.common),
             Scenario::Rooms(a) => Some(&a.common),
             Scenario::Connections(a) => Some(&a.common),
+            Scenario::Coldrooms(a) => Some(&a.common),
             Scenario::Cluster(a) => Some(&a.common),
             Scenario::Failover(a) => Some(&a.common),
             Scenario::Compare(_) | Scenario::Plot(_) => None,
@@ -398,6 +426,33 @@ async fn run(scenario: Scenario, threads: usize) -> anyhow::Result<bool> {
             };
             (env, "connections", params, outcome)
         }
+        Scenario::Coldrooms(a) => {
+            let env = Env::new(a.common.clone())?;
+            let params = json!({
+                "rooms": a.rooms, "concurrency": a.concurrency, "seed_messages": a.seed_messages,
+                "post_timeout_s": a.post_timeout_secs, "give_up_s": a.give_up_secs,
+                "threads": threads, "source_ips": a.common.source_ips,
+                "setup_concurrency": a.common.setup_concurrency,
+            });
+            let spec = ColdRoomsSpec {
+                rooms: a.rooms,
+                concurrency: a.concurrency,
+                seed_messages: a.seed_messages,
+                cold_timeout_secs: a.cold_timeout_secs,
+                post_timeout_secs: a.post_timeout_secs,
+                give_up_secs: a.give_up_secs,
+            };
+            let server_before = env.server_sample();
+            let (result, problems) = coldrooms::run(&env, &spec).await?;
+            let ok = problems.is_empty();
+            let outcome = Outcome {
+                coldrooms: Some(result),
+                server_before,
+                server_after: env.server_sample(),
+                ..Outcome::new(ok, problems)
+            };
+            (env, "coldrooms", params, outcome)
+        }
         Scenario::Cluster(a) => {
             let params = json!({
                 "nodes": a.cluster.nodes, "subscribers": a.subscribers, "publishers": a.publishers,
@@ -440,6 +495,7 @@ async fn run(scenario: Scenario, threads: usize) -> anyhow::Result<bool> {
         result: outcome.result,
         rounds: outcome.rounds,
         connections: outcome.connections,
+        coldrooms: outcome.coldrooms,
         cluster: outcome.cluster,
         failover: outcome.failover,
         generator: GeneratorUsage {
@@ -471,6 +527,7 @@ struct Outcome {
     result: Option<RoundResult>,
     rounds: Vec<RoundResult>,
     connections: Option<report::ConnectionsResult>,
+    coldrooms: Option<coldrooms::ColdRoomsResult>,
     cluster: Option<ClusterFanout>,
     failover: Option<failover::FailoverResult>,
     server_before: Option<ProcSample>,
@@ -488,6 +545,7 @@ impl Outcome {
             result: None,
             rounds: Vec::new(),
             connections: None,
+            coldrooms: None,
             cluster: None,
             failover: None,
             server_before: None,
