@@ -56,6 +56,10 @@ pub struct FailoverSpec {
     pub payload: usize,
     /// The node to kill (default: the one owning the most of the rooms).
     pub victim: Option<String>,
+    /// Every member sends a message at the kill (one on the killed node:
+    /// once it resumed), whatever its rate: with a slow rate, a room's time
+    /// to serve again is then not the wait for its next message.
+    pub probe_at_kill: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +170,8 @@ struct Member {
     /// (when `resumed` arrived, ns since the connection was lost, attempts).
     resumes: Vec<(u64, u64, u32)>,
     failed_attempts: u32,
+    /// It sent its message of the kill (`probe_at_kill`).
+    probed: bool,
 }
 
 enum Outcome {
@@ -411,8 +417,10 @@ async fn connected(
             return Outcome::Stop;
         }
         let now = Instant::now();
-        let new = ph == Phase::Run && now >= *next_new;
-        if new {
+        let probe = sh.spec.probe_at_kill && !m.probed && sh.killed_at().is_some();
+        let new = ph == Phase::Run && (now >= *next_new || probe);
+        m.probed |= new && probe;
+        if new && now >= *next_new {
             *next_new += period;
             if *next_new < now {
                 // Behind (a reconnect): no burst of catch-up sends.
@@ -833,6 +841,7 @@ pub async fn run(
             seen: BTreeSet::new(),
             disconnects: Vec::new(),
             resumes: Vec::new(),
+            probed: false,
             failed_attempts: 0,
         };
         // Members spread evenly over the send interval, each room's
@@ -893,6 +902,10 @@ pub async fn run(
                 .collect();
             sh.kill_ns.store(sh.now_ns(), Relaxed);
             let at = cluster.kill9(i)?;
+            if spec.probe_at_kill {
+                // Wakes every member: each sends its message of the kill.
+                let _ = phase_tx.send(Phase::Run);
+            }
             env.progress(format!(
                 "[failover] t={:.1}s kill -9 {name}: it owned {} of {} rooms and served {} of {total} members",
                 (now - t0).as_secs_f64(),
