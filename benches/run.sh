@@ -15,14 +15,16 @@
 # benches/out/<time>-<scenario>; plots in its plots/), SERVER_CPUS (default 0), GEN_CPUS
 # (default 1), BENCH_TARGETS (default "troupe bare"), BENCH_NO_BUILD=1,
 # BARE_FLAGS (extra bare-broadcast flags), BENCH_RUST_LOG (troupe's RUST_LOG),
-# and for cluster/failover TEST_TANSU, TEST_POSTGRES, TEST_REDIS.
+# and for cluster/failover TEST_TANSU, TEST_POSTGRES, TEST_REDIS, and
+# BENCH_TROUPE_BIN: the troupe binary of the cluster's nodes (default the one
+# just built), to measure another commit's build in the same hour.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
-[ $# -ge 1 ] || { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 scenario=$1
 shift
 
@@ -52,7 +54,7 @@ case $scenario in
     [ ${#server_pin[@]} -gt 0 ] && server_cpus=(--server-cpus "${SERVER_CPUS:-0}")
     echo "== $scenario against a troupe cluster (nodes and broker on CPUs ${SERVER_CPUS:-0}, generator on ${GEN_CPUS:-1})" >&2
     env "${TROUPE_BENCH_ENV[@]}" "${gen_pin[@]}" "$BIN_DIR/troupe-bench" "$scenario" \
-      --troupe-bin "$BIN_DIR/troupe" "${server_cpus[@]}" --logs "$out/logs" \
+      --troupe-bin "${BENCH_TROUPE_BIN:-$BIN_DIR/troupe}" "${server_cpus[@]}" --logs "$out/logs" \
       --json "$out/troupe.json" --markdown "$out/troupe.md" --plots "$out/plots" "$@" \
       || { status=1; echo "== the $scenario run failed or was not ok" >&2; }
     [ -f "$out/troupe.md" ] && cat "$out/troupe.md"

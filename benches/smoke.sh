@@ -86,7 +86,7 @@ if [ -z "${TEST_TANSU:-}" ]; then TEST_TANSU=$(scripts/install-tansu.sh); fi
 export TEST_TANSU
 cluster_runs=(
   "cluster --nodes 3 -s 20 -p 1 -r 50 -d 2"
-  "failover --nodes 3 --rooms 3 --members 4 -r 4 --before-secs 2 --after-secs 3"
+  "failover --nodes 3 --rooms 3 --members 4 -r 4 --before-secs 2 --after-secs 3 --probe-at-kill"
 )
 for run in "${cluster_runs[@]}"; do
   name=$(printf "%s" "$run" | tr -c 'a-zA-Z0-9-' '_')
@@ -112,6 +112,7 @@ else:
     assert f["delivered"] == f["expected_deliveries"] > 0, f
     assert f["resumed_clients"] == f["clients_on_victim"] > 0, f
     assert f["first_ack_ms_all_rooms"] is not None, "a room of the killed node never served again"
+    assert f["first_ack_ms_every_room"] is not None, "a room never served again after the kill"
 PY
   then
     echo "ok   $run (troupe cluster)"

@@ -11,7 +11,8 @@
 //!    exactly once, in increasing seq order;
 //! 4. every user that was disconnected resumed (on another node).
 //!
-//! Scenarios: `kill -9` of a node and its restart, a fourth node joining,
+//! Scenarios: `kill -9` of a node and its restart, `kill -9` of the node
+//! owning the most of 300 rooms (failover at scale), a fourth node joining,
 //! SIGTERM, a client roaming over every node, a node with a wrong cookie
 //! (never let in), and a partition: one node cut off from the two others
 //! by a network namespace (root and `ip netns` needed), fenced while cut
@@ -195,6 +196,120 @@ async fn cluster_kill9_one_of_three_then_rejoin() {
         resumed_ms.is_some(),
         "the users of {victim_name} did not all resume within 60 s of its kill"
     );
+}
+
+/// Rooms of the failover at scale: a few hundred, two chatting members each.
+const SCALE_ROOMS: usize = 300;
+
+/// Failover at scale (issue 15; `benches/run.sh failover` measures it with
+/// 1,000 rooms): 3 nodes, 300 rooms with two members each on two different
+/// nodes, every member chatting (one message every 2 to 4 s), so most rooms
+/// are followed from another node than their owner's.
+/// The node that owns the most rooms is killed (-9). Every room serves
+/// again (a send made after the kill is acked), every user of the dead node
+/// resumes on a surviving one, and nothing acknowledged is lost, duplicated
+/// or reordered (the invariants of `Load::finish`). The deadlines only
+/// bound how long a broken run takes to fail; the times are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failover_of_the_node_with_the_most_of_300_rooms() {
+    let name = "cluster_failover_of_the_node_with_the_most_of_300_rooms";
+    let mut cluster = Cluster::start(name, 3).await;
+    // Two members per room, on two different nodes.
+    let specs: Vec<UserSpec> = (0..2 * SCALE_ROOMS)
+        .map(|k| UserSpec {
+            name: format!("f{k:03}"),
+            room: format!("big-{:03}", k % SCALE_ROOMS),
+            node: (k + k / SCALE_ROOMS) % 3,
+            pace_ms: Some((2000, 4000)),
+            roam: None,
+        })
+        .collect();
+    let load = Load::start(&cluster, specs).await;
+    load.run_for(WARMUP).await;
+
+    let rooms = load.rooms();
+    let (victim, owned) = busiest_owner(&cluster, &rooms);
+    let victim_name = cluster.nodes[victim].name.clone();
+    let users = load.connected_to(victim);
+    let killed_at = cluster.kill9(victim);
+    println!(
+        "[{name}] killed {victim_name}: it owned {} of the {} rooms, {} users were connected to it",
+        owned.len(),
+        rooms.len(),
+        users.len()
+    );
+
+    let all_served = load
+        .wait_until(Duration::from_secs(90), |l| {
+            l.served_after(killed_at).len() == rooms.len()
+        })
+        .await;
+    let served = load.served_after(killed_at);
+    let owned_served_ms = owned
+        .iter()
+        .filter_map(|r| served.get(r))
+        .map(|t| t.duration_since(killed_at).as_millis())
+        .max();
+    let all_resumed = load
+        .wait_until(Duration::from_secs(90), |l| {
+            users
+                .iter()
+                .all(|&k| l.resumed_after(k, killed_at).is_some())
+        })
+        .await;
+    let resumed_ms = users
+        .iter()
+        .filter_map(|&k| load.resumed_after(k, killed_at))
+        .map(|t| t.duration_since(killed_at).as_millis())
+        .max();
+    println!(
+        "[{name}] kill -> every room of {victim_name} served again: {} ms; kill -> all {} of its users resumed: {} ms",
+        owned_served_ms.map_or(-1, |m| m as i64),
+        users.len(),
+        resumed_ms.map_or(-1, |m| m as i64)
+    );
+    println!(
+        "[{name}] users of {victim_name}: {}",
+        load.resume_report(&users, killed_at)
+    );
+    let silent: Vec<&String> = rooms.iter().filter(|r| !served.contains_key(*r)).collect();
+    assert!(
+        all_served,
+        "{} rooms acked no send made after the kill within 90 s ({} of them owned by {victim_name}): {:?}",
+        silent.len(),
+        silent.iter().filter(|r| owned.contains(**r)).count(),
+        &silent[..silent.len().min(20)]
+    );
+    assert!(
+        all_resumed,
+        "the users of {victim_name} did not all resume within 90 s of its kill: {}",
+        load.resume_report(&users, killed_at)
+    );
+    for &k in &users {
+        let s = load.user(k);
+        let resume = s
+            .resumes
+            .iter()
+            .find(|r| r.at >= killed_at)
+            .expect("resumed");
+        assert_ne!(
+            resume.node, victim,
+            "{} resumed on the node that was killed",
+            s.user
+        );
+    }
+
+    load.run_for(Duration::from_secs(3)).await;
+    let outcome = load.finish(&cluster).await;
+    println!(
+        "scenario={name} rooms={} victim_rooms={} victim_users={} kill_to_rooms_served_ms={} kill_to_users_resumed_ms={}",
+        rooms.len(),
+        owned.len(),
+        users.len(),
+        owned_served_ms.map_or(-1, |m| m as i64),
+        resumed_ms.map_or(-1, |m| m as i64)
+    );
+    assert!(outcome.acked > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,10 @@ pub struct FailoverSpec {
     pub payload: usize,
     /// The node to kill (default: the one owning the most of the rooms).
     pub victim: Option<String>,
+    /// Every member sends a message at the kill (one on the killed node:
+    /// once it resumed), whatever its rate: with a slow rate, a room's time
+    /// to serve again is then not the wait for its next message.
+    pub probe_at_kill: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +170,8 @@ struct Member {
     /// (when `resumed` arrived, ns since the connection was lost, attempts).
     resumes: Vec<(u64, u64, u32)>,
     failed_attempts: u32,
+    /// It sent its message of the kill (`probe_at_kill`).
+    probed: bool,
 }
 
 enum Outcome {
@@ -411,8 +417,10 @@ async fn connected(
             return Outcome::Stop;
         }
         let now = Instant::now();
-        let new = ph == Phase::Run && now >= *next_new;
-        if new {
+        let probe = sh.spec.probe_at_kill && !m.probed && sh.killed_at().is_some();
+        let new = ph == Phase::Run && (now >= *next_new || probe);
+        m.probed |= new && probe;
+        if new && now >= *next_new {
             *next_new += period;
             if *next_new < now {
                 // Behind (a reconnect): no burst of catch-up sends.
@@ -644,6 +652,9 @@ pub struct FailoverResult {
     pub first_ack_ms_all_rooms: Option<f64>,
     /// The same for the rooms that did not move (their clients on the dead node reconnect too).
     pub first_ack_ms_other_rooms_max: Option<f64>,
+    /// From the kill until every room (moved or not) acked a send made
+    /// after it: the whole cluster serves again.
+    pub first_ack_ms_every_room: Option<f64>,
     pub rooms: Vec<RoomFirstAck>,
     /// From the kill to `resumed` of the dead node's clients.
     pub resumed_clients: usize,
@@ -830,6 +841,7 @@ pub async fn run(
             seen: BTreeSet::new(),
             disconnects: Vec::new(),
             resumes: Vec::new(),
+            probed: false,
             failed_attempts: 0,
         };
         // Members spread evenly over the send interval, each room's
@@ -890,6 +902,10 @@ pub async fn run(
                 .collect();
             sh.kill_ns.store(sh.now_ns(), Relaxed);
             let at = cluster.kill9(i)?;
+            if spec.probe_at_kill {
+                // Wakes every member: each sends its message of the kill.
+                let _ = phase_tx.send(Phase::Run);
+            }
             env.progress(format!(
                 "[failover] t={:.1}s kill -9 {name}: it owned {} of {} rooms and served {} of {total} members",
                 (now - t0).as_secs_f64(),
@@ -1119,6 +1135,13 @@ pub async fn run(
             None
         },
         first_ack_ms_other_rooms_max: other_max,
+        first_ack_ms_every_room: room_rows
+            .iter()
+            .map(|r| r.ms)
+            .try_fold(None::<f64>, |acc, v| {
+                v.map(|v| Some(acc.map_or(v, |a: f64| a.max(v))))
+            })
+            .flatten(),
         rooms: room_rows,
         resumed_clients,
         resume_ms: Latency::from_ns(&resume_hist),
@@ -1170,12 +1193,13 @@ pub async fn run(
     }
     let notes = sh.notes.lock().unwrap_or_else(|e| e.into_inner()).clone();
     env.progress(format!(
-        "[failover] killed {} ({} rooms, {} clients): first ack in a moved room after {} ms, all its rooms after {} ms; its clients resumed within {:.0} ms (p50 {:.0}); detection {} ms; leases taken within {} ms | sent {} acked {} delivered {}/{} lost {} dup {} unacked {} | gen CPU {:.0}%",
+        "[failover] killed {} ({} rooms, {} clients): first ack in a moved room after {} ms, all its rooms after {} ms, every room after {} ms; its clients resumed within {:.0} ms (p50 {:.0}); detection {} ms; leases taken within {} ms | sent {} acked {} delivered {}/{} lost {} dup {} unacked {} | gen CPU {:.0}%",
         result.victim,
         result.victim_rooms.len(),
         result.clients_on_victim,
         opt(result.first_ack_ms_first_room),
         opt(result.first_ack_ms_all_rooms),
+        opt(result.first_ack_ms_every_room),
         result.resume_ms.max_ms,
         result.resume_ms.p50_ms,
         opt(result.detection_ms_max),

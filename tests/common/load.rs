@@ -528,11 +528,11 @@ impl Load {
             first_of_room.entry(s.room.as_str()).or_insert(k);
         }
         let mut conns: Vec<Option<(Ws, String, u64)>> = (0..specs.len()).map(|_| None).collect();
-        for &k in first_of_room.values() {
-            conns[k] = Some(connect_and_join(cluster, &specs[k], &tokens[k]).await);
-        }
-        let rest: Vec<usize> = (0..specs.len()).filter(|k| conns[*k].is_none()).collect();
-        for chunk in rest.chunks(10) {
+        // The first members (each of another room: ten rooms start at once),
+        // then the others.
+        let first: Vec<usize> = first_of_room.values().copied().collect();
+        let rest: Vec<usize> = (0..specs.len()).filter(|k| !first.contains(k)).collect();
+        for chunk in first.chunks(10).chain(rest.chunks(10)) {
             let got = futures_util::future::join_all(
                 chunk
                     .iter()
@@ -645,6 +645,19 @@ impl Load {
                     .collect::<Vec<_>>()
             })
             .min()
+    }
+
+    /// Per room: the first ack of a send (re)sent at or after `t`, that
+    /// is, when the room served again after `t`.
+    pub fn served_after(&self, t: Instant) -> BTreeMap<String, Instant> {
+        let mut first: BTreeMap<String, Instant> = BTreeMap::new();
+        for k in 0..self.users.len() {
+            for a in self.user(k).acks.values().filter(|a| a.sent_at >= t) {
+                let at = first.entry(a.room.clone()).or_insert(a.at);
+                *at = (*at).min(a.at);
+            }
+        }
+        first
     }
 
     /// When user `k` first resumed at or after `t`.

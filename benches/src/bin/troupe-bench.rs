@@ -217,6 +217,11 @@ struct FailoverArgs {
     /// The node to kill (default: the one owning the most rooms).
     #[arg(long)]
     kill: Option<String>,
+    /// Every member sends one message at the kill (a member of the killed
+    /// node: once it resumed), so that a slow `-r` does not add the wait for
+    /// a room's next message to its time to serve again.
+    #[arg(long)]
+    probe_at_kill: bool,
 }
 
 #[derive(Args)]
@@ -960,6 +965,7 @@ async fn failover_run(a: &FailoverArgs) -> anyhow::Result<(Env, Outcome)> {
         window: a.window,
         payload: a.payload,
         victim: a.kill.clone(),
+        probe_at_kill: a.probe_at_kill,
     };
     let server_before = env.server_sample();
     let run = failover::run(&env, &mut cluster, &spec).await;
