@@ -283,7 +283,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } = node::start(node_config)
         .await
         .map_err(|e| anyhow::anyhow!("the node's actors failed to start: {e}"))?;
-    let app = app::App {
+    let app = app::App::new(app::AppParts {
         config: Arc::new(config.clone()),
         stores: opened.stores,
         probes: opened.probes,
@@ -293,7 +293,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         connections: TaskTracker::new(),
         attachments,
         sql: opened.sql,
-    };
+    });
     tracing::info!(
         node = %config.node.name,
         listen = %config.listen,
