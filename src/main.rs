@@ -138,10 +138,27 @@ impl ConfigArgs {
 const DEFAULT_LOG_FILTER: &str =
     "info,rskafka=error,sqlx=warn,sea_orm=warn,fred=warn,ractor_cluster=warn";
 
+/// ractor opens an info span per actor (`Actor`, its id and name) that lives
+/// as long as the actor: the log subscriber keeps ~300 bytes per session for
+/// spans no troupe log line needs. Off unless `RUST_LOG` names ractor itself.
+const ACTOR_SPANS_OFF: &str = "ractor=warn";
+
 fn init_logs(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let names_ractor = std::env::var("RUST_LOG").is_ok_and(|v| {
+        v.split(',').any(|d| {
+            d.trim() == "ractor"
+                || d.trim().starts_with("ractor=")
+                || d.trim().starts_with("ractor::")
+        })
+    });
+    let filter = if names_ractor {
+        filter
+    } else {
+        filter.add_directive(ACTOR_SPANS_OFF.parse().expect("a valid directive"))
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colour codes only for a person at a terminal, never into files or `docker logs`.

@@ -50,7 +50,9 @@ pub struct Outbox {
 #[derive(Debug, Clone)]
 enum Target {
     Local(Sender),
-    Remote(RemoteSession),
+    /// Shared: an outbox is 16 bytes, not 56, in every session, room
+    /// subscription and request that holds one.
+    Remote(Arc<RemoteSession>),
 }
 
 /// One sending handle of a local queue. The queue counts them, so that its
@@ -284,7 +286,7 @@ impl Outbox {
     /// The outbox of a session on another node, reached through `link`.
     pub fn remote(session: RemoteSession) -> Outbox {
         Outbox {
-            target: Target::Remote(session),
+            target: Target::Remote(Arc::new(session)),
         }
     }
 

@@ -510,7 +510,7 @@ impl Connection {
 
     async fn on_frame(&mut self, frame: ClientFrame) -> bool {
         if let Some(session) = &self.session {
-            return session.cast(SessionMsg::Frame(frame)).is_ok();
+            return session.cast(SessionMsg::Frame(Box::new(frame))).is_ok();
         }
         match frame {
             ClientFrame::Auth { token } => match self.app.accounts.authenticate(&token).await {

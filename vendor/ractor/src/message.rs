@@ -62,8 +62,11 @@ pub enum SerializedMessage {
 pub struct BoxedMessage {
     pub(crate) msg: Option<Box<dyn Any + Send>>,
     /// A serialized message for a remote actor, accessed only by the `RemoteActorRuntime`
+    ///
+    /// troupe: boxed. Inline it made every mailbox slot ~112 bytes, and tokio's
+    /// unbounded channel allocates a first block of 32 slots for every actor.
     #[cfg(feature = "cluster")]
-    pub serialized_msg: Option<SerializedMessage>,
+    pub serialized_msg: Option<Box<SerializedMessage>>,
     #[cfg(feature = "message_span_propogation")]
     pub(crate) span: Option<tracing::Span>,
 }
@@ -108,7 +111,7 @@ pub trait Message: Any + Send + Sized + 'static {
             }
         } else if m.serialized_msg.is_some() {
             match m.serialized_msg.take() {
-                Some(m) => Self::deserialize(m),
+                Some(m) => Self::deserialize(*m),
                 _ => Err(BoxedDowncastErr),
             }
         } else {
@@ -137,7 +140,7 @@ pub trait Message: Any + Send + Sized + 'static {
             // it's a message to a remote actor, serialize it and send it over the wire!
             Ok(BoxedMessage {
                 msg: None,
-                serialized_msg: Some(self.serialize()?),
+                serialized_msg: Some(Box::new(self.serialize()?)),
                 #[cfg(feature = "message_span_propogation")]
                 span: None,
             })

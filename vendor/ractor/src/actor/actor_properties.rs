@@ -59,7 +59,9 @@ pub(crate) struct ActorProperties {
     pub(crate) wait_handler: mpsc::Notify,
     pub(crate) signal: Mutex<Option<OneshotInputPort<Signal>>>,
     pub(crate) stop: Mutex<Option<OneshotInputPort<StopMessage>>>,
-    pub(crate) supervision: InputPort<SupervisionEvent>,
+    /// troupe: boxed events. An event is ~80 bytes, and tokio's unbounded
+    /// channel allocates a first block of 32 slots for every actor.
+    pub(crate) supervision: InputPort<Box<SupervisionEvent>>,
     pub(crate) message: InputPort<MuxedMessage>,
     pub(crate) message_admission: AtomicUsize,
     pub(crate) tree: SupervisionTree,
@@ -87,7 +89,7 @@ impl ActorProperties {
         Self,
         OneshotReceiver<Signal>,
         OneshotReceiver<StopMessage>,
-        InputPortReceiver<SupervisionEvent>,
+        InputPortReceiver<Box<SupervisionEvent>>,
         InputPortReceiver<MuxedMessage>,
     )
     where
@@ -103,7 +105,7 @@ impl ActorProperties {
         Self,
         OneshotReceiver<Signal>,
         OneshotReceiver<StopMessage>,
-        InputPortReceiver<SupervisionEvent>,
+        InputPortReceiver<Box<SupervisionEvent>>,
         InputPortReceiver<MuxedMessage>,
     )
     where
@@ -162,7 +164,9 @@ impl ActorProperties {
         &self,
         message: SupervisionEvent,
     ) -> Result<(), MessagingErr<SupervisionEvent>> {
-        self.supervision.send(message).map_err(|e| e.into())
+        self.supervision
+            .send(Box::new(message))
+            .map_err(|e| MessagingErr::SendErr(*e.0))
     }
 
     pub(crate) fn send_message<TMessage>(
@@ -302,7 +306,7 @@ impl ActorProperties {
         };
         let boxed = BoxedMessage {
             msg: None,
-            serialized_msg: Some(message),
+            serialized_msg: Some(Box::new(message)),
             #[cfg(feature = "message_span_propogation")]
             span: None,
         };
@@ -310,7 +314,7 @@ impl ActorProperties {
             .message
             .send(MuxedMessage::Message(boxed))
             .map_err(|e| match e.0 {
-                MuxedMessage::Message(m) => MessagingErr::SendErr(m.serialized_msg.unwrap()),
+                MuxedMessage::Message(m) => MessagingErr::SendErr(*m.serialized_msg.unwrap()),
                 _ => panic!("Expected a boxed message but got a drain message"),
             })?)
     }
