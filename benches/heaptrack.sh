@@ -7,9 +7,15 @@
 #
 #   benches/heaptrack.sh [N]          # default 2000 connections
 #
+# The live heap is divided by N whole: what the node holds without any
+# connection (a few MB) is spread over them, so compare runs of the same N.
+# Sites are grouped by benches/heaptrack_sites.py (troupe's own frame and the
+# library frame that allocated).
+#
 # Environment: BENCH_NO_BUILD=1 (use the binaries in target/release, or in
 # $CARGO_TARGET_DIR/release), HEAPTRACK_OUT (default
-# benches/out/<time>-heaptrack), TOP (allocation sites printed, default 40).
+# benches/out/<time>-heaptrack), TOP (allocation sites printed, default 40),
+# SETTLE_SECS (after the last connection, before the kill; default 5).
 # Needs heaptrack (scripts/install-heaptrack.sh). Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,8 +59,6 @@ sleep 2
 file=$(ls -t "$out"/troupe*.zst "$out"/troupe*.gz 2>/dev/null | head -1 || true)
 [ -n "$file" ] || { echo "no heaptrack data in $out" >&2; exit 1; }
 heaptrack_print -f "$file" --print-leaks 1 --print-peaks 0 --print-allocators 0 \
-  --print-temporary 0 --merge-backtraces 0 -n "${TOP:-40}" >"$out/leaks.txt" 2>/dev/null || true
-leaked=$(awk '/^total memory leaked:/ {print $4}' "$out/leaks.txt")
-echo "heaptrack data: $file"
-echo "live heap at the kill (\"leaked\"): $leaked, over $n connections"
-echo "top allocation sites of the live heap: $out/leaks.txt"
+  --print-temporary 0 --merge-backtraces 0 -n 1000000 >"$out/leaks.txt" 2>/dev/null || true
+echo "heaptrack data: $file" >&2
+python3 benches/heaptrack_sites.py "$out/leaks.txt" "$n" "${TOP:-40}" | tee "$out/sites.txt"

@@ -8,8 +8,11 @@
 A site is the innermost frame in troupe's own code (a path that exists in
 this worktree) together with the innermost frame of the library that
 allocated (a path under the cargo registry, or the standard library's).
-Prints, per site, the bytes and allocations per connection (divided by N),
-largest first, and the total.
+Prints, per site, the bytes and allocations per connection, largest first,
+and the total. heaptrack loses what it had not yet written out when the
+process is killed (the last connections' allocations, a few percent), so the
+divisor is the number of connections the data shows (tungstenite read
+buffers made), not N, when that is fewer.
 """
 
 import os
@@ -78,12 +81,19 @@ def main():
     top = int(sys.argv[3]) if len(sys.argv) > 3 else 40
     sites = defaultdict(lambda: [0.0, 0])
     total = 0.0
+    sockets = 0
     with open(path) as f:
         for bytes_, calls, frames in entries(f):
             total += bytes_
             key = site(frames)
             sites[key][0] += bytes_
             sites[key][1] += calls
+            funcs = [func for func, _, _ in frames]
+            if "from_raw_socket<>" in funcs and key[1] and key[1].startswith("bytes-"):
+                sockets += calls
+    if 0 < sockets < n:
+        print(f"{n} connections asked, {sockets} in the data: dividing by {sockets}")
+        n = sockets
     print(f"live heap {total / 1e6:.2f} MB = {total / n:.0f} B per connection over {n}")
     print(f"{'B/conn':>8} {'allocs/conn':>11}  troupe frame | library frame")
     for (ours_, lib), (b, c) in sorted(sites.items(), key=lambda kv: -kv[1][0])[:top]:
