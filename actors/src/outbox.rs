@@ -284,9 +284,9 @@ impl Outbox {
     }
 
     /// The outbox of a session on another node, reached through `link`.
-    pub fn remote(session: RemoteSession) -> Outbox {
+    pub fn remote(session: impl Into<Arc<RemoteSession>>) -> Outbox {
         Outbox {
-            target: Target::Remote(Arc::new(session)),
+            target: Target::Remote(session.into()),
         }
     }
 

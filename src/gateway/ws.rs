@@ -173,15 +173,16 @@ pub async fn upgrade(
         user = tracing::field::Empty,
         session = tracing::field::Empty,
     );
-    tracker.spawn(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => run(start, upgraded).await,
-                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-            }
+    let task = async move {
+        match on_upgrade.await {
+            // Boxed: an argument keeps its slot in the task for the
+            // connection's life (48 bytes; a pointer so).
+            Ok(upgraded) => run(start, Box::new(upgraded)).await,
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
-        .instrument(span),
-    );
+    }
+    .instrument(span);
+    tracker.spawn(task);
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = response.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -256,11 +257,11 @@ enum Next {
     Deadline,
 }
 
-async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
+async fn run(start: Box<Start>, upgraded: Box<hyper::upgrade::Upgraded>) {
     let _open = metrics::track(&metrics::CONNECTIONS);
     // Boxed: only awaited here, yet inline it sized the whole task.
     let mut socket = Box::pin(WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
+        TokioIo::new(*upgraded),
         Role::Server,
         Some(socket_config(&start.app)),
     ))
@@ -281,7 +282,10 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
     let overflowed = overflow.cancelled();
     tokio::pin!(shutting_down, overflowed);
     // A connection that does not authenticate within this time is closed.
-    let mut deadline = tokio::time::Instant::now() + app.config.http.ws_auth_timeout();
+    // Boxed and dropped once authenticated: an idle connection holds no timer.
+    let mut deadline = Some(Box::pin(tokio::time::sleep(
+        app.config.http.ws_auth_timeout(),
+    )));
     let mut conn = Connection {
         app,
         peer,
@@ -318,6 +322,9 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
         if let Some(end) = end.take() {
             break end;
         }
+        if reading && conn.session.is_some() {
+            deadline = None;
+        }
         let next = tokio::select! {
             biased;
             _ = &mut overflowed => break End::Close(4008, "slow consumer"),
@@ -327,7 +334,7 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
                 None => break End::Stop,
             },
             next = socket.next(), if reading => Next::Read(next),
-            _ = tokio::time::sleep_until(deadline), if !reading || conn.session.is_none() => Next::Deadline,
+            _ = until(&mut deadline) => Next::Deadline,
         };
         match next {
             Next::Write(items) => {
@@ -365,7 +372,7 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
                     // 1011, queued): what is queued goes out, briefly.
                     reading = false;
                     conn.stop_session();
-                    deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+                    deadline = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
                 }
             }
             Next::Read(Some(Ok(Message::Binary(_)))) => conn.push_error(
@@ -401,7 +408,7 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
         if conn.closing && reading {
             reading = false;
             conn.stop_session();
-            deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            deadline = Some(Box::pin(tokio::time::sleep(Duration::from_secs(10))));
         }
     };
     conn.stop_session();
@@ -423,6 +430,14 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
             .await;
         }
         End::Gone => {}
+    }
+}
+
+/// Completes when the deadline passes, never without one.
+async fn until(deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -63,7 +63,9 @@ impl SessionHandle {
 #[derive(Debug, Clone)]
 pub enum SessionActor {
     Local(ActorRef<SessionMsg>),
-    Remote(RemoteSession),
+    /// Shared (with the handle's outbox): a handle is cloned into the
+    /// session, presence, the router and every room it is subscribed to.
+    Remote(Arc<RemoteSession>),
 }
 
 impl SessionActor {
