@@ -16,6 +16,10 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS build
 COPY --from=plan /src/recipe.json recipe.json
+# The patched ractor (`[patch.crates-io]`, vendor/ractor/TROUPE.md) is a
+# dependency, not a workspace member: the recipe has no skeleton of it, so
+# the cook needs its sources (they rarely change).
+COPY vendor vendor
 RUN cargo chef cook --release --locked --recipe-path recipe.json --bin troupe
 COPY . .
 RUN cargo build --release --locked --bin troupe \

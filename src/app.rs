@@ -22,8 +22,26 @@ use crate::auth::Accounts;
 use crate::config::Config;
 use crate::stores::Probes;
 
+/// Cheap to clone (one reference count): every request and every WebSocket
+/// connection holds one, for its whole life.
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<AppParts>);
+
+impl App {
+    pub fn new(parts: AppParts) -> App {
+        App(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for App {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+pub struct AppParts {
     pub config: Arc<Config>,
     pub stores: Stores,
     pub probes: Probes,

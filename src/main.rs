@@ -138,10 +138,27 @@ impl ConfigArgs {
 const DEFAULT_LOG_FILTER: &str =
     "info,rskafka=error,sqlx=warn,sea_orm=warn,fred=warn,ractor_cluster=warn";
 
+/// ractor opens an info span per actor (`Actor`, its id and name) that lives
+/// as long as the actor: the log subscriber keeps ~300 bytes per session for
+/// spans no troupe log line needs. Off unless `RUST_LOG` names ractor itself.
+const ACTOR_SPANS_OFF: &str = "ractor=warn";
+
 fn init_logs(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let names_ractor = std::env::var("RUST_LOG").is_ok_and(|v| {
+        v.split(',').any(|d| {
+            d.trim() == "ractor"
+                || d.trim().starts_with("ractor=")
+                || d.trim().starts_with("ractor::")
+        })
+    });
+    let filter = if names_ractor {
+        filter
+    } else {
+        filter.add_directive(ACTOR_SPANS_OFF.parse().expect("a valid directive"))
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colour codes only for a person at a terminal, never into files or `docker logs`.
@@ -283,7 +300,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } = node::start(node_config)
         .await
         .map_err(|e| anyhow::anyhow!("the node's actors failed to start: {e}"))?;
-    let app = app::App {
+    let app = app::App::new(app::AppParts {
         config: Arc::new(config.clone()),
         stores: opened.stores,
         probes: opened.probes,
@@ -293,7 +310,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         connections: TaskTracker::new(),
         attachments,
         sql: opened.sql,
-    };
+    });
     tracing::info!(
         node = %config.node.name,
         listen = %config.listen,

@@ -19,7 +19,7 @@ use crate::rate_limits::RateLimits;
 use crate::room::supervisor::{RoomSupervisor, RoomSupervisorMsg};
 use crate::room::{RoomContext, RoomTuning};
 use crate::session::supervisor::{SessionSupervisor, SessionSupervisorMsg};
-use crate::session::SessionContext;
+use crate::session::{SessionContext, SessionShared};
 use crate::store::Stores;
 
 /// Everything a node needs to start its actors.
@@ -110,7 +110,7 @@ impl Actor for NodeSupervisor {
             Actor::spawn_linked(Some("rooms".into()), RoomSupervisor, room_ctx, cell.clone())
                 .await?;
         router.cast(RouterMsg::Rooms(rooms.clone()))?;
-        let session_ctx = SessionContext {
+        let session_ctx = SessionContext::new(SessionShared {
             node: config.node.clone(),
             stores: config.stores.clone(),
             limits: config.limits.clone(),
@@ -119,7 +119,7 @@ impl Actor for NodeSupervisor {
             presence: presence.clone(),
             resume_ttl: config.resume_ttl,
             router: Some(router.clone()),
-        };
+        });
         let (sessions, _) = Actor::spawn_linked(
             Some("sessions".into()),
             SessionSupervisor,

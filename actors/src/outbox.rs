@@ -9,11 +9,18 @@
 //! makes the connection a slow consumer: the push fails, the overflow token
 //! fires and the socket writer closes with 4008, so a slow client never slows
 //! its rooms and never holds more than the budget of the node's memory.
+//!
+//! The queue is a `VecDeque` under a mutex rather than a channel: a tokio
+//! channel allocates its first block of 32 slots (1.3 KB) and 512 bytes of
+//! state when it is made, for every connection, idle or not. This one
+//! allocates on the first push, and the writer takes everything queued at once
+//! (its buffer with it), so an idle connection holds no buffer at all.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -84,17 +91,59 @@ pub struct Outbox {
 
 #[derive(Debug, Clone)]
 enum Target {
-    Local {
-        tx: mpsc::Sender<Outbound>,
-        overflow: CancellationToken,
-        bytes: Arc<ByteBudget>,
-    },
-    Remote(RemoteSession),
+    Local(Sender),
+    /// Shared: an outbox is 16 bytes, not 56, in every session, room
+    /// subscription and request that holds one.
+    Remote(Arc<RemoteSession>),
 }
 
-/// The bytes one connection's queue holds, from push to socket write. One
-/// connection's own counter (its outbox's senders and its writer share it),
-/// not state shared between actors.
+/// One sending handle of a local queue. The queue counts them, so that its
+/// writer learns when the last one is gone.
+#[derive(Debug)]
+struct Sender(Arc<Queue>);
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        self.0.senders.fetch_add(1, Ordering::Relaxed);
+        Sender(self.0.clone())
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.ready.notify_one();
+        }
+    }
+}
+
+/// One connection's queue, shared by its senders and its writer (one
+/// connection's own state, not state shared between actors).
+#[derive(Debug)]
+struct Queue {
+    /// Unallocated while empty (see the module's comment).
+    items: Mutex<VecDeque<Outbound>>,
+    /// The most items it holds.
+    capacity: usize,
+    bytes: ByteBudget,
+    /// Wakes the writer: an item was queued, or the last sender is gone.
+    /// (A wake-up with no waiter is kept for the next wait.)
+    ready: Notify,
+    /// Fires when a push found the queue full.
+    overflow: CancellationToken,
+    senders: AtomicUsize,
+    /// The writer is gone: nothing more is queued.
+    closed: AtomicBool,
+}
+
+impl Queue {
+    fn items(&self) -> MutexGuard<'_, VecDeque<Outbound>> {
+        // A panic while holding the lock leaves a valid deque.
+        self.items.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The bytes one connection's queue holds, from push to socket write.
 #[derive(Debug)]
 struct ByteBudget {
     queued: AtomicUsize,
@@ -130,10 +179,7 @@ impl ByteBudget {
 /// The receiving side, owned by the socket writer.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    pub frames: mpsc::Receiver<Outbound>,
-    /// Fires when a push found the queue full.
-    pub overflow: CancellationToken,
-    bytes: Arc<ByteBudget>,
+    queue: Arc<Queue>,
     /// Bytes of the items taken by the writer and not yet [`Self::written`].
     in_hand: usize,
 }
@@ -159,40 +205,99 @@ impl Outbound {
 }
 
 impl OutboxReceiver {
-    /// The next queued item (None once every sender is gone). Its bytes
-    /// still count against the budget until [`Self::written`].
+    /// The next queued item (None once every sender is gone and nothing is
+    /// queued). Its bytes still count against the budget until
+    /// [`Self::written`]. Cancel-safe: an item is taken only when returned.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        let out = self.frames.recv().await;
-        out.inspect(|o| self.take(o))
+        self.recv_many(1)
+            .await
+            .and_then(|mut items| items.pop_front())
     }
 
     /// A queued item, if one is there now (counted like [`Self::recv`]).
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        let out = self.frames.try_recv().ok();
-        out.inspect(|o| self.take(o))
+        self.try_recv_many(1)
+            .and_then(|mut items| items.pop_front())
     }
 
-    fn take(&mut self, out: &Outbound) {
-        metrics::OUTBOX_QUEUED_FRAMES.dec_by(out.frames());
-        self.in_hand += out.bytes();
+    /// What is queued, in order, at most `max` items, waiting for one if
+    /// none is (None once every sender is gone and nothing is queued).
+    /// Counted like [`Self::recv`]; cancel-safe like it.
+    pub async fn recv_many(&mut self, max: usize) -> Option<VecDeque<Outbound>> {
+        loop {
+            if let Some(items) = self.try_recv_many(max) {
+                return Some(items);
+            }
+            if self.queue.senders.load(Ordering::Acquire) == 0 {
+                // The last push may have come just before the last sender left.
+                return self.try_recv_many(max);
+            }
+            self.queue.ready.notified().await;
+        }
+    }
+
+    /// What is queued now, at most `max` items (None when nothing is).
+    /// Taking everything takes the queue's buffer too: the queue is left
+    /// unallocated, and the buffer is freed once the caller drops it.
+    pub fn try_recv_many(&mut self, max: usize) -> Option<VecDeque<Outbound>> {
+        let items = {
+            let mut queued = self.queue.items();
+            if queued.is_empty() {
+                return None;
+            }
+            if queued.len() <= max {
+                std::mem::take(&mut *queued)
+            } else {
+                queued.drain(..max.max(1)).collect()
+            }
+        };
+        for out in &items {
+            metrics::OUTBOX_QUEUED_FRAMES.dec_by(out.frames());
+            self.in_hand += out.bytes();
+        }
+        Some(items)
     }
 
     /// Everything taken so far is on the socket: its bytes leave the budget.
     pub fn written(&mut self) {
-        self.bytes.release(std::mem::take(&mut self.in_hand));
+        self.queue.bytes.release(std::mem::take(&mut self.in_hand));
     }
 
     /// Bytes queued or in the writer's hand, not yet written to the socket.
     pub fn queued_bytes(&self) -> usize {
-        self.bytes.queued.load(Ordering::Acquire)
+        self.queue.bytes.queued.load(Ordering::Acquire)
+    }
+
+    /// Completes when a push found the queue full (the client is too slow).
+    pub async fn overflowed(&self) {
+        self.queue.overflow.cancelled().await
+    }
+
+    /// The token that fires when a push found the queue full, to wait on
+    /// while the receiver is borrowed otherwise.
+    pub fn overflow(&self) -> CancellationToken {
+        self.queue.overflow.clone()
+    }
+
+    /// A push found the queue full.
+    pub fn is_overflowed(&self) -> bool {
+        self.queue.overflow.is_cancelled()
     }
 }
 
 impl Drop for OutboxReceiver {
-    /// What the writer never took, or never wrote, leaves the gauges too.
+    /// What the writer never took, or never wrote, leaves the gauges too;
+    /// later pushes fail.
     fn drop(&mut self) {
-        self.frames.close();
-        while self.try_recv().is_some() {}
+        let left = {
+            let mut queued = self.queue.items();
+            self.queue.closed.store(true, Ordering::Release);
+            std::mem::take(&mut *queued)
+        };
+        for out in &left {
+            metrics::OUTBOX_QUEUED_FRAMES.dec_by(out.frames());
+            self.in_hand += out.bytes();
+        }
         self.written();
     }
 }
@@ -200,33 +305,30 @@ impl Drop for OutboxReceiver {
 impl Outbox {
     /// A connection's queue: at most `capacity` items and `max_bytes` bytes.
     pub fn channel(capacity: usize, max_bytes: usize) -> (Outbox, OutboxReceiver) {
-        let (tx, frames) = mpsc::channel(capacity.max(1));
-        let overflow = CancellationToken::new();
-        let bytes = Arc::new(ByteBudget {
-            queued: AtomicUsize::new(0),
-            limit: max_bytes,
+        let queue = Arc::new(Queue {
+            items: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            bytes: ByteBudget {
+                queued: AtomicUsize::new(0),
+                limit: max_bytes,
+            },
+            ready: Notify::new(),
+            overflow: CancellationToken::new(),
+            senders: AtomicUsize::new(1),
+            closed: AtomicBool::new(false),
         });
         (
             Outbox {
-                target: Target::Local {
-                    tx,
-                    overflow: overflow.clone(),
-                    bytes: bytes.clone(),
-                },
+                target: Target::Local(Sender(queue.clone())),
             },
-            OutboxReceiver {
-                frames,
-                overflow,
-                bytes,
-                in_hand: 0,
-            },
+            OutboxReceiver { queue, in_hand: 0 },
         )
     }
 
     /// The outbox of a session on another node, reached through `link`.
-    pub fn remote(session: RemoteSession) -> Outbox {
+    pub fn remote(session: impl Into<Arc<RemoteSession>>) -> Outbox {
         Outbox {
-            target: Target::Remote(session),
+            target: Target::Remote(session.into()),
         }
     }
 
@@ -234,7 +336,7 @@ impl Outbox {
     pub fn remote_session(&self) -> Option<&RemoteSession> {
         match &self.target {
             Target::Remote(r) => Some(r),
-            Target::Local { .. } => None,
+            Target::Local(_) => None,
         }
     }
 
@@ -248,7 +350,7 @@ impl Outbox {
     pub fn push_marked(&self, frame: Utf8Bytes, marks: Marks) -> bool {
         match &self.target {
             Target::Remote(r) => r.send(Frames::One(frame), marks),
-            Target::Local { .. } => self.push_outbound(Outbound::Text(frame)),
+            Target::Local(_) => self.push_outbound(Outbound::Text(frame)),
         }
     }
 
@@ -257,7 +359,7 @@ impl Outbox {
     pub fn push_batch(&self, frames: Arc<[Utf8Bytes]>, marks: Marks) -> bool {
         match &self.target {
             Target::Remote(r) => r.send(Frames::Many(frames), marks),
-            Target::Local { .. } => self.push_outbound(Outbound::Batch(frames)),
+            Target::Local(_) => self.push_outbound(Outbound::Batch(frames)),
         }
     }
 
@@ -268,42 +370,55 @@ impl Outbox {
     /// Asks the writer to close the socket (queued after what is already there).
     pub fn close(&self, code: u16, reason: &'static str) {
         // A full queue means the writer closes with 4008 anyway.
-        if let Target::Local { tx, .. } = &self.target {
-            let _ = tx.try_send(Outbound::Close(code, reason));
+        if let Target::Local(Sender(queue)) = &self.target {
+            {
+                let mut queued = queue.items();
+                if queue.closed.load(Ordering::Acquire) || queued.len() >= queue.capacity {
+                    return;
+                }
+                queued.push_back(Outbound::Close(code, reason));
+            }
+            queue.ready.notify_one();
         }
     }
 
     fn push_outbound(&self, out: Outbound) -> bool {
-        let Target::Local {
-            tx,
-            overflow,
-            bytes,
-        } = &self.target
-        else {
+        let Target::Local(Sender(queue)) = &self.target else {
             return false;
         };
-        if overflow.is_cancelled() {
+        if queue.overflow.is_cancelled() || queue.closed.load(Ordering::Acquire) {
             return false;
         }
-        // Counted before the send, so the writer never takes a frame not yet counted.
+        // Counted before the push, so the writer never takes a frame not yet counted.
         let size = out.bytes();
-        if !bytes.charge(size) {
-            overflow.cancel();
+        if !queue.bytes.charge(size) {
+            queue.overflow.cancel();
             return false;
         }
         let frames = out.frames();
         metrics::OUTBOX_QUEUED_FRAMES.inc_by(frames);
-        match tx.try_send(out) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::OUTBOX_QUEUED_FRAMES.dec_by(frames);
-                bytes.release(size);
-                overflow.cancel();
-                false
+        let refused = {
+            let mut queued = queue.items();
+            if queue.closed.load(Ordering::Acquire) {
+                Some(false)
+            } else if queued.len() >= queue.capacity {
+                Some(true)
+            } else {
+                queued.push_back(out);
+                None
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+        };
+        match refused {
+            None => {
+                queue.ready.notify_one();
+                true
+            }
+            Some(full) => {
                 metrics::OUTBOX_QUEUED_FRAMES.dec_by(frames);
-                bytes.release(size);
+                queue.bytes.release(size);
+                if full {
+                    queue.overflow.cancel();
+                }
                 false
             }
         }
@@ -312,7 +427,7 @@ impl Outbox {
     /// Completes when a push found the queue full.
     pub async fn overflowed(&self) {
         match &self.target {
-            Target::Local { overflow, .. } => overflow.cancelled().await,
+            Target::Local(Sender(queue)) => queue.overflow.cancelled().await,
             Target::Remote(_) => std::future::pending().await,
         }
     }
@@ -320,7 +435,7 @@ impl Outbox {
     /// Bytes queued or in the writer's hand, not yet on the socket (0 for a remote outbox).
     pub fn queued_bytes(&self) -> usize {
         match &self.target {
-            Target::Local { bytes, .. } => bytes.queued.load(Ordering::Acquire),
+            Target::Local(Sender(queue)) => queue.bytes.queued.load(Ordering::Acquire),
             Target::Remote(_) => 0,
         }
     }
@@ -328,7 +443,7 @@ impl Outbox {
     /// Frames queued for the socket writer and not yet taken (0 for a remote outbox).
     pub fn queued(&self) -> usize {
         match &self.target {
-            Target::Local { tx, .. } => tx.max_capacity() - tx.capacity(),
+            Target::Local(Sender(queue)) => queue.items().len(),
             Target::Remote(_) => 0,
         }
     }
@@ -336,7 +451,9 @@ impl Outbox {
     /// The connection is gone, or was declared a slow consumer.
     pub fn is_closed(&self) -> bool {
         match &self.target {
-            Target::Local { tx, overflow, .. } => tx.is_closed() || overflow.is_cancelled(),
+            Target::Local(Sender(queue)) => {
+                queue.closed.load(Ordering::Acquire) || queue.overflow.is_cancelled()
+            }
             Target::Remote(r) => r.link.is_closed(),
         }
     }
@@ -352,9 +469,9 @@ mod tests {
         assert!(outbox.push("a".into()));
         assert!(outbox.push("b".into()));
         assert!(!outbox.push("c".into()));
-        assert!(rx.overflow.is_cancelled());
+        assert!(rx.is_overflowed());
         assert!(outbox.is_closed());
-        assert!(matches!(rx.frames.try_recv(), Ok(Outbound::Text(t)) if t.as_str() == "a"));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Text(t)) if t.as_str() == "a"));
     }
 
     #[test]
@@ -365,7 +482,7 @@ mod tests {
         assert_eq!(outbox.queued_bytes(), 8);
         // 8 + 3 > 10: refused, and nothing more is counted.
         assert!(!outbox.push("123".into()));
-        assert!(rx.overflow.is_cancelled());
+        assert!(rx.is_overflowed());
         assert_eq!(outbox.queued_bytes(), 8);
         assert!(
             !outbox.push("1".into()),
@@ -393,7 +510,7 @@ mod tests {
         rx.written();
         assert_eq!(rx.queued_bytes(), 5, "the written frame left the budget");
         assert!(outbox.push("12345".into()));
-        assert!(!rx.overflow.is_cancelled());
+        assert!(!rx.is_overflowed());
     }
 
     #[test]
@@ -429,5 +546,75 @@ mod tests {
             0,
             "a push to a closed queue counts nothing"
         );
+    }
+
+    #[test]
+    fn taking_everything_leaves_the_queue_unallocated() {
+        let (outbox, mut rx) = Outbox::channel(1024, 1 << 20);
+        let Target::Local(Sender(queue)) = &outbox.target else {
+            unreachable!()
+        };
+        assert_eq!(
+            queue.items().capacity(),
+            0,
+            "nothing allocated before a push"
+        );
+        for _ in 0..3 {
+            assert!(outbox.push("12345".into()));
+        }
+        let taken = rx.try_recv_many(256).expect("three items");
+        assert_eq!(taken.len(), 3);
+        assert_eq!(queue.items().capacity(), 0, "the buffer went with them");
+        assert_eq!(rx.queued_bytes(), 15, "in hand until written");
+        rx.written();
+        assert_eq!(rx.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_batch_takes_at_most_max_items_in_order() {
+        let (outbox, mut rx) = Outbox::channel(1024, 1 << 20);
+        for i in 0..5 {
+            assert!(outbox.push(i.to_string().into()));
+        }
+        let texts = |items: VecDeque<Outbound>| -> Vec<String> {
+            items
+                .into_iter()
+                .map(|o| match o {
+                    Outbound::Text(t) => t.to_string(),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(texts(rx.try_recv_many(2).unwrap()), ["0", "1"]);
+        assert_eq!(texts(rx.try_recv_many(256).unwrap()), ["2", "3", "4"]);
+        assert!(rx.try_recv_many(256).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_writer_wakes_for_a_push_and_ends_with_the_last_sender() {
+        let (outbox, mut rx) = Outbox::channel(16, 1 << 20);
+        let second = outbox.clone();
+        let pushing = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            assert!(second.push("late".into()));
+        });
+        assert!(matches!(rx.recv().await, Some(Outbound::Text(t)) if t.as_str() == "late"));
+        pushing.await.unwrap();
+        outbox.close(1000, "bye");
+        drop(outbox);
+        assert!(matches!(
+            rx.recv().await,
+            Some(Outbound::Close(1000, "bye"))
+        ));
+        assert!(rx.recv().await.is_none(), "every sender is gone");
+    }
+
+    #[test]
+    fn a_push_after_the_writer_left_fails() {
+        let (outbox, rx) = Outbox::channel(16, 1 << 20);
+        drop(rx);
+        assert!(outbox.is_closed());
+        assert!(!outbox.push("1".into()));
+        assert_eq!(outbox.queued(), 0);
     }
 }

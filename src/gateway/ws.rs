@@ -1,18 +1,19 @@
 //! `GET /ws`: the upgrade, then one gateway task per connection that owns
-//! the socket. Before authentication it answers `auth`, `resume`, `ping` and
-//! the account line commands itself; afterwards every frame goes to the
-//! connection's Session actor. A writer task drains the outbox to the socket.
+//! the socket, both ways. Before authentication it answers `auth`, `resume`,
+//! `ping` and the account line commands itself; afterwards every frame goes
+//! to the connection's Session actor. The same task drains the outbox to the
+//! socket: one task per connection, not a reader and a writer, so an idle
+//! connection holds one task's state and no lock between two socket halves.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use ractor::ActorRef;
@@ -22,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::WaitForCancellationFuture;
 use tracing::Instrument;
 use troupe_actors::ask;
 use troupe_actors::frames::{ChatError, ClientFrame, ErrorCode, ServerFrame};
@@ -41,11 +42,21 @@ use crate::app::App;
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
+/// tungstenite's read buffer: allocated when the socket is made and kept for
+/// its life, so it is paid by every idle connection. Client frames are small
+/// (a `send` is ~100-300 bytes); a larger one is read in several reads.
+const READ_BUFFER: usize = 512;
+
+/// Items taken from the outbox per socket flush.
+const MAX_BATCH: usize = 256;
+
 /// Socket buffers sized for many idle connections, not for bulk throughput.
+/// The write buffer is a target, not an allocation: frames are gathered up to
+/// it before a socket write.
 fn socket_config(app: &App) -> WebSocketConfig {
     let max = app.config.limits.max_frame_bytes;
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(Some(max))
@@ -80,6 +91,7 @@ pub async fn upgrade(
     mut request: Request,
 ) -> Response {
     let headers = request.headers();
+    let request_id = headers.get("x-request-id").cloned();
     let is_upgrade = headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -137,32 +149,40 @@ pub async fn upgrade(
     let accept = derive_accept_key(key.as_bytes());
     let tracker = app.connections.clone();
     // Boxed: the task lives as long as the connection, and a future keeps
-    // its own slot for every value it captures or takes, even once moved on
-    // (App alone is 600 bytes).
+    // its own slot for every value it captures or takes, even once moved on.
     let start = Box::new(Start {
         app,
         auth,
         peer,
         live,
     });
-    // Every log line of this connection carries the node and the peer, and
-    // once it has a session, the user and the session id.
+    // Every log line of this connection carries the node, the peer and the
+    // upgrade's request id, and once it has a session, the user and the
+    // session id. A root span: as a child it would keep the request's span
+    // (and its fields) alive for the connection's life.
+    let request_id = request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
     let span = tracing::info_span!(
+        parent: None,
         "ws",
         node = %start.app.node_name(),
         peer = %start.peer,
+        request_id = %request_id,
         user = tracing::field::Empty,
         session = tracing::field::Empty,
     );
-    tracker.spawn(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => run(start, upgraded).await,
-                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-            }
+    let task = async move {
+        match on_upgrade.await {
+            // Boxed: an argument keeps its slot in the task for the
+            // connection's life (48 bytes; a pointer so).
+            Ok(upgraded) => run(start, Box::new(upgraded)).await,
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
-        .instrument(span),
-    );
+    }
+    .instrument(span);
+    tracker.spawn(task);
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = response.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -195,12 +215,15 @@ struct Start {
 
 impl Start {
     /// Frees the box now: a plain `*start` frees it when the connection ends.
+    /// (Boxed although small: the task keeps an argument's slot for its life,
+    /// ~130 bytes unboxed.)
+    #[allow(clippy::boxed_local)]
     fn unbox(self: Box<Self>) -> Self {
         *self
     }
 }
 
-/// One connection's reader side and what it knows.
+/// One connection: what it knows, and what it answers before its session.
 struct Connection {
     app: App,
     peer: SocketAddr,
@@ -208,9 +231,7 @@ struct Connection {
     session: Option<ActorRef<SessionMsg>>,
     /// The login token this connection authenticated with, for `/logout`.
     token: Option<String>,
-    /// Set by the first line command: frames are rendered as text from then on.
-    text_mode: Arc<AtomicBool>,
-    /// A close frame is queued: the writer ends the connection.
+    /// A close frame is queued: it ends the connection once written.
     closing: bool,
     /// `?live=1`: a session started by a token or `auth` goes live at once.
     /// Otherwise it stays pending until the first frame after `session`,
@@ -218,11 +239,32 @@ struct Connection {
     live: bool,
 }
 
-async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
+/// How a connection ends.
+enum End {
+    /// Send this close frame (what was queued before it is written).
+    Close(u16, &'static str),
+    /// The node is shutting down: write what is queued, then close with 1012.
+    Shutdown,
+    /// The client left or the session is gone: close without writing what is queued.
+    Stop,
+    /// The socket is gone: nothing more to write.
+    Gone,
+}
+
+/// What the connection task does next.
+enum Next {
+    Read(Option<Result<Message, WsError>>),
+    Write(VecDeque<Outbound>),
+    /// The authentication deadline passed, or the queued close frame did not
+    /// come out in time.
+    Deadline,
+}
+
+async fn run(start: Box<Start>, upgraded: Box<hyper::upgrade::Upgraded>) {
     let _open = metrics::track(&metrics::CONNECTIONS);
     // Boxed: only awaited here, yet inline it sized the whole task.
-    let socket = Box::pin(WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
+    let mut socket = Box::pin(WebSocketStream::from_raw_socket(
+        TokioIo::new(*upgraded),
         Role::Server,
         Some(socket_config(&start.app)),
     ))
@@ -234,114 +276,206 @@ async fn run(start: Box<Start>, upgraded: hyper::upgrade::Upgraded) {
         live,
     } = Start::unbox(start);
     let limits = &app.config.limits;
-    let (outbox, receiver) = Outbox::channel(limits.outbound_queue, limits.outbound_queue_bytes);
-    let (sink, mut stream) = socket.split();
-    let text_mode = Arc::new(AtomicBool::new(false));
-    let done = CancellationToken::new();
-    let mut writer = tokio::spawn(write_loop(
-        sink,
-        receiver,
-        app.shutdown.clone(),
-        done.clone(),
-        text_mode.clone(),
-    ));
-    // Boxed for the same reason as `Start`: the task holds a pointer, not 736 bytes.
-    let mut conn = Box::new(Connection {
+    let (outbox, mut out) = Outbox::channel(limits.outbound_queue, limits.outbound_queue_bytes);
+    // Waited on by reference: a fresh `cancelled()` per wake-up would take
+    // the node-wide shutdown token's lock each time.
+    let shutdown = app.shutdown.clone();
+    let overflow = out.overflow();
+    let shutting_down = shutdown.cancelled();
+    let overflowed = overflow.cancelled();
+    tokio::pin!(shutting_down, overflowed);
+    // A connection that does not authenticate within this time is closed.
+    // Boxed and dropped once authenticated: an idle connection holds no timer.
+    let mut deadline = Some(Box::pin(tokio::time::sleep(
+        app.config.http.ws_auth_timeout(),
+    )));
+    let mut conn = Connection {
         app,
         peer,
         outbox,
         session: None,
         token: None,
-        text_mode,
         closing: false,
         live,
-    });
+    };
+    // Set by the first line command: frames are rendered as text from then on.
+    let mut text_mode = false;
+    // Until the connection closes from its side (reading stops, the close
+    // frame it queued still goes out, within `deadline`).
+    let mut reading = true;
+    let mut end = None;
     if let Some((info, token)) = auth {
         conn.token = Some(token);
         let live = conn.live;
-        Box::pin(conn.start_session(info, None, live)).await;
+        // Boxed, like every long await here: a future is as large as its
+        // largest await, and this task lives as long as the connection.
+        let work = conn.start_session(info, None, live);
+        let signals = (overflowed.as_mut(), shutting_down.as_mut());
+        end = Box::pin(while_writing(
+            work,
+            &mut socket,
+            &mut out,
+            text_mode,
+            signals,
+        ))
+        .await
+        .1;
     }
-    // A connection that does not authenticate within this time is closed.
-    let deadline = tokio::time::Instant::now() + conn.app.config.http.ws_auth_timeout();
-    let mut writer_done = false;
-    loop {
+    let end = loop {
+        if let Some(end) = end.take() {
+            break end;
+        }
+        if reading && conn.session.is_some() {
+            deadline = None;
+        }
         let next = tokio::select! {
-            next = stream.next() => next,
-            _ = tokio::time::sleep_until(deadline), if conn.session.is_none() => {
-                metrics::refused(Refusal::AuthTimeout);
-                conn.close(1008, "authentication timeout");
-                break;
-            }
-            _ = conn.app.shutdown.cancelled() => break,
-            // A slow consumer: the writer closes with 4008.
-            _ = conn.outbox.overflowed() => break,
-            _ = &mut writer => {
-                writer_done = true;
-                break;
-            }
+            biased;
+            _ = &mut overflowed => break End::Close(4008, "slow consumer"),
+            _ = &mut shutting_down => break End::Shutdown,
+            items = out.recv_many(MAX_BATCH) => match items {
+                Some(items) => Next::Write(items),
+                None => break End::Stop,
+            },
+            next = socket.next(), if reading => Next::Read(next),
+            _ = until(&mut deadline) => Next::Deadline,
         };
         match next {
-            Some(Ok(Message::Text(text))) => {
-                // Boxed, like `start_session` above: a future is as large as
-                // its largest await, and this task lives as long as the
-                // connection. Inline, the account and session calls made the
-                // task 5.4 KB per idle connection (heaptrack).
-                if !Box::pin(conn.on_text(text.as_str())).await {
-                    break;
+            Next::Write(items) => {
+                let write =
+                    write_batch(&mut socket, &mut out, items, text_mode, overflowed.as_mut());
+                if let Err(e) = Box::pin(write).await {
+                    break e;
                 }
             }
-            Some(Ok(Message::Binary(_))) => conn.push_error(
+            Next::Deadline if reading => {
+                metrics::refused(Refusal::AuthTimeout);
+                conn.close(1008, "authentication timeout");
+            }
+            // The close frame queued did not come out in time.
+            Next::Deadline => break End::Stop,
+            Next::Read(Some(Ok(Message::Text(text)))) => {
+                if text.starts_with('/') {
+                    text_mode = true;
+                }
+                // While the frame is handled (a session start, a resume
+                // replaying into the outbox), what it queues is written.
+                let work = conn.on_text(text.as_str());
+                let signals = (overflowed.as_mut(), shutting_down.as_mut());
+                let (open, ended) = Box::pin(while_writing(
+                    work,
+                    &mut socket,
+                    &mut out,
+                    text_mode,
+                    signals,
+                ))
+                .await;
+                end = ended;
+                if !open && !conn.closing && reading {
+                    // The session is gone (one that crashed had its close,
+                    // 1011, queued): what is queued goes out, briefly.
+                    reading = false;
+                    conn.stop_session();
+                    deadline = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
+                }
+            }
+            Next::Read(Some(Ok(Message::Binary(_)))) => conn.push_error(
                 &ChatError::bad_request("binary frames are not supported; send JSON text frames"),
                 None,
             ),
-            Some(Ok(Message::Close(_))) | None => break,
-            Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
-            Some(Err(WsError::Capacity(e))) => {
+            Next::Read(Some(Ok(Message::Close(_))) | None) => break End::Stop,
+            Next::Read(Some(Ok(_))) => {} // ping/pong: tungstenite answers pings itself
+            Next::Read(Some(Err(WsError::Capacity(e)))) => {
                 tracing::debug!(peer = %conn.peer, error = %e, "frame over the limit");
                 conn.close(1009, "frame too large");
-                break;
             }
             // RFC 6455 7.4.1: a frame we cannot accept fails the connection
-            // with the code that says why (the reader stops; the writer
-            // sends the close frame).
-            Some(Err(WsError::Utf8(e))) => {
+            // with the code that says why (reading stops; the close frame
+            // goes out after what is queued).
+            Next::Read(Some(Err(WsError::Utf8(e)))) => {
                 tracing::debug!(peer = %conn.peer, error = %e, "text frame not UTF-8");
                 metrics::refused(Refusal::WsUtf8);
                 conn.close(1007, "invalid UTF-8");
-                break;
             }
-            Some(Err(WsError::Protocol(e))) if fails_the_connection(&e) => {
+            Next::Read(Some(Err(WsError::Protocol(e)))) if fails_the_connection(&e) => {
                 tracing::debug!(peer = %conn.peer, error = %e, "WebSocket protocol error");
                 metrics::refused(Refusal::WsProtocol);
                 conn.close(1002, "protocol error");
-                break;
             }
-            Some(Err(e)) => {
+            Next::Read(Some(Err(e))) => {
                 tracing::debug!(peer = %conn.peer, error = %e, "socket error");
-                break;
+                break End::Stop;
             }
         }
-    }
-    if let Some(session) = conn.session.take() {
-        session.stop(Some("connection closed".into()));
-    }
-    // When we are the ones closing, the writer sends what is queued and the
-    // close frame; when the client went away, there is nobody to write to.
-    if writer_done {
-        return;
-    }
-    let closing = conn.closing || conn.app.shutdown.is_cancelled() || conn.outbox.is_closed();
-    if !closing {
-        done.cancel();
-    }
-    if tokio::time::timeout(Duration::from_secs(10), &mut writer)
-        .await
-        .is_err()
-    {
-        done.cancel();
-        let _ = writer.await;
+        // A close frame is queued: stop reading and the session; the frames
+        // before it, then it, go out (at most 10 s more).
+        if conn.closing && reading {
+            reading = false;
+            conn.stop_session();
+            deadline = Some(Box::pin(tokio::time::sleep(Duration::from_secs(10))));
+        }
+    };
+    conn.stop_session();
+    match end {
+        End::Close(code, reason) => Box::pin(close(&mut socket, code, reason)).await,
+        End::Shutdown => {
+            // Send what is queued, then say goodbye.
+            if let Some(items) = out.try_recv_many(usize::MAX) {
+                let _ = Box::pin(write_frames(&mut socket, items, text_mode)).await;
+                out.written();
+            }
+            Box::pin(close(&mut socket, 1012, "service restart")).await
+        }
+        End::Stop => {
+            let _ = Box::pin(tokio::time::timeout(
+                Duration::from_secs(1),
+                SinkExt::close(&mut socket),
+            ))
+            .await;
+        }
+        End::Gone => {}
     }
 }
+
+/// Completes when the deadline passes, never without one.
+async fn until(deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs `work` (the handling of one frame) while writing what gets queued
+/// meanwhile: a session start or a resume may replay more than the outbox
+/// holds. Returns how the connection ends if it ended meanwhile (the work
+/// still runs to its end, nothing more is written then).
+async fn while_writing<T>(
+    work: impl Future<Output = T>,
+    socket: &mut Socket,
+    out: &mut OutboxReceiver,
+    text_mode: bool,
+    (mut overflowed, mut shutting_down): (Signal<'_, '_>, Signal<'_, '_>),
+) -> (T, Option<End>) {
+    tokio::pin!(work);
+    let mut end = None;
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return (done, end),
+            _ = &mut overflowed, if end.is_none() => end = Some(End::Close(4008, "slow consumer")),
+            _ = &mut shutting_down, if end.is_none() => end = Some(End::Shutdown),
+            items = out.recv_many(MAX_BATCH), if end.is_none() => match items {
+                Some(items) => {
+                    let write = write_batch(socket, out, items, text_mode, overflowed.as_mut());
+                    end = write.await.err();
+                }
+                None => end = Some(End::Stop),
+            },
+        }
+    }
+}
+
+/// A cancellation (overflow, shutdown) waited on by reference.
+type Signal<'a, 'b> = Pin<&'a mut WaitForCancellationFuture<'b>>;
 
 /// A protocol error of the peer's frames (answered 1002), not the peer
 /// being gone or the connection already closing (nobody to answer).
@@ -372,10 +506,15 @@ impl Connection {
         self.closing = true;
     }
 
+    fn stop_session(&mut self) {
+        if let Some(session) = self.session.take() {
+            session.stop(Some("connection closed".into()));
+        }
+    }
+
     /// Handles one text frame; false when the connection should close.
     async fn on_text(&mut self, text: &str) -> bool {
         if text.starts_with('/') {
-            self.text_mode.store(true, Ordering::Relaxed);
             return self.on_line(text).await;
         }
         match ClientFrame::decode(text) {
@@ -389,7 +528,7 @@ impl Connection {
 
     async fn on_frame(&mut self, frame: ClientFrame) -> bool {
         if let Some(session) = &self.session {
-            return session.cast(SessionMsg::Frame(frame)).is_ok();
+            return session.cast(SessionMsg::Frame(Box::new(frame))).is_ok();
         }
         match frame {
             ClientFrame::Auth { token } => match self.app.accounts.authenticate(&token).await {
@@ -576,120 +715,52 @@ impl Connection {
     }
 }
 
-enum Step {
-    Frames,
-    Close(u16, &'static str),
-    Stop,
-}
-
-async fn write_loop(
-    mut sink: SplitSink<Socket, Message>,
-    mut out: OutboxReceiver,
-    shutdown: CancellationToken,
-    done: CancellationToken,
-    text_mode: Arc<AtomicBool>,
-) {
-    // Registered once, polled by reference: a fresh `cancelled()` per frame
-    // would take the shared shutdown token's lock on every write.
-    let overflow = out.overflow.clone();
-    let overflowed = overflow.cancelled();
-    let stopped = done.cancelled();
-    let shutting_down = shutdown.cancelled();
-    tokio::pin!(overflowed, stopped, shutting_down);
-    let mut frames = Vec::new();
-    loop {
-        let step = tokio::select! {
-            biased;
-            _ = &mut overflowed => Step::Close(4008, "slow consumer"),
-            _ = &mut stopped => Step::Stop,
-            _ = &mut shutting_down => {
-                // Send what is queued, then say goodbye.
-                while let Some(frame) = out.try_recv() {
-                    frames.push(frame);
-                }
-                let _ = Box::pin(write_frames(&mut sink, &mut frames, &text_mode)).await;
-                out.written();
-                Step::Close(1012, "service restart")
-            }
-            first = out.recv() => match first {
-                None => Step::Stop,
-                Some(first) => {
-                    frames.push(first);
-                    while frames.len() < 256 {
-                        match out.try_recv() {
-                            Some(frame) => frames.push(frame),
-                            None => break,
-                        }
-                    }
-                    Step::Frames
-                }
-            },
-        };
-        match step {
-            Step::Frames => {
-                let written = tokio::select! {
-                    biased;
-                    _ = &mut overflowed => Err(Some((4008, "slow consumer"))),
-                    // Boxed (one short-lived allocation per batch next to a
-                    // socket write): inline it sized the task for the
-                    // connection's whole life.
-                    r = Box::pin(write_frames(&mut sink, &mut frames, &text_mode)) => r,
-                };
-                match written {
-                    // Flushed to the socket: those bytes leave the budget.
-                    Ok(()) => out.written(),
-                    Err(Some((code, reason))) => {
-                        Box::pin(close(&mut sink, code, reason)).await;
-                        return;
-                    }
-                    Err(None) => return,
-                }
-            }
-            // The closing paths are boxed: this task lives as long as the
-            // connection and would otherwise carry their timers all along.
-            Step::Close(code, reason) => {
-                Box::pin(close(&mut sink, code, reason)).await;
-                return;
-            }
-            Step::Stop => {
-                let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), sink.close())).await;
-                return;
-            }
-        }
+/// Writes one batch taken from the outbox, unless the client turns out too
+/// slow meanwhile; its bytes then leave the outbox's budget.
+async fn write_batch(
+    socket: &mut Socket,
+    out: &mut OutboxReceiver,
+    items: VecDeque<Outbound>,
+    text_mode: bool,
+    overflowed: Signal<'_, '_>,
+) -> Result<(), End> {
+    let written = tokio::select! {
+        biased;
+        _ = overflowed => Err(End::Close(4008, "slow consumer")),
+        r = write_frames(socket, items, text_mode) => r,
+    };
+    if written.is_ok() {
+        out.written();
     }
+    written
 }
 
-/// Writes frames; `Err(Some(..))` asks to close with that code and reason,
-/// `Err(None)` means the socket is gone.
+/// Writes frames, then flushes; `Err` when a close item came (after
+/// flushing what came before it) or the socket is gone.
 async fn write_frames(
-    sink: &mut SplitSink<Socket, Message>,
-    frames: &mut Vec<Outbound>,
-    text_mode: &AtomicBool,
-) -> Result<(), Option<(u16, &'static str)>> {
-    let text_mode = text_mode.load(Ordering::Relaxed);
-    for frame in frames.drain(..) {
-        match frame {
-            Outbound::Text(text) => feed(sink, text, text_mode).await?,
+    socket: &mut Socket,
+    items: VecDeque<Outbound>,
+    text_mode: bool,
+) -> Result<(), End> {
+    for item in items {
+        match item {
+            Outbound::Text(text) => feed(socket, text, text_mode).await?,
             Outbound::Batch(batch) => {
                 for text in batch.iter() {
-                    feed(sink, text.clone(), text_mode).await?;
+                    feed(socket, text.clone(), text_mode).await?;
                 }
             }
             Outbound::Close(code, reason) => {
-                sink.flush().await.map_err(|_| None)?;
-                return Err(Some((code, reason)));
+                socket.flush().await.map_err(|_| End::Gone)?;
+                return Err(End::Close(code, reason));
             }
         }
     }
-    sink.flush().await.map_err(|_| None)
+    socket.flush().await.map_err(|_| End::Gone)
 }
 
 /// Queues one frame on the socket (as a text line in text mode).
-async fn feed(
-    sink: &mut SplitSink<Socket, Message>,
-    text: Utf8Bytes,
-    text_mode: bool,
-) -> Result<(), Option<(u16, &'static str)>> {
+async fn feed(socket: &mut Socket, text: Utf8Bytes, text_mode: bool) -> Result<(), End> {
     let text = if text_mode {
         match lines::render(text.as_str()) {
             Some(line) => Utf8Bytes::from(line),
@@ -698,10 +769,13 @@ async fn feed(
     } else {
         text
     };
-    sink.feed(Message::Text(text)).await.map_err(|_| None)
+    socket
+        .feed(Message::Text(text))
+        .await
+        .map_err(|_| End::Gone)
 }
 
-async fn close(sink: &mut SplitSink<Socket, Message>, code: u16, reason: &'static str) {
+async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
     if code == 4008 {
         metrics::SLOW_CONSUMER_CLOSES.inc();
     }
@@ -711,8 +785,8 @@ async fn close(sink: &mut SplitSink<Socket, Message>, code: u16, reason: &'stati
     };
     // A client that stopped reading may never take the close frame: give up after a while.
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        let _ = sink.send(Message::Close(Some(frame))).await;
-        let _ = sink.close().await;
+        let _ = socket.send(Message::Close(Some(frame))).await;
+        let _ = SinkExt::close(socket).await;
     })
     .await;
 }

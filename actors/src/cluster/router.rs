@@ -637,7 +637,8 @@ impl RouterState {
                 gen,
                 pending,
             } => {
-                let remote = target(session, gen);
+                // One allocation shared by the handle's outbox and actor.
+                let remote = Arc::new(target(session, gen));
                 RoomMsg::Subscribe {
                     session: SessionHandle {
                         id: session,

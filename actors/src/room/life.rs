@@ -81,7 +81,7 @@ fn no_message(seq: u64) -> ChatError {
 /// The first answer a post's outbox receives: its ack or its error.
 async fn first_answer(mut rx: crate::outbox::OutboxReceiver) -> Result<Posted, ChatError> {
     let gone = || ChatError::unavailable("the room stopped before answering; retry");
-    let text = match rx.frames.recv().await {
+    let text = match rx.recv().await {
         Some(Outbound::Text(text)) => text,
         Some(Outbound::Batch(batch)) => batch.first().cloned().ok_or_else(gone)?,
         _ => return Err(gone()),

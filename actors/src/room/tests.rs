@@ -165,7 +165,7 @@ impl Fixture {
 }
 
 async fn next_frame(rx: &mut OutboxReceiver) -> Value {
-    let frame = tokio::time::timeout(Duration::from_secs(5), rx.frames.recv())
+    let frame = tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("a frame in time")
         .expect("the outbox is open");

@@ -36,13 +36,19 @@ struct Cli {
     /// Largest frame, bytes (larger: closed with 1009).
     #[arg(long, default_value_t = 64 * 1024)]
     max_frame: usize,
+    /// tungstenite's read buffer per connection, bytes (troupe read with
+    /// 4 KiB until it went to 512 bytes; kept at 4 KiB here by default so
+    /// that the baseline stays comparable with earlier runs).
+    #[arg(long, default_value_t = 4 * 1024)]
+    read_buffer: usize,
 }
 
-/// The same socket buffer sizes troupe uses: 4 KiB read buffer (tungstenite's
-/// default of 128 KiB costs ~128 KiB per idle connection), 16 KiB write buffer.
-fn socket_config(max_frame: usize) -> WebSocketConfig {
+/// Socket buffers for many idle connections: `read_buffer` (4 KiB by default;
+/// tungstenite's default of 128 KiB costs ~128 KiB per idle connection),
+/// 16 KiB write buffer, as troupe.
+fn socket_config(max_frame: usize, read_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(read_buffer)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(Some(max_frame))
@@ -110,7 +116,7 @@ async fn serve(cli: Cli, threads: usize) -> std::io::Result<()> {
                 let cli = cli.clone();
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
-                    connection(stream, rooms, cli.queue, cli.max_frame).await;
+                    connection(stream, rooms, cli.queue, cli.max_frame, cli.read_buffer).await;
                 });
             }
             // Out of file descriptors and the like: wait a little, keep serving.
@@ -130,7 +136,13 @@ async fn shutdown_signal() {
 
 // The handshake callback's error type is tungstenite's, large or not.
 #[allow(clippy::result_large_err)]
-async fn connection(stream: TcpStream, rooms: Rooms, queue: usize, max_frame: usize) {
+async fn connection(
+    stream: TcpStream,
+    rooms: Rooms,
+    queue: usize,
+    max_frame: usize,
+    read_buffer: usize,
+) {
     // The room is subscribed to before the 101 answer goes out, so a client
     // that has its answer already receives everything sent after it.
     let mut subscription: Option<(broadcast::Sender<Utf8Bytes>, broadcast::Receiver<Utf8Bytes>)> =
@@ -146,7 +158,7 @@ async fn connection(stream: TcpStream, rooms: Rooms, queue: usize, max_frame: us
     let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         callback,
-        Some(socket_config(max_frame)),
+        Some(socket_config(max_frame, read_buffer)),
     )
     .await
     else {
