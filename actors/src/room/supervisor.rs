@@ -109,6 +109,15 @@ struct Starting {
     create_next: Option<(CreateSpec, Vec<RoomReply>)>,
 }
 
+impl Starting {
+    /// Everyone waiting, those who asked to create the room included.
+    fn callers(self) -> impl Iterator<Item = RoomReply> {
+        self.waiting
+            .into_iter()
+            .chain(self.create_next.into_iter().flat_map(|(_, w)| w))
+    }
+}
+
 impl RoomSupervisorState {
     /// Drops the entry of `name` if it is still that actor (a handed-off
     /// room's name may already belong to a newer actor).
@@ -265,10 +274,6 @@ impl RoomSupervisorState {
     ) {
         let starting = self.starting.remove(&name).unwrap_or_default();
         crate::metrics::ROOMS_RESTORING.set(self.starting.len() as i64);
-        let Starting {
-            waiting,
-            create_next,
-        } = starting;
         match result {
             Ok(room) => {
                 // Tracked even when it must go again: its end is reported.
@@ -292,14 +297,15 @@ impl RoomSupervisorState {
                     }
                     Ok(room)
                 };
-                for reply in waiting
-                    .into_iter()
-                    .chain(create_next.into_iter().flat_map(|(_, w)| w))
-                {
+                for reply in starting.callers() {
                     let _ = reply.send(answer.clone());
                 }
             }
             Err(e) => {
+                let Starting {
+                    waiting,
+                    create_next,
+                } = starting;
                 if restarted {
                     tracing::error!(room = %name, node = %self.ctx.node, error = %e, "room restart failed");
                 }
@@ -492,11 +498,7 @@ impl Actor for RoomSupervisor {
                 )
                 .await;
                 for (_, starting) in state.starting.drain() {
-                    for reply in starting
-                        .waiting
-                        .into_iter()
-                        .chain(starting.create_next.into_iter().flat_map(|(_, w)| w))
-                    {
+                    for reply in starting.callers() {
                         let _ =
                             reply.send(Err(ChatError::unavailable("the node is shutting down")));
                     }

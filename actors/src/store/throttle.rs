@@ -101,8 +101,7 @@ impl Throttles {
             bucket.limiter.retain_recent();
             bucket.limiter.shrink_to_fit();
             bucket.sweep_at = (bucket.limiter.len() * 2).max(SWEEP_AT);
-            let clock_now = Instant::now();
-            lock(&self.empty_until).retain(|_, until| *until > clock_now);
+            lock(&self.empty_until).retain(|_, until| *until > now);
         }
         let cells = NonZeroU32::new(cost).expect("cost is not 0 here");
         let key = key.to_string();
