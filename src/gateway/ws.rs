@@ -785,8 +785,14 @@ async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
     };
     // A client that stopped reading may never take the close frame: give up after a while.
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        let _ = socket.send(Message::Close(Some(frame))).await;
-        let _ = SinkExt::close(socket).await;
+        if socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        // RFC 6455 7.1.1: the server closes TCP after the peer's close
+        // frame. Closing with the peer's frames unread in the kernel makes
+        // it send a reset, and a reset throws away what the peer has not
+        // read yet: the last frames and the close frame with its code.
+        while let Some(Ok(_)) = socket.next().await {}
     })
     .await;
 }
