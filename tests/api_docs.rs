@@ -565,6 +565,18 @@ async fn rest_answers_match_their_documented_schemas() {
     )
     .await;
     assert_eq!(s, 204);
+    let (s, listed) = call(d, n, "get", members, "/api/v1/rooms/docs/members", t, None).await;
+    assert_eq!(s, 200);
+    let roles: Vec<(&str, &str)> = listed["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| (m["user"].as_str().unwrap(), m["role"].as_str().unwrap()))
+        .collect();
+    assert!(
+        roles.contains(&("bea", "member")) && roles.iter().any(|r| r.1 == "owner"),
+        "{listed}"
+    );
 
     let (s, online) = call(
         d,

@@ -169,6 +169,7 @@ async fn two_people_chat_in_two_browsers() {
         "document.querySelector('#login-error').textContent !== ''",
     )
     .await;
+    assert_contrast(&bob, "a login error").await;
     sign_in(&bob, &url, "bob", true).await;
 
     // ann creates the room, bob joins it.
@@ -276,6 +277,8 @@ async fn two_people_chat_in_two_browsers() {
     ann.wait_text("#typing", "bob is typing").await;
     shoot(&bob, "web-chat").await;
     shoot(&ann, "web-typing").await;
+    assert_contrast(&bob, "rooms with unread badges").await;
+    assert_contrast(&ann, "someone typing").await;
     bob.press("Enter").await;
 
     // Search finds a message and opens its room.
@@ -287,6 +290,7 @@ async fn two_people_chat_in_two_browsers() {
     )
     .await;
     shoot(&ann, "web-search").await;
+    assert_contrast(&ann, "search results").await;
     ann.click("#search-list button.hit[data-room=\"garden\"]")
         .await;
     ann.wait_text("#room-title", "#garden").await;
@@ -545,6 +549,7 @@ async fn cluster_kill9_of_the_node_a_browser_uses_it_resumes_on_the_other() {
         "waiting for the connection…"
     );
     shoot(&ann, "web-reconnecting").await;
+    assert_contrast(&ann, "reconnecting, a message queued").await;
     // Meanwhile bob chats on, three messages in a row: his page resends
     // while the room moves, one at a time, so they land in the order typed.
     for i in 1..=3 {
@@ -770,6 +775,7 @@ async fn messages_live_edits_reactions_threads_pins_and_deletes_in_two_browsers(
     ann.wait_text("#thread-parent", "hello world again").await;
     ann.wait_text("#thread-list", "a reply in the thread").await;
     shoot(&ann, "web-thread").await;
+    assert_contrast(&ann, "a thread, reactions, an edit").await;
     ann.click("#thread-close").await;
 
     // ann pins her message: bob sees it pinned and in the Pins panel.
@@ -778,6 +784,7 @@ async fn messages_live_edits_reactions_threads_pins_and_deletes_in_two_browsers(
     bob.click("#pins-btn").await;
     bob.wait_text("#pins-list", "hello world again").await;
     shoot(&bob, "web-pins").await;
+    assert_contrast(&bob, "the pins").await;
     bob.click("#pins-close").await;
 
     // ann deletes a message (asked once more in place): bob sees "deleted".
@@ -793,6 +800,7 @@ async fn messages_live_edits_reactions_threads_pins_and_deletes_in_two_browsers(
     )
     .await;
     assert_eq!(bob.text(&msg(oops, ".body")).await, "deleted");
+    assert_contrast(&bob, "a deleted message").await;
 
     // The state is the server's: REST agrees.
     let login: Value = common::login(&node, "ann", PASSWORD)
@@ -854,6 +862,7 @@ async fn friends_unread_badges_and_public_rooms_in_two_browsers() {
         .await;
     }
     shoot(&ann, "web-friends").await;
+    assert_contrast(&ann, "friends").await;
 
     // ann makes two public rooms and a private one; bob browses, searches
     // and joins one from the dialog.
@@ -878,6 +887,7 @@ async fn friends_unread_badges_and_public_rooms_in_two_browsers() {
     )
     .await;
     shoot(&bob, "web-public-rooms").await;
+    assert_contrast(&bob, "the public rooms dialog").await;
     bob.click("#public-list button[aria-label=\"Join #plants\"]")
         .await;
     bob.wait_text("#room-title", "#plants").await;
@@ -900,4 +910,526 @@ async fn friends_unread_badges_and_public_rooms_in_two_browsers() {
         .await;
     assert_clean(&ann);
     assert_clean(&bob);
+}
+
+/// The WCAG 2 contrast of every piece of text the page shows: (element,
+/// text, ratio, the minimum) for each below AA (4.5:1, 3:1 for large text).
+/// The background is the first opaque one up the element's ancestors, with
+/// the translucent ones on the way blended over it; text under `opacity`
+/// is blended into it (what is invisible, under 0.1, is left out).
+const CONTRAST_FAILURES: &str = r##"(() => {
+  const parse = (c) => {
+    const m = /rgba?\(([^)]+)\)/.exec(c);
+    if (!m) return null;
+    const p = m[1].split(/[\s,\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat(1);
+  const background = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+    }
+    let acc = [255, 255, 255, 1];
+    for (const l of layers.reverse()) acc = over(l, acc);
+    return acc;
+  };
+  const lum = (c) => {
+    const [r, g, b] = c.slice(0, 3).map((v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const failures = [];
+  let checked = 0;
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim() !== "");
+    if (!own || el.matches(":disabled")) continue;
+    const rect = el.getBoundingClientRect();
+    const style = getComputedStyle(el);
+    if (rect.width <= 1 || rect.height <= 1 || style.visibility === "hidden") continue;
+    // Opacity on the way up fades the text into what is under it.
+    let opacity = 1;
+    for (let e = el; e; e = e.parentElement) opacity *= Number(getComputedStyle(e).opacity);
+    if (opacity < 0.1) continue;
+    const bg = background(el);
+    const color = parse(style.color);
+    color[3] *= opacity;
+    const fg = over(color, bg);
+    const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    const min = large ? 3 : 4.5;
+    checked += 1;
+    if (ratio < min) {
+      const name = el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
+        (el.className && typeof el.className === "string" ? "." + el.className.trim().replace(/\s+/g, ".") : "");
+      failures.push(`${name} ${JSON.stringify(el.textContent.trim().slice(0, 40))}: ${ratio.toFixed(2)} < ${min} (${style.color} on rgb(${bg.slice(0, 3).map(Math.round)}))`);
+    }
+  }
+  return { checked, failures };
+})()"##;
+
+/// Every text the page shows now reads at WCAG AA contrast.
+async fn assert_contrast(b: &Browser, view: &str) {
+    let r = b.eval(CONTRAST_FAILURES).await;
+    let checked = r["checked"].as_u64().expect("a count");
+    assert!(
+        checked >= 5,
+        "[{}] {view}: only {checked} texts checked",
+        b.name
+    );
+    let failures = r["failures"].as_array().expect("a list");
+    assert!(
+        failures.is_empty(),
+        "[{}] {view}: text below WCAG AA contrast:\n{}",
+        b.name,
+        failures
+            .iter()
+            .map(|f| f.as_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Whether the element is laid out (not `display: none`, in the page).
+fn displayed(selector: &str) -> String {
+    format!(
+        "(() => {{ const e = document.querySelector({}); return !!e && e.getClientRects().length > 0; }})()",
+        js_string(selector)
+    )
+}
+
+#[tokio::test]
+async fn a_phone_sized_screen_has_everything_in_reach_and_readable() {
+    let node = Node::start().await;
+    let url = node.url("/");
+    let b = Browser::launch("ann").await;
+    b.viewport(Some((390, 844))).await;
+    // The controls a person needs, each fully inside the 390 px screen, and
+    // nothing wider than the screen (no sideways scrolling).
+    let fits = |selectors: &[&str]| {
+        format!(
+            "(() => {{ const w = window.innerWidth; \
+               if (document.documentElement.scrollWidth > w) return 'the page is ' + document.documentElement.scrollWidth + ' px wide'; \
+               for (const s of {}) {{ const e = document.querySelector(s); \
+                 if (!e || !e.getClientRects().length) return s + ' is not shown'; \
+                 const r = e.getBoundingClientRect(); \
+                 if (r.left < 0 || r.right > w || r.width < 24) return s + ' is at ' + r.left + '..' + r.right; }} \
+               return 'ok'; }})()",
+            serde_json::to_string(selectors).unwrap()
+        )
+    };
+    b.goto(&url).await;
+    b.wait_for(
+        "the login form",
+        "!document.querySelector('#login-view').hidden",
+    )
+    .await;
+    let login = fits(&["#login-user", "#login-pass", "#login-btn", "#register-btn"]);
+    assert_eq!(b.eval(&login).await, json!("ok"));
+    assert_contrast(&b, "login").await;
+    b.fill("#login-user", "ann").await;
+    b.fill("#login-pass", PASSWORD).await;
+    b.click("#register-btn").await;
+    wait_live(&b).await;
+
+    // One column: the conversation; the room list and the members are
+    // behind the top bar's buttons.
+    let chat = fits(&[
+        "#menu-btn",
+        "#room-title",
+        "#members-btn",
+        "#search-input",
+        "#logout-btn",
+        "#composer-input",
+        "#send-btn",
+    ]);
+    assert_eq!(b.eval(&chat).await, json!("ok"));
+    assert_eq!(b.eval(&displayed("#sidebar")).await, json!(false));
+    assert_eq!(b.eval(&displayed("#members-panel")).await, json!(false));
+    b.click("#menu-btn").await;
+    b.wait_for("the room list", &displayed("#sidebar")).await;
+    assert_eq!(
+        b.eval("document.querySelector('#menu-btn').getAttribute('aria-expanded')")
+            .await,
+        json!("true")
+    );
+    let sidebar = fits(&["#join-input", "#browse-btn", "#dm-input", "#friend-input"]);
+    assert_eq!(b.eval(&sidebar).await, json!("ok"));
+    assert_contrast(&b, "phone: the room list").await;
+    // Joining a room from it closes it and shows the room.
+    b.fill("#join-input", "pocket").await;
+    b.press("Enter").await;
+    b.wait_text("#room-title", "#pocket").await;
+    b.wait_for(
+        "the room list closed",
+        &format!("!{}", displayed("#sidebar")),
+    )
+    .await;
+    say(
+        &b,
+        "typed on a small screen, a long line that has to wrap to fit",
+    )
+    .await;
+    wait_message(
+        &b,
+        "ann",
+        "typed on a small screen, a long line that has to wrap to fit",
+    )
+    .await;
+    assert_eq!(b.eval(&chat).await, json!("ok"));
+    assert_contrast(&b, "phone: a room").await;
+    // The members, then Escape back to the conversation.
+    b.click("#members-btn").await;
+    b.wait_for("the members", &displayed("#members-panel"))
+        .await;
+    exists(
+        &b,
+        "ann among the members",
+        "#member-list button[data-user=\"ann\"]",
+    )
+    .await;
+    assert_eq!(b.eval(&fits(&["#invite-input"])).await, json!("ok"));
+    b.press("Escape").await;
+    b.wait_for(
+        "the members closed",
+        &format!("!{}", displayed("#members-panel")),
+    )
+    .await;
+    assert_clean(&b);
+}
+
+/// A TCP proxy in front of one node that can lose the node's answers: a
+/// muted connection forwards what the browser sends and drops what the node
+/// answers (an `ack` lost on the way), until it is cut.
+struct LossyProxy {
+    addr: SocketAddr,
+    /// the generation whose connections are muted (u64::MAX: none)
+    muted: Arc<std::sync::atomic::AtomicU64>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl LossyProxy {
+    async fn start(backend: SocketAddr) -> LossyProxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().unwrap();
+        let muted = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let (mute, gens) = (muted.clone(), generation.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut cut = gens.subscribe();
+                let mine = *cut.borrow_and_update();
+                let mute = mute.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = tokio::io::copy(&mut cr, &mut sw);
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = sr.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            if mute.load(Ordering::SeqCst) != mine {
+                                cw.write_all(&buf[..n]).await?;
+                            }
+                        }
+                    };
+                    // Dropping both sockets closes them.
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        LossyProxy {
+            addr,
+            muted,
+            generation,
+        }
+    }
+
+    /// From now on, the node's answers on the open connections are lost.
+    fn mute(&self) {
+        let current = *self.generation.borrow();
+        self.muted
+            .store(current, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes every open connection; new ones work normally.
+    fn cut(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+#[tokio::test]
+async fn a_message_whose_ack_is_lost_is_resent_with_its_client_id_and_shown_once() {
+    let node = Node::start().await;
+    let proxy = LossyProxy::start(node.addr).await;
+    let ann = Browser::launch("ann").await;
+    ann.record_websocket().await;
+    sign_in(&ann, &proxy.url(), "ann", true).await;
+    join(&ann, "lossy").await;
+    say(&ann, "first").await;
+    wait_message(&ann, "ann", "first").await;
+
+    // The node's answers stop reaching the page: the message is written,
+    // its ack and its copy are lost; the page keeps it as "sending…".
+    proxy.mute();
+    say(&ann, "in flight").await;
+    let login: Value = common::login(&node, "ann", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().expect("a token").to_string();
+    // The bodies of the room's messages as the node has them, by seq (room
+    // events left out); None when the read is refused (its rate limit).
+    let history = || async {
+        let r = reqwest::Client::new()
+            .get(node.url("/api/v1/rooms/lossy/messages?limit=50"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 200 {
+            return None;
+        }
+        let v: Value = r.json().await.unwrap();
+        let mut messages: Vec<(u64, String)> = v["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter(|m| m.get("event").is_none_or(Value::is_null))
+            .map(|m| {
+                let seq = m["seq"].as_u64().expect("a seq");
+                (seq, m["body"].as_str().unwrap_or_default().to_string())
+            })
+            .collect();
+        messages.sort();
+        Some(messages.into_iter().map(|m| m.1).collect::<Vec<_>>())
+    };
+    let deadline = tokio::time::Instant::now() + common::browser::PAGE_WAIT;
+    while !history()
+        .await
+        .is_some_and(|h| h.iter().any(|b| b == "in flight"))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never written");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        ann.text("#pending .msg.pending .state").await,
+        "sending…",
+        "the page has no ack"
+    );
+    // No answer: the page sends it again on the same connection, with the
+    // same client_id.
+    let sends = |b: &Browser| {
+        b.ws_sent()
+            .into_iter()
+            .filter(|f| f["type"] == "send" && f["body"] == "in flight")
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + common::browser::PAGE_WAIT;
+    while sends(&ann).len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never resent: {:?}",
+            sends(&ann)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The connection drops: the page reconnects through the proxy, resumes,
+    // and the message ends up shown once, where the room put it.
+    proxy.cut();
+    ann.wait_for(
+        "the queue empty",
+        "document.querySelectorAll('#pending .msg').length === 0",
+    )
+    .await;
+    wait_message(&ann, "ann", "in flight").await;
+    wait_live(&ann).await;
+    say(&ann, "after").await;
+    wait_message(&ann, "ann", "after").await;
+    let got = shown(&ann).await;
+    let bodies: Vec<&str> = got.iter().map(|m| m.2.as_str()).collect();
+    assert_eq!(bodies, ["first", "in flight", "after"], "{got:?}");
+    let seqs: Vec<u64> = got.iter().map(|m| m.0).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+    assert_eq!(
+        history().await.expect("the history"),
+        ["first", "in flight", "after"]
+    );
+    let sent = sends(&ann);
+    assert!(sent.len() >= 2, "{sent:?}");
+    assert!(
+        sent.iter().all(|f| f["client_id"] == sent[0]["client_id"]),
+        "resent with another client_id: {sent:?}"
+    );
+    // It was a resume (the previous session's token, the room's last seq).
+    let resume = ann
+        .ws_sent()
+        .into_iter()
+        .find(|f| f["type"] == "resume")
+        .expect("a resume frame");
+    assert!(resume["rooms"]["lossy"].as_u64().unwrap() >= 1, "{resume}");
+    assert_clean(&ann);
+}
+
+/// Presses Tab (Shift+Tab when `back`) until the focused element matches
+/// `selector`; at most `limit` presses. Returns how many it took.
+async fn tab_to(b: &Browser, selector: &str, back: bool, limit: usize) -> usize {
+    let is_focused = format!(
+        "!!document.activeElement && document.activeElement.matches({})",
+        js_string(selector)
+    );
+    for n in 1..=limit {
+        b.press_with("Tab", if back { 8 } else { 0 }).await;
+        if b.eval(&is_focused).await == json!(true) {
+            return n;
+        }
+    }
+    panic!(
+        "[{}] {selector} not reached in {limit} {}; the focus is on {}",
+        b.name,
+        if back { "Shift+Tabs" } else { "Tabs" },
+        b.eval(
+            "(() => { const e = document.activeElement; return e ? e.outerHTML.slice(0, 200) : null; })()"
+        )
+        .await
+    );
+}
+
+/// Whether the focused element can be seen (a keyboard user sees where
+/// they are).
+const FOCUSED_VISIBLE: &str =
+    "(() => { const e = document.activeElement; const s = getComputedStyle(e); \
+     let o = 1; for (let x = e; x; x = x.parentElement) o *= Number(getComputedStyle(x).opacity); \
+     return e.getClientRects().length > 0 && s.visibility === 'visible' && o > 0.5; })()";
+
+#[tokio::test]
+async fn message_actions_and_search_work_from_the_keyboard() {
+    let node = Node::start().await;
+    let url = node.url("/");
+    let b = Browser::launch("ann").await;
+    sign_in(&b, &url, "ann", true).await;
+    join(&b, "keys").await;
+    say(&b, "first").await;
+    say(&b, "typed with keys").await;
+    let seq = seq_of(&b, "typed with keys").await;
+
+    // From the composer, back (Shift+Tab) into the last message's buttons:
+    // Edit, then Enter, type, Enter.
+    b.click("#composer-input").await;
+    tab_to(&b, &msg(seq, "button[data-action=\"edit\"]"), true, 12).await;
+    assert_eq!(
+        b.eval(FOCUSED_VISIBLE).await,
+        json!(true),
+        "Edit is invisible"
+    );
+    b.press("Enter").await;
+    b.wait_for(
+        "the edit box",
+        "document.activeElement && document.activeElement.classList.contains('edit-box')",
+    )
+    .await;
+    b.type_text(" and edited").await;
+    b.press("Enter").await;
+    wait_message(&b, "ann", "typed with keys and edited").await;
+
+    // React: the picker takes the focus; Tab to an emoji, Enter.
+    b.click("#composer-input").await;
+    tab_to(&b, &msg(seq, "button[data-action=\"react\"]"), true, 12).await;
+    assert_eq!(
+        b.eval(FOCUSED_VISIBLE).await,
+        json!(true),
+        "React is invisible"
+    );
+    b.press("Enter").await;
+    b.wait_for(
+        "the picker focused",
+        "document.activeElement && document.activeElement.classList.contains('emoji')",
+    )
+    .await;
+    tab_to(&b, ".picker button[data-emoji=\"🎉\"]", false, 6).await;
+    b.press("Enter").await;
+    exists(
+        &b,
+        "the reaction",
+        &msg(
+            seq,
+            "button.reaction.mine[data-emoji=\"🎉\"][data-count=\"1\"]",
+        ),
+    )
+    .await;
+
+    // Reply in a thread: Enter on Reply, type, Enter; Escape closes it.
+    b.click("#composer-input").await;
+    tab_to(&b, &msg(seq, "button[data-action=\"reply\"]"), true, 14).await;
+    b.press("Enter").await;
+    b.wait_for(
+        "the thread composer focused",
+        "document.activeElement && document.activeElement.id === 'thread-input'",
+    )
+    .await;
+    b.type_text("answered from the keyboard").await;
+    b.press("Enter").await;
+    b.wait_text("#thread-list", "answered from the keyboard")
+        .await;
+    b.press("Escape").await;
+    b.wait_for(
+        "the thread closed",
+        "document.querySelector('#thread-panel').hidden",
+    )
+    .await;
+
+    // Ctrl+K: the search field; Enter searches; ArrowDown to the result,
+    // Enter opens it.
+    b.click("#composer-input").await;
+    b.press_with("k", 2).await;
+    b.wait_for(
+        "the search field focused",
+        "document.activeElement && document.activeElement.id === 'search-input'",
+    )
+    .await;
+    b.type_text("first").await;
+    b.press("Enter").await;
+    exists(
+        &b,
+        "a search result",
+        "#search-list button.hit[data-room=\"keys\"]",
+    )
+    .await;
+    b.press("ArrowDown").await;
+    b.wait_for(
+        "the result focused",
+        "document.activeElement && document.activeElement.matches('#search-list button.hit[data-room=\"keys\"]')",
+    )
+    .await;
+    b.press("Enter").await;
+    b.wait_for(
+        "the results closed, back to typing",
+        "document.querySelector('#search-results').hidden && \
+         document.activeElement && document.activeElement.id === 'composer-input'",
+    )
+    .await;
+    b.wait_text("#room-title", "#keys").await;
+    assert_clean(&b);
 }

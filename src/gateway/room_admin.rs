@@ -9,18 +9,38 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use troupe_actors::frames::ChatError;
 use troupe_actors::rate_limits::Kind;
 use troupe_actors::roles::Role;
-use troupe_actors::room::{ManageAction, ManageAnswer};
+use troupe_actors::room::{ManageAction, ManageAnswer, RoomInfo};
 
 use super::api::responses::{ErrorBody, RateLimited, Unauthorized, Unavailable};
 use super::rest::{limited_user, parse_body, registered, ApiError};
 use crate::app::App;
 
 type ApiResult<T> = Result<T, ApiError>;
+
+/// A member of a room: role, presence and read position.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RoomMember {
+    #[schema(example = "ann")]
+    user: String,
+    role: Role,
+    /// Connected to some node now.
+    online: bool,
+    /// When they were last connected (ms since the epoch); null when never.
+    last_seen: Option<i64>,
+    /// Their read receipt: the highest seq they have read.
+    last_read_seq: u64,
+}
+
+/// The answer of `GET /api/v1/rooms/{room}/members`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RoomMembers {
+    room: String,
+    members: Vec<RoomMember>,
+}
 
 /// `GET /api/v1/rooms/{room}/members`: every member with role, presence
 /// and read position.
@@ -32,7 +52,7 @@ type ApiResult<T> = Result<T, ApiError>;
     security(("bearer" = [])),
     params(("room" = String, Path, description = "The room's name")),
     responses(
-        (status = 200, description = "`{\"room\", \"members\": [{\"user\", \"role\", \"online\", \"last_seen\", \"last_read_seq\"}]}`", body = Object),
+        (status = 200, description = "The members", body = RoomMembers),
         (status = 400, description = "`bad_request`: a malformed room name", body = ErrorBody),
         (status = 401, response = Unauthorized),
         (status = 403, description = "`forbidden`: not a member", body = ErrorBody),
@@ -45,7 +65,7 @@ pub async fn members(
     State(app): State<App>,
     headers: HeaderMap,
     Path(room): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RoomMembers>> {
     let user = limited_user(&app, &headers, Kind::Members).await?;
     let ManageAnswer::Members(members) = app
         .manage(&user.username, &room, ManageAction::Members)
@@ -62,19 +82,17 @@ pub async fn members(
         .last_seen(&names)
         .await
         .map_err(unavailable)?;
-    let members: Vec<Value> = members
+    let members = members
         .into_iter()
-        .map(|m| {
-            json!({
-                "online": online.binary_search(&m.user).is_ok(),
-                "last_seen": last_seen.get(&m.user),
-                "user": m.user,
-                "role": m.role,
-                "last_read_seq": m.last_read_seq,
-            })
+        .map(|m| RoomMember {
+            online: online.binary_search(&m.user).is_ok(),
+            last_seen: last_seen.get(&m.user).copied(),
+            user: m.user,
+            role: m.role,
+            last_read_seq: m.last_read_seq,
         })
         .collect();
-    Ok(Json(json!({ "room": room, "members": members })))
+    Ok(Json(RoomMembers { room, members }))
 }
 
 /// What to change in a room.
@@ -103,7 +121,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     params(("room" = String, Path, description = "The room's name")),
     request_body = RoomPatch,
     responses(
-        (status = 200, description = "The room's info", body = troupe_actors::room::RoomInfo),
+        (status = 200, description = "The room's info", body = RoomInfo),
         (status = 400, description = "`bad_request`: an unreadable body or a topic too long", body = ErrorBody),
         (status = 401, response = Unauthorized),
         (status = 403, description = "`forbidden`: not the owner or an admin", body = ErrorBody),
@@ -117,15 +135,14 @@ pub async fn patch(
     headers: HeaderMap,
     Path(room): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RoomInfo>> {
     let patch: RoomPatch = parse_body(body)?;
     let user = limited_user(&app, &headers, Kind::Invite).await?;
     if let Some(topic) = patch.topic {
         app.manage(&user.username, &room, ManageAction::SetTopic { topic })
             .await?;
     }
-    let info = app.info(&user.username, &room).await?;
-    Ok(Json(json!(info)))
+    Ok(Json(app.info(&user.username, &room).await?))
 }
 
 /// A member's new role.

@@ -51,6 +51,9 @@ pub struct Browser {
     pub dialogs: Arc<Mutex<Vec<String>>>,
     /// Everything the page logged, for failure messages.
     console: Arc<Mutex<Vec<String>>>,
+    /// The text frames the page sent on its WebSockets, once
+    /// [`Browser::record_websocket`] turned the recording on.
+    ws_sent: Arc<Mutex<Vec<String>>>,
 }
 
 impl Browser {
@@ -138,12 +141,14 @@ impl Browser {
         let problems: Arc<Mutex<Vec<String>>> = Arc::default();
         let dialogs: Arc<Mutex<Vec<String>>> = Arc::default();
         let console: Arc<Mutex<Vec<String>>> = Arc::default();
+        let ws_sent: Arc<Mutex<Vec<String>>> = Arc::default();
         {
-            let (pending, problems, dialogs, console, out) = (
+            let (pending, problems, dialogs, console, ws_sent, out) = (
                 pending.clone(),
                 problems.clone(),
                 dialogs.clone(),
                 console.clone(),
+                ws_sent.clone(),
                 out.clone(),
             );
             let who = name.to_string();
@@ -204,6 +209,11 @@ impl Browser {
                             }
                             console.lock().unwrap().push(line);
                         }
+                        Some("Network.webSocketFrameSent") => {
+                            if let Some(text) = params["response"]["payloadData"].as_str() {
+                                ws_sent.lock().unwrap().push(text.to_string());
+                            }
+                        }
                         Some("Page.javascriptDialogOpening") => {
                             dialogs
                                 .lock()
@@ -228,6 +238,7 @@ impl Browser {
             problems,
             dialogs,
             console,
+            ws_sent,
         };
         for domain in ["Runtime.enable", "Page.enable", "Log.enable"] {
             browser.call(domain, json!({})).await;
@@ -400,10 +411,14 @@ impl Browser {
             "End" => (35, ""),
             "ArrowUp" => (38, ""),
             "ArrowDown" => (40, ""),
+            // A letter with a modifier (Ctrl+K): its key code, no text.
+            letter if letter.len() == 1 && letter.as_bytes()[0].is_ascii_alphabetic() => {
+                (letter.to_ascii_uppercase().as_bytes()[0] as i64, "")
+            }
             other => panic!("no key code for {other}"),
         };
         let mut down = json!({"type": if text.is_empty() { "rawKeyDown" } else { "keyDown" },
-                              "key": key, "code": key, "windowsVirtualKeyCode": code,
+                              "key": key, "code": key_code(key), "windowsVirtualKeyCode": code,
                               "nativeVirtualKeyCode": code, "modifiers": modifiers});
         if !text.is_empty() {
             down["text"] = json!(text);
@@ -412,7 +427,7 @@ impl Browser {
         self.call("Input.dispatchKeyEvent", down).await;
         self.call(
             "Input.dispatchKeyEvent",
-            json!({"type": "keyUp", "key": key, "code": key, "windowsVirtualKeyCode": code,
+            json!({"type": "keyUp", "key": key, "code": key_code(key), "windowsVirtualKeyCode": code,
                    "nativeVirtualKeyCode": code, "modifiers": modifiers}),
         )
         .await;
@@ -452,6 +467,23 @@ impl Browser {
         std::fs::write(path, png).expect("write the screenshot");
     }
 
+    /// Records from now on every frame the page sends on its WebSockets
+    /// (the DevTools Network domain), for [`Browser::ws_sent`].
+    pub async fn record_websocket(&self) {
+        self.call("Network.enable", json!({})).await;
+    }
+
+    /// The JSON frames the page sent on its WebSockets since
+    /// [`Browser::record_websocket`], in order.
+    pub fn ws_sent(&self) -> Vec<Value> {
+        self.ws_sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|t| serde_json::from_str(t).ok())
+            .collect()
+    }
+
     /// Exceptions, console errors and CSP refusals seen so far.
     pub fn problems(&self) -> Vec<String> {
         self.problems.lock().unwrap().clone()
@@ -459,6 +491,15 @@ impl Browser {
 
     pub fn console(&self) -> String {
         self.console.lock().unwrap().join("\n")
+    }
+}
+
+/// The DOM `code` of a key: "KeyK" for a letter, else its name.
+fn key_code(key: &str) -> String {
+    if key.len() == 1 {
+        format!("Key{}", key.to_ascii_uppercase())
+    } else {
+        key.to_string()
     }
 }
 

@@ -235,6 +235,20 @@ mod tests {
                 if op.get("requestBody").is_some() {
                     assert!(responses.contains_key("400"), "{name}: no 400");
                 }
+                // Answers are Rust types with their schema, not ad hoc JSON
+                // (a bare `object`); only the two documents are free-form.
+                let free_form = ["/api/openapi.json", "/api/frames.schema.json"];
+                for (status, response) in responses {
+                    let schema = &response["content"]["application/json"]["schema"];
+                    if status.starts_with('2') && !free_form.contains(&path.as_str()) {
+                        assert!(
+                            !(schema["type"] == "object"
+                                && schema.get("properties").is_none()
+                                && schema.get("$ref").is_none()),
+                            "{name} {status}: a bare object; give it a type with ToSchema"
+                        );
+                    }
+                }
             }
         }
         assert!(operations >= 25, "{operations} operations");

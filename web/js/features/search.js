@@ -1,6 +1,7 @@
 // Message search over `GET /api/v1/search` (the rooms the user can read,
 // newest first, "More" for the next page). Choosing a result opens its room
-// and loads history back to the message, which is then highlighted.
+// and loads history back to the message, which is then highlighted. Ctrl+K
+// goes to the search field; ArrowDown from it into the results.
 
 import { api, ApiError, enc } from "../api.js";
 import { onFrame } from "../conn.js";
@@ -51,6 +52,30 @@ function jump(room, seq) {
   target = { room, seq };
   openRoom(room);
   reveal();
+  // The chosen result is gone with the panel: the focus goes on typing.
+  $("#composer-input").focus();
+}
+
+/** ArrowDown from the search field into the results, then Up and Down
+ * between them (ArrowUp from the first goes back to the field). */
+function arrows(ev) {
+  if (ev.key !== "ArrowDown" && ev.key !== "ArrowUp") return;
+  if (panel().hidden) return;
+  const hits = [...document.querySelectorAll("#search-list button.hit")];
+  if (!hits.length) return;
+  const at = hits.indexOf(document.activeElement);
+  const field = ev.target === $("#search-input");
+  if (!field && at < 0) return;
+  ev.preventDefault();
+  if (field) {
+    if (ev.key === "ArrowDown") hits[0].focus();
+  } else if (ev.key === "ArrowDown") {
+    hits[Math.min(at + 1, hits.length - 1)].focus();
+  } else if (at === 0) {
+    $("#search-input").focus();
+  } else {
+    hits[at - 1].focus();
+  }
 }
 
 /** Loads older pages until the target is loaded, then shows it. */
@@ -78,6 +103,8 @@ export function setupSearch() {
   });
   $("#search-more").addEventListener("click", () => run(query, next));
   $("#search-close").addEventListener("click", closeSearch);
+  $("#search-input").addEventListener("keydown", arrows);
+  $("#search-list").addEventListener("keydown", arrows);
   document.addEventListener("keydown", (ev) => {
     if (ev.key === "Escape" && !panel().hidden) closeSearch();
     if ((ev.ctrlKey || ev.metaKey) && ev.key === "k") {
