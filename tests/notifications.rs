@@ -491,7 +491,9 @@ async fn cluster_a_user_online_on_another_node_is_not_notified() {
             .json(&body)
             .send()
     };
-    let r = call("/api/v1/rooms", json!({"name": "lobby"})).await.unwrap();
+    let r = call("/api/v1/rooms", json!({"name": "lobby"}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     for user in ["bob", "carol"] {
         let r = call("/api/v1/rooms/lobby/members", json!({ "user": user }))
@@ -533,7 +535,9 @@ async fn cluster_a_user_online_on_another_node_is_not_notified() {
     .await
     .unwrap();
     assert_eq!(r.status(), 201);
-    let got = receiver.wait_preview("@bob @carol the deploy is done").await;
+    let got = receiver
+        .wait_preview("@bob @carol the deploy is done")
+        .await;
     let users: Vec<&Value> = got.iter().map(|g| &g.body["user"]).collect();
     assert_eq!(users, [&json!("carol")], "{got:#?}");
     let rows = common::services::psql(
