@@ -1804,7 +1804,9 @@ async fn cluster_kick_and_room_deletion_reach_members_on_every_node() {
     let (status, created) =
         rest_on(&cluster, 1, Method::POST, "/api/v1/rooms", &ann, Some(body)).await;
     assert_eq!(status, 201, "{created}");
-    for c in [&mut bob, &mut cat] {
+    // The owner follows the room from node 0 too.
+    let mut owner = client_with(&cluster, 0, "ann_k", &ann).await;
+    for c in [&mut bob, &mut cat, &mut owner] {
         c.send(serde_json::json!({"type": "join", "room": "hall_k"}))
             .await;
         c.expect_with("joined", |f| f["room"] == "hall_k").await;
@@ -1822,7 +1824,7 @@ async fn cluster_kick_and_room_deletion_reach_members_on_every_node() {
     )
     .await;
     assert_eq!(status, 204, "{body}");
-    for c in [&mut bob, &mut cat] {
+    for c in [&mut bob, &mut cat, &mut owner] {
         let kicked = c.expect_with("kicked", |f| f["room"] == "hall_k").await;
         assert_eq!(
             (&kicked["user"], &kicked["by"], &kicked["members"]),
@@ -1862,10 +1864,13 @@ async fn cluster_kick_and_room_deletion_reach_members_on_every_node() {
     )
     .await;
     assert_eq!(status, 204, "{body}");
-    let gone = bob
-        .expect_with("room_deleted", |f| f["room"] == "hall_k")
-        .await;
-    assert_eq!(gone["by"], "ann_k");
+    // Seen by the members connected to either node.
+    for c in [&mut bob, &mut owner] {
+        let gone = c
+            .expect_with("room_deleted", |f| f["room"] == "hall_k")
+            .await;
+        assert_eq!(gone["by"], "ann_k");
+    }
     for i in 0..2 {
         let (status, body) = rest_on(
             &cluster,

@@ -204,6 +204,35 @@ async fn a_block_ends_the_friendship_and_stops_dms_and_requests_both_ways() {
     bob.send(json!({"type": "send", "room": "dm:ann:bob", "body": "x", "client_id": "d3"}))
         .await;
     bob.expect_error("forbidden").await;
+    // Nor over REST, a message or a reaction to the DM sent before.
+    for (token, path, body) in [
+        (
+            &ann_token,
+            "/api/v1/rooms/dm:ann:bob/messages",
+            json!({"body": "rest?"}),
+        ),
+        (
+            &bob_token,
+            "/api/v1/rooms/dm:ann:bob/messages",
+            json!({"body": "rest!"}),
+        ),
+    ] {
+        let r = http()
+            .post(node.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(r.status(), 403, "{path} {body}");
+    }
+    let r = http()
+        .put(node.url("/api/v1/rooms/dm:ann:bob/messages/1/reactions/:wave:"))
+        .bearer_auth(&ann_token)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(r.status(), 403, "a reaction across the block");
     let (status, body) = call(&node, "POST", "/api/v1/friends/bob", &ann_token).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),

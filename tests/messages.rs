@@ -1164,3 +1164,69 @@ async fn attachments_are_checked_on_send_and_deleted_with_their_message() {
         json!([])
     );
 }
+
+/// Waits until `file` answers 404 to `token` (a test failure after WAIT).
+async fn gone(node: &Node, token: &str, file: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = common::http()
+            .get(node.url(file))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 404 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the attachment outlived its message: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_old_message_deleted_beyond_the_room_cache_takes_its_attachments() {
+    // The room keeps 16 views in memory; the message's is read back from
+    // history for the delete, and its attachment goes with it all the same.
+    let node = Node::start_with(&[
+        ("TROUPE_LIMITS__MESSAGE_BURST", "100000"),
+        ("TROUPE_LIMITS__MESSAGES_PER_SECOND", "100000"),
+        ("TROUPE_ROOMS__RECENT", "2"),
+    ])
+    .await;
+    let (mut ann, mut bob) = pair(&node, "attic").await;
+    let id = upload(&node, &ann.token, "attic", b"\x89PNG an old picture").await;
+    let old = acked(
+        &act(
+            &mut ann,
+            json!({"type": "send", "room": "attic", "body": "then", "client_id": "old", "attachments": [id]}),
+        )
+        .await,
+    );
+    for i in 0..60 {
+        acked(
+            &bob.say("attic", &format!("filler {i}"), &format!("f{i}"))
+                .await,
+        );
+    }
+    let file = format!("/api/v1/attachments/{id}");
+    let r = common::http()
+        .get(node.url(&file))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    acked(
+        &act(
+            &mut ann,
+            json!({"type": "delete", "room": "attic", "seq": old, "client_id": "a-d"}),
+        )
+        .await,
+    );
+    gone(&node, &bob.token, &file).await;
+    assert_eq!(view(&node, &ann.token, "attic", old).await["deleted"], true);
+}

@@ -466,3 +466,84 @@ async fn cluster_the_other_node_delivers_what_a_killed_node_held() {
     );
     assert_eq!(delivered[0].signature, sign(&delivered[0].raw));
 }
+
+/// "Offline" means offline on every node: ann, through node 0, mentions bob
+/// (connected to node 1 only) and carol (connected nowhere) in one message;
+/// only carol is notified. Both rows would be written by the one history
+/// write of that message, so once carol's POST arrived the outbox shows
+/// that bob had none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_user_online_on_another_node_is_not_notified() {
+    let (receiver, url) = Receiver::start().await;
+    let options = common::cluster::ClusterOptions {
+        env: webhook_env(&url),
+        ..Default::default()
+    };
+    let cluster = common::cluster::Cluster::start_with("notify-online-elsewhere", 2, options).await;
+    let ann = cluster.account(0, "ann").await;
+    let bob = cluster.account(1, "bob").await;
+    cluster.account(0, "carol").await;
+    let call = |path: &str, body: Value| {
+        cluster
+            .http()
+            .post(cluster.nodes[0].url(path))
+            .bearer_auth(&ann)
+            .json(&body)
+            .send()
+    };
+    let r = call("/api/v1/rooms", json!({"name": "lobby"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for user in ["bob", "carol"] {
+        let r = call("/api/v1/rooms/lobby/members", json!({ "user": user }))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let _bob = Client::connect_at(cluster.nodes[1].http, "bob", &bob).await;
+    // Node 0 sees bob online.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value = cluster
+            .http()
+            .get(cluster.nodes[0].url("/api/v1/users/online"))
+            .bearer_auth(&ann)
+            .send()
+            .await
+            .expect("an answer")
+            .json()
+            .await
+            .expect("JSON");
+        if v["users"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|x| x["user"] == "bob"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 0 never saw bob online: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let r = call(
+        "/api/v1/rooms/lobby/messages",
+        json!({"body": "@bob @carol the deploy is done"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let got = receiver
+        .wait_preview("@bob @carol the deploy is done")
+        .await;
+    let users: Vec<&Value> = got.iter().map(|g| &g.body["user"]).collect();
+    assert_eq!(users, [&json!("carol")], "{got:#?}");
+    let rows = common::services::psql(
+        "the outbox",
+        &cluster.database_url(),
+        "select \"user\" from notifications order by \"user\"",
+    );
+    assert_eq!(rows.trim(), "carol", "the outbox holds only carol's");
+}

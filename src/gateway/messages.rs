@@ -16,7 +16,7 @@ use troupe_actors::frames::{ChatError, MessageEvent, HISTORY_DEFAULT_LIMIT, HIST
 use troupe_actors::life::{MessageView, Version};
 use troupe_actors::limits::check_room_ref;
 use troupe_actors::rate_limits::{self, Kind, Rate};
-use troupe_actors::room::{MessageQuery, PostRequest, Posted, QueryAnswer};
+use troupe_actors::room::{dm_members, MessageQuery, PostRequest, Posted, QueryAnswer};
 use troupe_actors::session::{new_token, Outgoing};
 use troupe_actors::store::TokenInfo;
 
@@ -115,6 +115,7 @@ async fn post(
     let client_id = client_id.unwrap_or_else(|| format!("rest-{}", new_token(12)));
     app.config.limits.check_client_id(&client_id)?;
     out.check(&app.config.limits)?;
+    check_not_blocked(app, user, room).await?;
     if !out.attachments.is_empty() {
         app.stores
             .attachments
@@ -130,6 +131,22 @@ async fn post(
         event: out.event,
     };
     Ok((app.post(room, request).await?, client_id))
+}
+
+/// A DM room between two users of whom one blocked the other takes no
+/// messages nor events, whichever of them writes (as on the `send` frame).
+async fn check_not_blocked(app: &App, user: &str, room: &str) -> Result<(), ChatError> {
+    let Some((a, b)) = dm_members(room) else {
+        return Ok(());
+    };
+    let other = if a == user { b } else { a };
+    match app.stores.friends.blocked_between(user, other).await {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(ChatError::forbidden(format!(
+            "you cannot message {other}: one of you blocked the other"
+        ))),
+        Err(e) => Err(ChatError::unavailable(e.to_string())),
+    }
 }
 
 async fn post_event(

@@ -365,8 +365,8 @@ impl RoomState {
 
 /// The domain event of a committed room event (an edit, a delete, a
 /// reaction), if it has one. Its `id` derives from the room and the seq of
-/// the record, so the same record published again (a replay after a
-/// failover) carries the same id and consumers drop it.
+/// the record (one event per record). Published from `commit` only: a room
+/// restored after a failover does not publish the records it replays.
 pub(crate) fn message_event(message: &crate::frames::ChatMessage) -> Option<DomainEvent> {
     use crate::frames::MessageEvent;
     let event = message.event.as_ref()?;

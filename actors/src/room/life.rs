@@ -136,9 +136,16 @@ impl RoomState {
     }
 
     /// Keeps the view of a committed record current (and creates it for a
-    /// message); a deleted message's attachments go with it.
+    /// message); a deleted message's attachments go with it. The views are
+    /// trimmed after the record is applied: the target's view may be an old
+    /// one just read back from history for this very record's checks, and
+    /// the oldest view is the first one trimmed.
     pub(crate) fn track_views(&mut self, message: &ChatMessage) {
+        self.apply_to_views(message);
         self.trim_views();
+    }
+
+    fn apply_to_views(&mut self, message: &ChatMessage) {
         let target = match &message.event {
             Some(event) => Some(event.target()),
             None => {
