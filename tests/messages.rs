@@ -1573,3 +1573,102 @@ async fn the_emoji_rule_at_its_edges() {
     assert_eq!(v["reactions"].as_object().unwrap().len(), 5, "{v}");
     assert!(v["reactions"].get(&longest).is_some(), "{v}");
 }
+
+/// Changes to old messages (state read from history) while the room is busy
+/// with other members' sends: each is acked, none is refused for want of the
+/// message's state (the room keeps the views its queued changes need), and
+/// one user's changes take seqs in the order they were sent (a change that
+/// waits for a message's state holds back the user's later ones), so the
+/// last edit sent is the body.
+#[tokio::test]
+async fn old_messages_change_while_the_room_is_busy() {
+    let node = Node::start_with(&[
+        ("TROUPE_LIMITS__MESSAGE_BURST", "100000"),
+        ("TROUPE_LIMITS__MESSAGES_PER_SECOND", "100000"),
+        ("TROUPE_ROOMS__RECENT", "2"),
+    ])
+    .await;
+    let (mut ann, mut bob) = pair(&node, "mill").await;
+    let mut old = Vec::new();
+    for i in 0..10 {
+        old.push(acked(
+            &ann.say("mill", &format!("old {i}"), &format!("o{i}")).await,
+        ));
+    }
+    for i in 0..40 {
+        acked(
+            &bob.say("mill", &format!("filler {i}"), &format!("f{i}"))
+                .await,
+        );
+    }
+    // bob keeps the room busy while ann edits and reacts to the old ones.
+    const ROUNDS: usize = 30;
+    for i in 0..ROUNDS {
+        for k in 0..5 {
+            bob.send(json!({"type": "send", "room": "mill", "body": format!("busy {i}.{k}"), "client_id": format!("busy{i}.{k}")})).await;
+        }
+        let target = old[i % old.len()];
+        ann.send(json!({"type": "edit", "room": "mill", "seq": target, "body": format!("old, edit {i}"), "client_id": format!("e{i}")})).await;
+        ann.send(json!({"type": "react", "room": "mill", "seq": target, "emoji": format!(":m{i}:"), "client_id": format!("r{i}")})).await;
+    }
+    let mut refusals = Vec::new();
+    // The seq of each edit: the last one by seq is the body.
+    let mut edits: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut in_order = Vec::new();
+    for i in 0..ROUNDS {
+        for id in [format!("e{i}"), format!("r{i}")] {
+            let f = ann
+                .expect_where(&id, |f| {
+                    (f["type"] == "ack" && f["client_id"] == id.as_str())
+                        || (f["type"] == "error" && f["ref"] == id.as_str())
+                })
+                .await;
+            if f["type"] != "ack" {
+                refusals.push(f);
+                continue;
+            }
+            let seq = f["seq"].as_u64().unwrap();
+            in_order.push((seq, id.clone()));
+            if id.starts_with('e') {
+                edits.insert(seq, i);
+            }
+        }
+    }
+    assert!(
+        refusals.is_empty(),
+        "{} refused: {refusals:?}",
+        refusals.len()
+    );
+    // ann's requests took seqs in the order she sent them, though some
+    // waited for an old message's state and others did not.
+    assert!(
+        in_order.windows(2).all(|w| w[0].0 < w[1].0),
+        "one user's requests keep their order: {in_order:?}"
+    );
+    for (k, target) in old.iter().enumerate() {
+        let mine: Vec<(u64, usize)> = edits
+            .iter()
+            .filter(|(_, i)| *i % old.len() == k)
+            .map(|(s, i)| (*s, *i))
+            .collect();
+        let rounds: Vec<usize> = mine.iter().map(|(_, i)| *i).collect();
+        let mut sorted = rounds.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            rounds, sorted,
+            "one connection's edits of one message keep their order: {mine:?}"
+        );
+        let last = mine.last().unwrap().1;
+        let v = view(&node, &ann.token, "mill", *target).await;
+        assert_eq!(
+            v["body"],
+            format!("old, edit {last}"),
+            "edits (seq, round): {mine:?}: {v}"
+        );
+        assert_eq!(
+            v["reactions"].as_object().unwrap().len(),
+            ROUNDS / old.len(),
+            "{v}"
+        );
+    }
+}
