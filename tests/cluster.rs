@@ -1771,6 +1771,144 @@ async fn cluster_message_changes_survive_a_kill_and_a_join() {
     );
 }
 
+/// Sends a frame with a `client_id`; the seq of its ack (an error fails the test).
+async fn acked_seq(c: &mut Client, frame: serde_json::Value) -> u64 {
+    let id = frame["client_id"].as_str().expect("an id").to_string();
+    c.send(frame).await;
+    let f = c
+        .expect_where(&id, |f| {
+            (f["type"] == "ack" && f["client_id"] == id.as_str())
+                || (f["type"] == "error" && f["ref"] == id.as_str())
+        })
+        .await;
+    assert_eq!(f["type"], "ack", "{id}: {f}");
+    f["seq"].as_u64().expect("a seq")
+}
+
+/// Collects the `message` frames of `room` a client receives until seq
+/// `last`: (seq, event kind or "message").
+async fn frames_until(c: &mut Client, room: &str, last: u64) -> Vec<(u64, String)> {
+    let mut seen = Vec::new();
+    loop {
+        let f = c.expect_with("message", |f| f["room"] == room).await;
+        let seq = f["seq"].as_u64().expect("a seq");
+        let kind = f["event"]["kind"].as_str().unwrap_or("message").to_string();
+        seen.push((seq, kind));
+        if seq >= last {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_message_events_reach_members_on_every_node_in_seq_order() {
+    let name = "cluster_message_events_reach_members_on_every_node_in_seq_order";
+    let cluster = Cluster::start(name, 3).await;
+    let mut ann = client_on(&cluster, 0, "ann_e").await;
+    let mut bob = client_on(&cluster, 1, "bob_e").await;
+    let mut cat = client_on(&cluster, 2, "cat_e").await;
+    for c in [&mut ann, &mut bob, &mut cat] {
+        c.send(serde_json::json!({"type": "join", "room": "agora"}))
+            .await;
+        c.expect_with("joined", |f| f["room"] == "agora").await;
+    }
+    let first = acked_seq(
+        &mut ann,
+        serde_json::json!({"type": "send", "room": "agora", "body": "hello agora", "client_id": "a1"}),
+    )
+    .await;
+    // Each change through another node: frames on nodes 0, 1 and 2, REST on 2.
+    let mut done = vec![(first, "message".to_string())];
+    done.push((
+        acked_seq(&mut ann, serde_json::json!({"type": "edit", "room": "agora", "seq": first, "body": "hello, agora", "client_id": "a2"})).await,
+        "edit".into(),
+    ));
+    done.push((
+        acked_seq(&mut bob, serde_json::json!({"type": "react", "room": "agora", "seq": first, "emoji": "👋", "client_id": "b1"})).await,
+        "react".into(),
+    ));
+    done.push((
+        acked_seq(&mut cat, serde_json::json!({"type": "send", "room": "agora", "body": "hi ann", "reply_to": first, "client_id": "c1"})).await,
+        "message".into(),
+    ));
+    let pin = format!("/api/v1/rooms/agora/pins/{first}");
+    let (status, body) = rest_on(&cluster, 2, reqwest::Method::PUT, &pin, &ann.token, None).await;
+    assert_eq!(status, 204, "{body}");
+    // A pin answers no seq: it is the next one.
+    let pinned = done.last().unwrap().0 + 1;
+    done.push((pinned, "pin".into()));
+    done.push((
+        acked_seq(&mut bob, serde_json::json!({"type": "unreact", "room": "agora", "seq": first, "emoji": "👋", "client_id": "b2"})).await,
+        "unreact".into(),
+    ));
+    let last = done.last().unwrap().0;
+    let seqs: Vec<u64> = done.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        seqs,
+        (first..=last).collect::<Vec<_>>(),
+        "gapless: {done:?}"
+    );
+    for c in [&mut ann, &mut bob, &mut cat] {
+        let seen = frames_until(c, "agora", last).await;
+        assert_eq!(
+            seen, done,
+            "{} sees every change once, in seq order",
+            c.user
+        );
+    }
+    // Every node answers the same view, and bob's unread count (ann's
+    // message and cat's reply: events are not counted).
+    let one = format!("/api/v1/rooms/agora/messages/{first}");
+    let mut views = Vec::new();
+    for i in 0..3 {
+        let (status, view) =
+            rest_on(&cluster, i, reqwest::Method::GET, &one, &bob.token, None).await;
+        assert_eq!(status, 200, "node {i}: {view}");
+        views.push(view);
+        let (status, list) = rest_on(
+            &cluster,
+            i,
+            reqwest::Method::GET,
+            "/api/v1/rooms",
+            &bob.token,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "node {i}: {list}");
+        let agora = list["rooms"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == "agora"))
+            .unwrap_or_else(|| panic!("node {i}: no agora in {list}"));
+        assert_eq!(
+            (&agora["unread"], &agora["last_read_seq"]),
+            (&serde_json::json!(2), &serde_json::json!(0)),
+            "node {i}: {agora}"
+        );
+    }
+    let v = &views[0];
+    assert_eq!(
+        (
+            &v["body"],
+            &v["version"],
+            &v["pinned"],
+            &v["reply_count"],
+            &v["reactions"]
+        ),
+        (
+            &serde_json::json!("hello, agora"),
+            &serde_json::json!(2),
+            &serde_json::json!(true),
+            &serde_json::json!(1),
+            &serde_json::json!({})
+        ),
+        "{v}"
+    );
+    assert!(
+        views.iter().all(|w| w == v),
+        "every node answers the same view: {views:?}"
+    );
+}
+
 /// A REST call on node `i`: (status, JSON or Null).
 async fn rest_on(
     cluster: &Cluster,

@@ -903,6 +903,21 @@ async fn search_follows_edits_and_deletes() {
     search_until(&node, &ann.token, "brown", &[m1, m2]).await;
     acked(&act(&mut ann, json!({"type": "edit", "room": "lib", "seq": m1, "body": "the quick red panda", "client_id": "e1"})).await);
     search_until(&node, &ann.token, "panda", &[m1]).await;
+    // The hit shows the message as it is now.
+    let (status, found) = api(
+        &node,
+        "GET",
+        "/api/v1/search?q=panda",
+        Some(&ann.token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(
+        (&found["results"][0]["body"], &found["results"][0]["from"]),
+        (&json!("the quick red panda"), &json!("ann")),
+        "{found}"
+    );
     search_until(&node, &ann.token, "fox", &[]).await;
     search_until(&node, &ann.token, "brown", &[m2]).await;
     acked(
@@ -1229,4 +1244,497 @@ async fn an_old_message_deleted_beyond_the_room_cache_takes_its_attachments() {
     );
     gone(&node, &bob.token, &file).await;
     assert_eq!(view(&node, &ann.token, "attic", old).await["deleted"], true);
+}
+
+/// Every endpoint of messages that live, with the refusals they all share:
+/// no token, a stranger to the room, an unknown room, an unknown seq, a seq
+/// that is a room event (not a message), a seq that is not a number.
+#[tokio::test]
+async fn every_endpoint_refuses_strangers_unknown_rooms_and_seqs() {
+    let node = node().await;
+    let (mut ann, _bob) = pair(&node, "hall").await;
+    let eve = Client::new_user(&node, "eve").await;
+    let first = acked(&ann.say("hall", "a message", "m1").await);
+    // A room event: a reaction, whose seq is not a message's.
+    let event = acked(
+        &act(
+            &mut ann,
+            json!({"type": "react", "room": "hall", "seq": first, "emoji": "👍", "client_id": "r1"}),
+        )
+        .await,
+    );
+    let edit = || Some(json!({"body": "new words"}));
+    // (method, path with {room} and {seq}, body).
+    type Call = (&'static str, &'static str, Option<Value>);
+    let calls: Vec<Call> = vec![
+        ("GET", "/api/v1/rooms/{room}/messages/{seq}", None),
+        ("PATCH", "/api/v1/rooms/{room}/messages/{seq}", edit()),
+        ("DELETE", "/api/v1/rooms/{room}/messages/{seq}", None),
+        ("GET", "/api/v1/rooms/{room}/messages/{seq}/versions", None),
+        ("GET", "/api/v1/rooms/{room}/messages/{seq}/thread", None),
+        (
+            "PUT",
+            "/api/v1/rooms/{room}/messages/{seq}/reactions/%F0%9F%8E%89",
+            None,
+        ),
+        (
+            "DELETE",
+            "/api/v1/rooms/{room}/messages/{seq}/reactions/%F0%9F%8E%89",
+            None,
+        ),
+        ("PUT", "/api/v1/rooms/{room}/pins/{seq}", None),
+        ("DELETE", "/api/v1/rooms/{room}/pins/{seq}", None),
+    ];
+    let path = |template: &str, room: &str, seq: &str| {
+        template.replace("{room}", room).replace("{seq}", seq)
+    };
+    for (method, template, body) in &calls {
+        let at = |room: &str, seq: &str| path(template, room, seq);
+        let one = at("hall", &first.to_string());
+        assert_error(
+            &format!("{method} {template}, no token"),
+            api(&node, method, &one, None, body.clone()).await,
+            401,
+            "unauthorized",
+        );
+        assert_error(
+            &format!("{method} {template}, a bad token"),
+            api(&node, method, &one, Some("not-a-token"), body.clone()).await,
+            401,
+            "unauthorized",
+        );
+        assert_error(
+            &format!("{method} {template}, not a member"),
+            api(&node, method, &one, Some(&eve.token), body.clone()).await,
+            403,
+            "forbidden",
+        );
+        assert_error(
+            &format!("{method} {template}, no such room"),
+            api(
+                &node,
+                method,
+                &at("nowhere", "1"),
+                Some(&ann.token),
+                body.clone(),
+            )
+            .await,
+            404,
+            "not_found",
+        );
+        for seq in ["999", &event.to_string()] {
+            assert_error(
+                &format!("{method} {template}, seq {seq} is not a message"),
+                api(
+                    &node,
+                    method,
+                    &at("hall", seq),
+                    Some(&ann.token),
+                    body.clone(),
+                )
+                .await,
+                404,
+                "not_found",
+            );
+        }
+        for seq in ["abc", "0", "-1"] {
+            assert_error(
+                &format!("{method} {template}, seq {seq:?}"),
+                api(
+                    &node,
+                    method,
+                    &at("hall", seq),
+                    Some(&ann.token),
+                    body.clone(),
+                )
+                .await,
+                400,
+                "bad_request",
+            );
+        }
+    }
+    // The room-wide ones: pins and sending.
+    for (method, path, body) in [
+        ("GET", "/api/v1/rooms/{room}/pins", None),
+        (
+            "POST",
+            "/api/v1/rooms/{room}/messages",
+            Some(json!({"body": "hi"})),
+        ),
+    ] {
+        let here = path.replace("{room}", "hall");
+        assert_error(
+            &format!("{method} {path}, no token"),
+            api(&node, method, &here, None, body.clone()).await,
+            401,
+            "unauthorized",
+        );
+        assert_error(
+            &format!("{method} {path}, not a member"),
+            api(&node, method, &here, Some(&eve.token), body.clone()).await,
+            403,
+            "forbidden",
+        );
+        assert_error(
+            &format!("{method} {path}, no such room"),
+            api(
+                &node,
+                method,
+                &path.replace("{room}", "nowhere"),
+                Some(&ann.token),
+                body,
+            )
+            .await,
+            404,
+            "not_found",
+        );
+    }
+    // None of it changed the message.
+    let v = view(&node, &ann.token, "hall", first).await;
+    assert_eq!(
+        (&v["body"], &v["version"], &v["pinned"], &v["deleted"]),
+        (&json!("a message"), &json!(1), &json!(false), &json!(false)),
+        "{v}"
+    );
+    assert_eq!(v["reactions"], json!({"👍": ["ann"]}), "{v}");
+}
+
+/// The room's admins delete and pin other members' messages, as its owner
+/// does; they edit only their own. The node's admins (`admin.users`) delete
+/// and pin in any room they are a member of.
+#[tokio::test]
+async fn room_and_node_admins_delete_and_pin_other_members_messages() {
+    let node = Node::start_with(&[
+        ("TROUPE_LIMITS__MESSAGE_BURST", "100000"),
+        ("TROUPE_LIMITS__MESSAGES_PER_SECOND", "100000"),
+        ("TROUPE_ADMIN__USERS", "[root]"),
+    ])
+    .await;
+    let (ann, mut bob) = pair(&node, "club").await;
+    let mut cat = Client::new_user(&node, "cat").await;
+    cat.join("club").await;
+    let mut root = Client::new_user(&node, "root").await;
+    root.join("club").await;
+    let cats = acked(&cat.say("club", "cat's words", "c1").await);
+    let bobs = acked(&bob.say("club", "bob's words", "b1").await);
+    let one = |seq: u64| format!("/api/v1/rooms/club/messages/{seq}");
+    let pin = |seq: u64| format!("/api/v1/rooms/club/pins/{seq}");
+
+    // A plain member: neither pins nor deletes another's message.
+    assert_error(
+        "a member pins another's",
+        api(&node, "PUT", &pin(cats), Some(&bob.token), None).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        "a member deletes another's",
+        api(&node, "DELETE", &one(cats), Some(&bob.token), None).await,
+        403,
+        "forbidden",
+    );
+    // The owner makes bob an admin: now he does both, but edits only his own.
+    let (status, body) = api(
+        &node,
+        "PUT",
+        "/api/v1/rooms/club/members/bob/role",
+        Some(&ann.token),
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        api(&node, "PUT", &pin(cats), Some(&bob.token), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(view(&node, &ann.token, "club", cats).await["pinned"], true);
+    assert_error(
+        "an admin edits another's",
+        api(
+            &node,
+            "PATCH",
+            &one(cats),
+            Some(&bob.token),
+            Some(json!({"body": "admin's words"})),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(
+        api(&node, "DELETE", &pin(cats), Some(&bob.token), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        api(&node, "DELETE", &one(cats), Some(&bob.token), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(view(&node, &ann.token, "club", cats).await["deleted"], true);
+    // cat, a member, cannot touch the admin's message.
+    refused(
+        &act(
+            &mut cat,
+            json!({"type": "delete", "room": "club", "seq": bobs, "client_id": "c-del"}),
+        )
+        .await,
+        "forbidden",
+    );
+    // The node's admin, a plain member of the room, pins and deletes it.
+    acked(
+        &act(
+            &mut root,
+            json!({"type": "pin", "room": "club", "seq": bobs, "client_id": "r-pin"}),
+        )
+        .await,
+    );
+    assert_eq!(view(&node, &ann.token, "club", bobs).await["pinned"], true);
+    refused(
+        &act(
+            &mut root,
+            json!({"type": "edit", "room": "club", "seq": bobs, "body": "x", "client_id": "r-edit"}),
+        )
+        .await,
+        "forbidden",
+    );
+    acked(
+        &act(
+            &mut root,
+            json!({"type": "delete", "room": "club", "seq": bobs, "client_id": "r-del"}),
+        )
+        .await,
+    );
+    let v = view(&node, &ann.token, "club", bobs).await;
+    assert_eq!((&v["deleted"], &v["pinned"]), (&json!(true), &json!(false)));
+}
+
+/// A delete is kept behind the log, not only in the room's memory: after a
+/// restart the message has no body, no earlier versions, no reactions, no
+/// pin, and search finds it by none of its words.
+#[tokio::test]
+async fn a_deleted_message_stays_deleted_without_its_versions_after_a_restart() {
+    let mut node = node().await;
+    let (mut ann, mut bob) = pair(&node, "shed").await;
+    let doomed = acked(&ann.say("shed", "walrus one", "m1").await);
+    let kept = acked(&ann.say("shed", "walrus kept", "m2").await);
+    for (i, body) in ["walrus two", "walrus three"].iter().enumerate() {
+        acked(&act(&mut ann, json!({"type": "edit", "room": "shed", "seq": doomed, "body": body, "client_id": format!("e{i}")})).await);
+    }
+    acked(&act(&mut ann, json!({"type": "edit", "room": "shed", "seq": kept, "body": "walrus kept, edited", "client_id": "e-kept"})).await);
+    acked(
+        &act(
+            &mut bob,
+            json!({"type": "react", "room": "shed", "seq": doomed, "emoji": "🦭", "client_id": "r"}),
+        )
+        .await,
+    );
+    acked(
+        &act(
+            &mut ann,
+            json!({"type": "pin", "room": "shed", "seq": doomed, "client_id": "p"}),
+        )
+        .await,
+    );
+    let versions = |seq: u64| format!("/api/v1/rooms/shed/messages/{seq}/versions");
+    let (_, before) = api(&node, "GET", &versions(doomed), Some(&ann.token), None).await;
+    assert_eq!(before["versions"].as_array().unwrap().len(), 2, "{before}");
+    acked(
+        &act(
+            &mut ann,
+            json!({"type": "delete", "room": "shed", "seq": doomed, "client_id": "d"}),
+        )
+        .await,
+    );
+    search_until(&node, &ann.token, "walrus", &[kept]).await;
+    drop((ann, bob));
+    assert!(node.sigterm().success(), "a clean stop");
+    node.restart().await;
+    let token = common::login_token(&node, "bob").await;
+
+    let v = view(&node, &token, "shed", doomed).await;
+    assert_eq!(
+        (&v["deleted"], &v["body"], &v["pinned"], &v["reactions"]),
+        (&json!(true), &Value::Null, &json!(false), &json!({})),
+        "{v}"
+    );
+    let (status, after) = api(&node, "GET", &versions(doomed), Some(&token), None).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(
+        after["versions"],
+        json!([]),
+        "versions are dropped: {after}"
+    );
+    // The other edited message kept its versions: the store drops only the deleted one's.
+    let (_, other) = api(&node, "GET", &versions(kept), Some(&token), None).await;
+    assert_eq!(other["versions"][0]["body"], "walrus kept", "{other}");
+    let (_, pins) = api(&node, "GET", "/api/v1/rooms/shed/pins", Some(&token), None).await;
+    assert_eq!(pins["pins"], json!([]), "{pins}");
+    for word in ["walrus", "one", "two", "three"] {
+        let want: &[u64] = if word == "walrus" { &[kept] } else { &[] };
+        search_until(&node, &token, word, want).await;
+    }
+    // And it takes no change.
+    assert_error(
+        "react to a deleted message",
+        api(
+            &node,
+            "PUT",
+            &format!("/api/v1/rooms/shed/messages/{doomed}/reactions/%F0%9F%A6%AD"),
+            Some(&token),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
+}
+
+/// The emoji rule at its edges: a `:short_name:` of 32 characters (colons
+/// included) is taken, 33 is not; one grapheme of several code points is
+/// taken, two graphemes are not.
+#[tokio::test]
+async fn the_emoji_rule_at_its_edges() {
+    let node = node().await;
+    let (ann, _bob) = pair(&node, "edge").await;
+    let (status, sent) = api(
+        &node,
+        "POST",
+        "/api/v1/rooms/edge/messages",
+        Some(&ann.token),
+        Some(json!({"body": "react to me"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{sent}");
+    let seq = sent["seq"].as_u64().unwrap();
+    let put = |emoji: &str| {
+        let path = format!(
+            "/api/v1/rooms/edge/messages/{seq}/reactions/{}",
+            urlencode(emoji)
+        );
+        let token = ann.token.clone();
+        let node = &node;
+        async move { api(node, "PUT", &path, Some(&token), None).await }
+    };
+    let longest = format!(":{}:", "x".repeat(30));
+    assert_eq!(longest.chars().count(), 32);
+    let too_long = format!(":{}:", "x".repeat(31));
+    for ok in [longest.as_str(), "👩‍👩‍👧", "🇫🇷", "👍🏽", ":+1:"] {
+        let got = put(ok).await;
+        assert_eq!(got.0, 204, "{ok:?}: {}", got.1);
+    }
+    for bad in [too_long.as_str(), "👍👍", "🇫🇷🇫🇷", "::", ":a b:", " ", "a b"] {
+        let (status, body) = put(bad).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &json!("bad_request")),
+            "{bad:?}: {body}"
+        );
+    }
+    let v = view(&node, &ann.token, "edge", seq).await;
+    assert_eq!(v["reactions"].as_object().unwrap().len(), 5, "{v}");
+    assert!(v["reactions"].get(&longest).is_some(), "{v}");
+}
+
+/// Changes to old messages (state read from history) while the room is busy
+/// with other members' sends: each is acked, none is refused for want of the
+/// message's state (the room keeps the views its queued changes need), and
+/// one user's changes take seqs in the order they were sent (a change that
+/// waits for a message's state holds back the user's later ones), so the
+/// last edit sent is the body.
+#[tokio::test]
+async fn old_messages_change_while_the_room_is_busy() {
+    let node = Node::start_with(&[
+        ("TROUPE_LIMITS__MESSAGE_BURST", "100000"),
+        ("TROUPE_LIMITS__MESSAGES_PER_SECOND", "100000"),
+        ("TROUPE_ROOMS__RECENT", "2"),
+    ])
+    .await;
+    let (mut ann, mut bob) = pair(&node, "mill").await;
+    let mut old = Vec::new();
+    for i in 0..10 {
+        old.push(acked(
+            &ann.say("mill", &format!("old {i}"), &format!("o{i}")).await,
+        ));
+    }
+    for i in 0..40 {
+        acked(
+            &bob.say("mill", &format!("filler {i}"), &format!("f{i}"))
+                .await,
+        );
+    }
+    // bob keeps the room busy while ann edits and reacts to the old ones.
+    const ROUNDS: usize = 30;
+    for i in 0..ROUNDS {
+        for k in 0..5 {
+            bob.send(json!({"type": "send", "room": "mill", "body": format!("busy {i}.{k}"), "client_id": format!("busy{i}.{k}")})).await;
+        }
+        let target = old[i % old.len()];
+        ann.send(json!({"type": "edit", "room": "mill", "seq": target, "body": format!("old, edit {i}"), "client_id": format!("e{i}")})).await;
+        ann.send(json!({"type": "react", "room": "mill", "seq": target, "emoji": format!(":m{i}:"), "client_id": format!("r{i}")})).await;
+    }
+    let mut refusals = Vec::new();
+    // The seq of each edit: the last one by seq is the body.
+    let mut edits: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut in_order = Vec::new();
+    for i in 0..ROUNDS {
+        for id in [format!("e{i}"), format!("r{i}")] {
+            let f = ann
+                .expect_where(&id, |f| {
+                    (f["type"] == "ack" && f["client_id"] == id.as_str())
+                        || (f["type"] == "error" && f["ref"] == id.as_str())
+                })
+                .await;
+            if f["type"] != "ack" {
+                refusals.push(f);
+                continue;
+            }
+            let seq = f["seq"].as_u64().unwrap();
+            in_order.push((seq, id.clone()));
+            if id.starts_with('e') {
+                edits.insert(seq, i);
+            }
+        }
+    }
+    assert!(
+        refusals.is_empty(),
+        "{} refused: {refusals:?}",
+        refusals.len()
+    );
+    // ann's requests took seqs in the order she sent them, though some
+    // waited for an old message's state and others did not.
+    assert!(
+        in_order.windows(2).all(|w| w[0].0 < w[1].0),
+        "one user's requests keep their order: {in_order:?}"
+    );
+    for (k, target) in old.iter().enumerate() {
+        let mine: Vec<(u64, usize)> = edits
+            .iter()
+            .filter(|(_, i)| *i % old.len() == k)
+            .map(|(s, i)| (*s, *i))
+            .collect();
+        let rounds: Vec<usize> = mine.iter().map(|(_, i)| *i).collect();
+        let mut sorted = rounds.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            rounds, sorted,
+            "one connection's edits of one message keep their order: {mine:?}"
+        );
+        let last = mine.last().unwrap().1;
+        let v = view(&node, &ann.token, "mill", *target).await;
+        assert_eq!(
+            v["body"],
+            format!("old, edit {last}"),
+            "edits (seq, round): {mine:?}: {v}"
+        );
+        assert_eq!(
+            v["reactions"].as_object().unwrap().len(),
+            ROUNDS / old.len(),
+            "{v}"
+        );
+    }
 }

@@ -516,3 +516,61 @@ async fn a_search_before_login_is_refused_on_a_line_connection() {
         other => panic!("no answer: {other:?}"),
     }
 }
+
+/// Reading a room ends with membership: a room the user left, or was
+/// kicked from, is searched no more (its messages were found before), and
+/// asking for it by name is refused as for a stranger.
+#[tokio::test]
+async fn a_room_left_or_kicked_from_is_searched_no_more() {
+    let node = node().await;
+    let mut ann = Client::new_user(&node, "ann").await;
+    let mut bob = Client::new_user(&node, "bob").await;
+    ann.join("porch").await;
+    ann.join("attic").await;
+    bob.join("porch").await;
+    bob.join("attic").await;
+    ann.say("porch", "the lantern is on the porch", "a1").await;
+    ann.say("attic", "the lantern of the attic", "a2").await;
+    bob.say("porch", "bob likes lantern light", "b1").await;
+    let found = wait_for(&node, &bob.token, "lantern", 3).await;
+    assert_eq!(rooms(&found).len(), 3);
+
+    // bob leaves the porch himself.
+    bob.send(json!({"type": "leave", "room": "porch"})).await;
+    bob.expect_where("left porch", |f| {
+        f["type"] == "left" && f["room"] == "porch"
+    })
+    .await;
+    let (found, _) = results(&node, &bob.token, &[("q", "lantern")]).await;
+    assert_eq!(rooms(&found), ["attic"], "{found:?}");
+    assert_error(
+        &node,
+        Some(&bob.token),
+        &[("q", "lantern"), ("room", "porch")],
+        403,
+        "forbidden",
+    )
+    .await;
+
+    // The attic's first member (its owner) kicks bob out of it.
+    let r = common::http()
+        .delete(node.url("/api/v1/rooms/attic/members/bob"))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .expect("the node answers");
+    assert_eq!(r.status(), 204, "{:?}", r.text().await);
+    let (found, next) = results(&node, &bob.token, &[("q", "lantern")]).await;
+    assert_eq!((found.len(), next), (0, None), "{found:?}");
+    assert_error(
+        &node,
+        Some(&bob.token),
+        &[("q", "lantern"), ("room", "attic")],
+        403,
+        "forbidden",
+    )
+    .await;
+    // ann still reads both.
+    let (found, _) = results(&node, &ann.token, &[("q", "lantern")]).await;
+    assert_eq!(found.len(), 3, "{found:?}");
+}

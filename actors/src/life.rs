@@ -266,6 +266,10 @@ mod tests {
         ] {
             assert!(check_emoji(bad).is_err(), "{bad}");
         }
+        // The longest :short_name: counts its colons: 32 characters in all.
+        let longest = format!(":{}:", "x".repeat(30));
+        assert_eq!(longest.chars().count(), MAX_SHORT_NAME);
+        assert!(check_emoji(&longest).is_ok());
     }
 
     #[test]

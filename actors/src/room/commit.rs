@@ -46,20 +46,39 @@ impl RoomState {
             waiters.push(request.outbox);
             return;
         }
-        self.in_flight
-            .insert(key.clone(), vec![request.outbox.clone()]);
+        self.in_flight.insert(key, vec![request.outbox.clone()]);
+        if let Some(held) = self.held.get_mut(&request.user) {
+            // An earlier request of this user waits for a message's state:
+            // this one waits behind it.
+            held.push_back(request);
+            return;
+        }
+        self.admit(myself, request);
+    }
+
+    /// Queues a request for the log once the view its check needs is at
+    /// hand. A target older than the views in memory is read from history
+    /// first; meanwhile the user's later requests are held (`held`) and
+    /// admitted in order once it is queued, so that a user's requests keep
+    /// their order: an edit cannot overtake the edit before it, nor a plain
+    /// message the reply sent before it.
+    fn admit(&mut self, myself: &ActorRef<RoomMsg>, request: SendRequest) {
+        let key = (request.user.clone(), request.client_id.clone());
         match self.precheck(&request) {
             Some(Err(e)) => self.fail(key, &e),
-            Some(Ok(())) | None if request.event.is_none() && request.reply_to.is_none() => {
+            Some(Ok(())) => self.queue_send(myself, request),
+            None if request.event.is_none() && request.reply_to.is_none() => {
                 self.queue_send(myself, request)
             }
-            Some(Ok(())) => self.queue_send(myself, request),
             None => {
                 // The target is older than the views in memory: load it first.
                 let target = match &request.event {
                     Some(event) => event.target(),
                     None => request.reply_to.unwrap_or(0),
                 };
+                let user = request.user.clone();
+                self.held
+                    .insert(user.clone(), std::collections::VecDeque::new());
                 self.with_views(
                     myself,
                     vec![target],
@@ -72,9 +91,33 @@ impl RoomState {
                             Ok(()) => state.queue_send(myself, request),
                             Err(e) => state.fail(key, &e),
                         }
+                        state.release(myself, &user);
                     }),
                 );
             }
+        }
+    }
+
+    /// Admits the requests `user` sent while one of theirs waited, in
+    /// order, until one of them waits in turn (the rest stay behind it).
+    fn release(&mut self, myself: &ActorRef<RoomMsg>, user: &str) {
+        let Some(mut queue) = self.held.remove(user) else {
+            return;
+        };
+        while let Some(next) = queue.pop_front() {
+            self.admit(myself, next);
+            if let Some(waiting) = self.held.get_mut(user) {
+                waiting.extend(queue);
+                return;
+            }
+        }
+    }
+
+    /// Answers every held request with `error` (the room is leaving).
+    pub(super) fn fail_held(&mut self, error: &ChatError) {
+        let held: Vec<SendRequest> = self.held.values_mut().flat_map(std::mem::take).collect();
+        for request in held {
+            self.fail((request.user, request.client_id), error);
         }
     }
 

@@ -14,6 +14,7 @@ impl RoomState {
         for p in std::mem::take(&mut self.pending) {
             self.fail((p.user, p.client_id), &moving());
         }
+        self.fail_held(&moving());
         if !self.reconciling {
             for p in std::mem::take(&mut self.failed_batch) {
                 self.fail((p.user, p.client_id), &moving());

@@ -169,16 +169,28 @@ impl RoomState {
         }
     }
 
-    /// Forgets the oldest views once there are many, only those history holds.
+    /// Forgets the oldest views once there are many, only those history
+    /// holds, and never one a queued change or reply still needs: the batch
+    /// that takes it checks it against that view (`check_batch`), and a view
+    /// loaded for an old message would otherwise be the first to go while
+    /// the change waits for the append in flight.
     fn trim_views(&mut self) {
         let keep = (self.ctx.tuning.recent * 4).max(16);
-        while self.views.len() > keep {
-            match self.views.first_key_value() {
-                Some((&seq, _)) if seq <= self.history_seq => {
-                    self.views.remove(&seq);
-                }
-                _ => break,
-            }
+        let Some(excess) = self.views.len().checked_sub(keep).filter(|n| *n > 0) else {
+            return;
+        };
+        let needed: BTreeSet<u64> = self.pending.iter().filter_map(|p| p.target()).collect();
+        let history_seq = self.history_seq;
+        let doomed: Vec<u64> = self
+            .views
+            .keys()
+            .copied()
+            .take_while(|seq| *seq <= history_seq)
+            .filter(|seq| !needed.contains(seq))
+            .take(excess)
+            .collect();
+        for seq in doomed {
+            self.views.remove(&seq);
         }
     }
 

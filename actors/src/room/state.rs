@@ -58,6 +58,16 @@ pub struct PendingSend {
     pub(crate) ts: i64,
 }
 
+impl PendingSend {
+    /// The message this send changes or answers, if any.
+    pub(crate) fn target(&self) -> Option<u64> {
+        match &self.event {
+            Some(event) => Some(event.target()),
+            None => self.reply_to,
+        }
+    }
+}
+
 pub(crate) enum SubState {
     /// Subscribed; receives nothing until activated. `from_seq` = last seq then.
     Pending { from_seq: u64 },
@@ -115,6 +125,11 @@ pub struct RoomState {
     pub(crate) topic: Option<String>,
     /// The current state of recent messages (every one not yet in history).
     pub(crate) views: BTreeMap<u64, crate::life::MessageView>,
+    /// Users one of whose changes or replies waits for a message's state
+    /// to be read from history, with their requests that came after it:
+    /// they wait behind it, so that one user's requests keep their order
+    /// (see `RoomState::admit`).
+    pub(crate) held: HashMap<String, VecDeque<super::SendRequest>>,
     /// Reads of history waiting for their turn, and whether one runs.
     pub(crate) db_jobs: VecDeque<super::life::DbJob>,
     pub(crate) db_reading: bool,
@@ -292,6 +307,7 @@ pub(crate) async fn restore(args: RoomArgs) -> Result<RoomState, ActorProcessing
         roles,
         topic,
         views: BTreeMap::new(),
+        held: HashMap::new(),
         db_jobs: VecDeque::new(),
         db_reading: false,
     };
