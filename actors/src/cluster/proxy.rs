@@ -156,17 +156,42 @@ impl Actor for RoomProxy {
                 let owner = state.args.owner_router.clone();
                 let room = state.args.room.clone();
                 let barrier = NEXT_GEN.fetch_add(1, Ordering::Relaxed);
-                let call = WireCall::Room {
-                    room: room.clone(),
-                    from: state.args.me.clone(),
-                    req: RoomCall::Activate {
-                        session: session_id,
-                        after,
-                        barrier,
-                        hold,
-                    },
-                };
+                let me = state.args.me.clone();
                 tokio::spawn(async move {
+                    // An activation may repeat (its answer was lost, or a move
+                    // came after a retry had already re-subscribed): what an
+                    // earlier subscription delivered is not replayed twice.
+                    // The router had this subscription's `Track` before this
+                    // question (same sender, in order), so it drops frames of
+                    // older ones from now on and its answer is final.
+                    let delivered = local
+                        .call(
+                            |r| RouterMsg::Delivered {
+                                room: room.clone(),
+                                session: session_id,
+                                reply: r,
+                            },
+                            Some(super::router::REMOTE_TIMEOUT),
+                        )
+                        .await;
+                    let delivered = match delivered {
+                        Ok(ractor::rpc::CallResult::Success(d)) => d,
+                        _ => return, // the session sees `unavailable` and retries
+                    };
+                    let after = match (after, delivered) {
+                        (Some(a), Some(d)) => Some(a.max(d)),
+                        (a, d) => a.or(d),
+                    };
+                    let call = WireCall::Room {
+                        room: room.clone(),
+                        from: me,
+                        req: RoomCall::Activate {
+                            session: session_id,
+                            after,
+                            barrier,
+                            hold,
+                        },
+                    };
                     let Ok(WireReply::Activated(seq)) = call_peer(&owner, &call).await else {
                         return; // `reply` dropped: the session sees `unavailable`
                     };

@@ -57,6 +57,13 @@ pub enum RouterMsg {
         session: u64,
         gen: u64,
     },
+    /// The last seq of `room` delivered to `session` (its activation must
+    /// not replay what the connection already has).
+    Delivered {
+        room: String,
+        session: u64,
+        reply: RpcReplyPort<Option<u64>>,
+    },
     /// The session's activation at the owner returned `seq`.
     Position {
         room: String,
@@ -327,6 +334,18 @@ impl Actor for Router {
                         tracks.remove(&session);
                     }
                 }
+            }
+            RouterMsg::Delivered {
+                room,
+                session,
+                reply,
+            } => {
+                let delivered = state
+                    .tracks
+                    .get(&room)
+                    .and_then(|tracks| tracks.get(&session))
+                    .and_then(|t| t.delivered);
+                let _ = reply.send(delivered);
             }
             RouterMsg::Position {
                 room,

@@ -132,7 +132,15 @@ impl Actor for SessionSupervisor {
                             None,
                         ),
                     };
-                    let _ = reply.send(answer);
+                    // The connection gave up waiting (its call timed out, or
+                    // it closed): nobody will ever drive this session, so it
+                    // must not live on and write into that connection.
+                    if reply.send(answer).is_err() {
+                        if let Some(orphan) = &session {
+                            tracing::debug!(%user, "session started after its connection gave up; stopped");
+                            orphan.stop(Some("its connection gave up waiting".into()));
+                        }
+                    }
                     let _ = myself.cast(SessionSupervisorMsg::Started {
                         user,
                         outbox,
