@@ -168,15 +168,11 @@ impl Proc {
         self.signal("CONT");
     }
 
-    /// SIGKILL (after a SIGCONT, should it be paused), and reap it. Nothing
-    /// when it is not running.
+    /// SIGKILL, and reap it. Nothing when it is not running. A paused
+    /// process dies as it is: no SIGCONT first, which would let it run (and
+    /// answer what waited on it) for the moment before the SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-CONT")
-                .arg(child.id().to_string())
-                .stderr(Stdio::null())
-                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
