@@ -1156,24 +1156,7 @@ async fn attachments_are_checked_on_send_and_deleted_with_their_message() {
         )
         .await,
     );
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let r = common::http()
-            .get(node.url(&file))
-            .bearer_auth(&ann.token)
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 404 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the attachment outlived its message: {}",
-            r.status()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gone(&node, &ann.token, &file).await;
     assert_eq!(
         view(&node, &ann.token, "album", seq).await["attachments"],
         json!([])

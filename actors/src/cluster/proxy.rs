@@ -178,10 +178,8 @@ impl Actor for RoomProxy {
                         Ok(ractor::rpc::CallResult::Success(d)) => d,
                         _ => return, // the session sees `unavailable` and retries
                     };
-                    let after = match (after, delivered) {
-                        (Some(a), Some(d)) => Some(a.max(d)),
-                        (a, d) => a.or(d),
-                    };
+                    // `None` (no position: where the subscription began) yields to a known seq.
+                    let after = after.max(delivered);
                     let call = WireCall::Room {
                         room: room.clone(),
                         from: me,
